@@ -1,0 +1,3 @@
+from .sqlite import Store, dumps
+
+__all__ = ["Store", "dumps"]

@@ -1,0 +1,111 @@
+"""Ctx: what a workflow body and a task can read."""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from .errors import OutputMissing
+from .state import Key, RunState
+
+
+def type_name(model: type | None) -> str | None:
+    """A resolvable name for an output model, stored beside the output."""
+    if model is None or "<locals>" in model.__qualname__:
+        return None
+    return f"{model.__module__}:{model.__qualname__}"
+
+
+def resolve_type(name: str | None) -> type[BaseModel] | None:
+    if not name:
+        return None
+    mod_name, _, qual = name.partition(":")
+    mod = sys.modules.get(mod_name)
+    if mod is None:
+        try:
+            mod = importlib.import_module(mod_name)
+        except Exception:
+            return None
+    obj: Any = mod
+    for part in qual.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj if isinstance(obj, type) and issubclass(obj, BaseModel) else None
+
+
+class Ctx:
+    """Read-only view of a run for the workflow body: input and outputs so far."""
+
+    def __init__(self, run_id: str, input: Any, state: RunState, models: dict[str, type[BaseModel] | None],
+                 workdir: Path) -> None:
+        self.run_id = run_id
+        self.input = input
+        self._state = state
+        self._models = models  # node id -> output model, learned from the rendered tree
+        self._cache: dict[Key, Any] = {}
+        self._workdir = workdir
+
+    def _value(self, key: Key) -> Any:
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        raw = self._state.outputs[key]
+        model = self._models.get(key[0]) or resolve_type(self._state.output_types.get(key))
+        value = model.model_validate(raw) if model is not None and raw is not None else raw
+        self._cache[key] = value
+        return value
+
+    def forget(self, key: Key) -> None:
+        self._cache.pop(key, None)
+
+    def get(self, id: str, iteration: int | None = None) -> Any:
+        """The output of node `id` (at `iteration`, else the latest), or None if there is none."""
+        if iteration is None:
+            its = self._state.by_id.get(id)
+            if not its:
+                return None
+            iteration = its[-1]
+        key = (id, iteration)
+        return self._value(key) if key in self._state.outputs else None
+
+    def output(self, id: str, iteration: int | None = None) -> Any:
+        """Like get(), but raises a clear error when the output does not exist."""
+        if iteration is None:
+            if not self._state.by_id.get(id):
+                raise OutputMissing(f"no output for node {id!r} yet: use ctx.get({id!r}) where it may be missing")
+        elif (id, iteration) not in self._state.outputs:
+            raise OutputMissing(f"no output for node {id!r} at iteration {iteration}: "
+                                f"it has {self.iterations(id) or 'none'}; use ctx.get() where it may be missing")
+        return self.get(id, iteration)
+
+    def latest(self, id: str) -> Any:
+        """The output of the highest iteration of `id`, or None."""
+        return self.get(id)
+
+    def iterations(self, id: str) -> list[int]:
+        """The iterations of `id` that have an output, ascending."""
+        return list(self._state.by_id.get(id, ()))
+
+    @property
+    def workdir(self) -> Path:
+        return self._workdir
+
+
+class TaskCtx(Ctx):
+    """What a task's `run` callable receives: the run's view plus its own iteration and workdir."""
+
+    def __init__(self, parent: Ctx, node_id: str, iteration: int, attempt: int, workdir: Path,
+                 emit: Callable[[str, dict[str, Any]], None]) -> None:
+        super().__init__(parent.run_id, parent.input, parent._state, parent._models, workdir)
+        self._cache = parent._cache
+        self.node_id, self.iteration, self.attempt = node_id, iteration, attempt
+        self._emit = emit
+
+    def log(self, message: str, **data: Any) -> None:
+        """Record a line in the run's event log (shown by `smithers logs` and the app)."""
+        self._emit("log", {"message": str(message), **data})

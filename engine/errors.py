@@ -1,0 +1,60 @@
+"""Errors the user sees: each message is one line that says what is wrong and what to do."""
+from __future__ import annotations
+
+
+class SmithersError(Exception):
+    """Base of every user-facing error. `exit_code` follows the CLI contract."""
+
+    exit_code = 1
+
+
+class BadInput(SmithersError):
+    """Unknown workflow or run, invalid input, bad flag, unusable database: exit 4."""
+
+    exit_code = 4
+
+
+class RunNotFound(BadInput):
+    pass
+
+
+class WorkflowNotFound(BadInput):
+    pass
+
+
+class InputInvalid(BadInput):
+    pass
+
+
+class SchemaTooNew(BadInput):
+    pass
+
+
+class NotADatabase(BadInput):
+    pass
+
+
+class LeaseHeld(BadInput):
+    """Another live process owns the run."""
+
+
+class SourceChanged(BadInput):
+    """The workflow's source changed since the run started."""
+
+
+class RenderError(SmithersError):
+    """The workflow body raised, or produced an invalid tree (duplicate ids...)."""
+
+
+class OutputMissing(LookupError):
+    """ctx.output() asked for an output that does not exist (yet)."""
+
+
+class TaskTimeout(SmithersError):
+    pass
+
+
+class ApprovalConflict(SmithersError):
+    """A gate was already decided by someone else."""
+
+    exit_code = 1
