@@ -395,7 +395,7 @@ class RunExecutor:
         if running:
             self.delta.event(typ, key, **data)
         else:
-            self._loop_ref.call_soon_threadsafe(self.delta.event, typ, key, *(), **data)
+            self._loop_ref.call_soon_threadsafe(lambda: self.delta.event(typ, key, **data))
 
     def _collect(self) -> None:
         for t in [t for t in self.running if t.done()]:
