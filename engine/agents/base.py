@@ -127,7 +127,8 @@ class FallbackAgent(Agent):
                     raise AgentUnavailable(why)
                 return await agent.run(prompt, output=output, workdir=workdir, emit=emit, tools=tools)
             except AgentError as e:
-                failures.append(f"{agent.name}: {e}")
+                msg = str(e)
+                failures.append(msg if msg.startswith(f"{agent.name}:") else f"{agent.name}: {msg}")
                 if i + 1 < len(self.agents):
                     nxt = self.agents[i + 1].name
                     emit(AgentEvent(kind="retry", agent=agent.name, text=f"{agent.name} failed ({e}); trying {nxt}",

@@ -127,7 +127,7 @@ class CLIAgent(Agent):
             emit(AgentEvent(kind="retry", agent=self.name, text=f"output invalid; asking for a correction: {errors}",
                             data={"reason": "validation", "attempt": attempt, "errors": errors}))
             if self.supports_resume and st.session_id:
-                ask, resume = correction_message(errors), st.session_id
+                ask, resume = correction_message(errors, output), st.session_id
             else:
                 ask = f"{base}\n\nYour previous answer was:\n{text[-4000:]}\n\n{correction_message(errors)}"
         raise AssertionError("unreachable")

@@ -32,7 +32,9 @@ def _candidates(ann: Any, label: str, depth: int) -> list[Any]:
         for a in args:
             if a is not type(None):
                 out += _candidates(a, label, depth)
-        return out + [None]
+        if type(None) not in args:
+            return out
+        return [None] + out if depth >= 1 else out + [None]  # nested optionals stay empty
     if origin in (list, set, frozenset, tuple) or ann in (list, set, tuple):
         if origin is tuple and args and args[-1] is not Ellipsis:
             return [[_candidates(a, label, depth)[0] for a in args]]
@@ -43,7 +45,12 @@ def _candidates(ann: Any, label: str, depth: int) -> list[Any]:
         return [{"example": v} for v in _candidates(val, label, depth)[:1]] + [{}]
     if isinstance(ann, type):
         if issubclass(ann, BaseModel):
-            return [build_instance(ann, depth + 1).model_dump()] if depth < 6 else []
+            if depth >= 4:
+                return []
+            try:
+                return [build_instance(ann, depth + 1).model_dump()]
+            except OutputInvalid:
+                return []
         if issubclass(ann, enum.Enum):
             return [m.value for m in ann]
         if issubclass(ann, bool):

@@ -51,6 +51,8 @@ def validate_answer(model: type[BaseModel], text: str) -> tuple[BaseModel | None
         return None, "the JSON does not match the schema:\n" + "\n".join(lines)
 
 
-def correction_message(errors: str) -> str:
+def correction_message(errors: str, model: type[BaseModel] | None = None) -> str:
+    """Feedback sent back after an invalid answer (with the schema again when `model` is given)."""
+    schema = f"\nThe schema: {json.dumps(schema_of(model))}" if model is not None else ""
     return (f"Your answer could not be used: {errors}\n"
-            "Reply again with only the corrected JSON object that validates against the schema.")
+            f"Reply again with only the corrected JSON object that validates against the schema.{schema}")

@@ -87,7 +87,7 @@ class FakeLLMServer:
         handler = _make_handler(self)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
 
@@ -124,7 +124,8 @@ class FakeLLMServer:
 
     def completions(self) -> list[Recorded]:
         """Recorded chat-completion / messages requests (not count_tokens etc.)."""
-        return [r for r in self.requests if r.path.rstrip("/").endswith(("/chat/completions", "/messages"))]
+        return [r for r in self.requests
+                if r.path.split("?")[0].rstrip("/").endswith(("/chat/completions", "/messages"))]
 
     def _next(self, rec: Recorded) -> Reply:
         if self.route is not None:
