@@ -43,8 +43,9 @@ _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 
 
 def load_litellm() -> Any:
-    """Import litellm with the local price map (no network) and quiet logging."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    """Import litellm with its bundled price map and configs (no network fetches) and quiet logging."""
+    for what in ("MODEL_COST_MAP", "ANTHROPIC_BETA_HEADERS", "BLOG_POSTS", "AUTOROUTER_PRESETS", "POLICY_TEMPLATES"):
+        os.environ.setdefault(f"LITELLM_LOCAL_{what}", "True")
     import litellm
 
     litellm.suppress_debug_info = True

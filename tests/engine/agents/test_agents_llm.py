@@ -195,3 +195,26 @@ def test_available_needs_a_key(clean_env):
 async def test_unavailable_run_fails_fast(clean_env, tmp_path, events):
     with pytest.raises(AgentUnavailable, match="OPENAI_API_KEY is not set"):
         await LLMAgent("openai/gpt-4.1").run("x", output=None, workdir=tmp_path, emit=events)
+
+
+async def test_anthropic_messages_api_through_litellm(server, tmp_path, events):
+    """The same loop over litellm's Anthropic client, against the fake Messages API."""
+    (tmp_path / "a.txt").write_text("content A")
+    server.push(Reply.tools(("read_file", {"path": "a.txt"}), text="reading"), Reply.say('{"approved": true, '
+                                                                                         '"summary": "A"}'))
+    agent = LLMAgent("anthropic/claude-sonnet-4-5", api_base=server.url, api_key="sk-fake", retry_backoff=0.001)
+    result = await agent.run("r", output=Verdict, workdir=tmp_path, emit=events)
+    assert result.output == Verdict(approved=True, summary="A")
+    assert result.usage.cost_usd > 0 and result.usage.input_tokens == 22
+    reqs = server.completions()
+    assert [r.path for r in reqs] == ["/v1/messages", "/v1/messages"] and reqs[0].headers["x-api-key"] == "sk-fake"
+    tool_result = reqs[1].body["messages"][-1]["content"][0]
+    assert tool_result["type"] == "tool_result" and tool_result["content"] == "content A"
+    assert events.kinds() == ["token", "message", "tool_call", "tool_result", "token", "message"]
+
+
+def test_network_is_blocked_in_tests():
+    import socket
+
+    with pytest.raises(OSError):
+        socket.create_connection(("203.0.113.1", 443), timeout=1)
