@@ -104,6 +104,13 @@ class CLIAgent(Agent):
     # -- the run -----------------------------------------------------------------------
     async def run(self, prompt: str, *, output: type[BaseModel] | None, workdir: Path, emit: Emit,
                   tools: Any = None) -> AgentResult:
+        try:
+            return await self._run(prompt, output, Path(workdir), emit)
+        except AgentError as e:
+            emit(AgentEvent(kind="error", text=str(e), agent=self.name, data={"type": type(e).__name__}))
+            raise
+
+    async def _run(self, prompt: str, output: type[BaseModel] | None, workdir: Path, emit: Emit) -> AgentResult:
         exe = self.path()
         if not exe:
             raise AgentUnavailable(f"{self.name}: {self.available()[1]}")
@@ -114,8 +121,8 @@ class CLIAgent(Agent):
         for attempt in range(1, self.max_validation_retries + 2):
             st = RunState(usage=Usage(model=self.model or "", agent=self.name))
             await self._exec(exe, ask, Path(workdir), resume, st, emit)
-            usage = usage + st.usage
             text = self.finish(st).strip()
+            usage = usage + st.usage
             if output is None:
                 return self._result(text, text, usage, started, "none", attempt)
             value, errors = validate_answer(output, text)

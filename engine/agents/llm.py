@@ -110,6 +110,14 @@ class LLMAgent(Agent):
     # -- the run -----------------------------------------------------------------------
     async def run(self, prompt: str, *, output: type[BaseModel] | None, workdir: Path, emit: Emit,
                   tools: list[Tool] | None = None) -> AgentResult:
+        try:
+            return await self._run(prompt, output, Path(workdir), emit, tools)
+        except AgentError as e:
+            emit(AgentEvent(kind="error", text=str(e), agent=self.name, data={"type": type(e).__name__}))
+            raise
+
+    async def _run(self, prompt: str, output: type[BaseModel] | None, workdir: Path, emit: Emit,
+                   tools: list[Tool] | None) -> AgentResult:
         ok, why = self.available()
         if not ok:
             raise AgentUnavailable(f"{self.name}: {why}")

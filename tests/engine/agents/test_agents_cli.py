@@ -165,3 +165,62 @@ async def test_real_claude_code_against_fake_messages_api(server, repo, tmp_path
     assert len(msgs) == 3 and all(m.headers.get("x-api-key") == "sk-fake" for m in msgs)
     last_user = msgs[2].body["messages"][-1]
     assert "files_changed" in json.dumps(last_user)  # the validation errors reached the model
+
+
+def fake_cli(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / "bin" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f"#!{sys.executable}\nimport json, sys, os\nargv = sys.argv[1:]\n" + textwrap.dedent(body))
+    path.chmod(0o755)
+    return path
+
+
+async def test_codex_jsonl(tmp_path, events):
+    exe = fake_cli(tmp_path, "codex", """
+        assert argv[:2] == ["exec", "--json"] and "--skip-git-repo-check" in argv
+        for e in [{"type": "thread.started", "thread_id": "th1"},
+                  {"type": "item.started", "item": {"id": "1", "type": "command_execution", "command": "ls"}},
+                  {"type": "item.completed", "item": {"id": "1", "type": "command_execution", "command": "ls",
+                   "aggregated_output": "a.py", "exit_code": 0}},
+                  {"type": "item.completed", "item": {"id": "2", "type": "agent_message",
+                   "text": '{"summary": "listed", "files_changed": 0}'}},
+                  {"type": "turn.completed", "usage": {"input_tokens": 50, "cached_input_tokens": 0,
+                   "output_tokens": 5}}]:
+            print(json.dumps(e))
+    """)
+    result = await CodexAgent(binary=str(exe)).run("list", output=Summary, workdir=tmp_path, emit=events)
+    assert result.output.summary == "listed" and result.usage.input_tokens == 50
+    assert events.kinds() == ["tool_call", "tool_result", "message"]
+
+
+async def test_gemini_json(tmp_path, events):
+    from engine.agents import GeminiAgent
+
+    exe = fake_cli(tmp_path, "gemini", """
+        assert argv[0] == "-p"
+        print(json.dumps({"response": "All done.", "stats": {"models": {"gemini-2.5-pro": {
+            "tokens": {"prompt": 12, "candidates": 3}}}}}, indent=2))
+    """)
+    result = await GeminiAgent(binary=str(exe)).run("x", output=None, workdir=tmp_path, emit=events)
+    assert result.text == "All done." and (result.usage.input_tokens, result.usage.output_tokens) == (12, 3)
+
+
+async def test_aider_text_and_cost(tmp_path, events):
+    from engine.agents import AiderAgent
+
+    exe = fake_cli(tmp_path, "aider", """
+        assert "--message" in argv and "--yes" in argv
+        print("Applied edit to app.py")
+        print("Tokens: 2.5k sent, 120 received. Cost: $0.01 message, $0.02 session.")
+        print('```json\\n{"summary": "edited", "files_changed": 1}\\n```')
+    """)
+    result = await AiderAgent(binary=str(exe)).run("x", output=Summary, workdir=tmp_path, emit=events)
+    assert result.output.files_changed == 1
+    assert (result.usage.input_tokens, result.usage.output_tokens, result.usage.cost_usd) == (2500, 120, 0.01)
+
+
+async def test_error_event_emitted_before_raising(tmp_path, events):
+    exe = fake_cli(tmp_path, "codex", "sys.exit(2)\n")
+    with pytest.raises(AgentError):
+        await CodexAgent(binary=str(exe)).run("x", output=None, workdir=tmp_path, emit=events)
+    assert events[-1].kind == "error" and "exit 2" in events[-1].text
