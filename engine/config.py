@@ -21,7 +21,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import tomllib
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from engine.agents.base import Agent, AgentUnavailable, FallbackAgent
@@ -50,6 +52,10 @@ BUILTIN_ALIASES = {"claude-code": "claude-code", "claude": "claude-code", "codex
 
 NO_AGENT_HINT = ('no agent configured: set ANTHROPIC_API_KEY (or OPENAI_API_KEY / GEMINI_API_KEY), or add '
                  '[agents.default] model = "openai/gpt-4.1" to .smithers/config.toml, or run with --agent demo')
+
+
+class ConfigError(ValueError):
+    """The configuration file or SMITHERS_* variables are invalid (one-line message)."""
 
 
 class AgentConfig(BaseModel):
@@ -108,7 +114,13 @@ def load_settings(project_dir: Path | str | None = None, **overrides: Any) -> Se
     if path.is_file():
         cls = type("FileSettings", (Settings,), {"model_config": SettingsConfigDict(
             **{**Settings.model_config, "toml_file": str(path)})})
-    return cls(project_dir=Path(project_dir) if project_dir else None, **overrides)
+    try:
+        return cls(project_dir=Path(project_dir) if project_dir else None, **overrides)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    except ValidationError as e:
+        where = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()[:3])
+        raise ConfigError(f"invalid settings in {path} or SMITHERS_* variables: {where}") from None
 
 
 # -- resolution -----------------------------------------------------------------------------

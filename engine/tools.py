@@ -297,7 +297,7 @@ def shell_env(pass_secrets: bool = False, extra: dict[str, str] | None = None) -
 
 
 async def run_shell(ctx: ToolContext, command: str, timeout: float | None = None) -> str:
-    limit = float(timeout or ctx.shell_timeout)
+    limit = min(float(timeout or ctx.shell_timeout), max(ctx.shell_timeout, 600.0))
     proc = await asyncio.create_subprocess_shell(
         command, cwd=os.path.realpath(ctx.workdir), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -50,6 +51,13 @@ def load_litellm() -> Any:
 
     litellm.suppress_debug_info = True
     return litellm
+
+
+async def preload_litellm() -> Any:
+    """Import litellm in a worker thread so a first import (seconds) doesn't stall the event loop."""
+    if "litellm" in sys.modules and hasattr(sys.modules["litellm"], "acompletion"):
+        return load_litellm()
+    return await asyncio.to_thread(load_litellm)
 
 
 def provider_of(model: str) -> str:
@@ -122,7 +130,7 @@ class LLMAgent(Agent):
         if not ok:
             raise AgentUnavailable(f"{self.name}: {why}")
         started = time.monotonic()
-        litellm = load_litellm()
+        litellm = await preload_litellm()
         tools = self.tools if tools is None else tools
         mode = self._mode(litellm, output)
         messages: list[dict[str, Any]] = []
@@ -151,7 +159,7 @@ class LLMAgent(Agent):
                     await self._call(tc, tools, ctx, messages, emit)
                 continue
             if output is None:
-                return self._result(text, text, usage, started, "none", attempts)
+                return self._result(text, text, usage, started, "none", 1)
             attempts += 1
             value, errors = validate_answer(output, text)
             if value is not None:

@@ -126,3 +126,15 @@ def test_list_agents(tmp_path, clean_env):
     assert rows["planner"]["uses"] == "default" and rows["planner"]["model"] == "anthropic/claude-sonnet-4-5"
     assert rows["demo"]["usable"] is True and rows["demo"]["kind"] == "demo"
     assert all(set(r) >= {"name", "kind", "model", "usable", "why"} for r in rows.values())
+
+
+def test_bad_config_is_one_line(tmp_path, clean_env):
+    from engine.config import ConfigError
+
+    write_config(tmp_path, '[agents.default]\nmodle = "x"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path)
+    assert "agents.default.modle" in str(err.value) and "\n" not in str(err.value)
+    write_config(tmp_path, '[agents.default\n')
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(tmp_path)
