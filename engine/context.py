@@ -43,7 +43,7 @@ class Ctx:
     def __init__(self, run_id: str, input: Any, state: RunState, models: dict[str, type[BaseModel] | None],
                  workdir: Path) -> None:
         self.run_id = run_id
-        self.input = input
+        self._input = input
         self._state = state
         self._models = models  # node id -> output model, learned from the rendered tree
         self._cache: dict[Key, Any] = {}
@@ -59,6 +59,11 @@ class Ctx:
         value = model.model_validate(raw) if model is not None and raw is not None else raw
         self._cache[key] = value
         return value
+
+    @property
+    def input(self) -> Any:
+        """The run's input, validated against the workflow's input model."""
+        return self._input
 
     def forget(self, key: Key) -> None:
         self._cache.pop(key, None)
@@ -101,10 +106,29 @@ class TaskCtx(Ctx):
 
     def __init__(self, parent: Ctx, node_id: str, iteration: int, attempt: int, workdir: Path,
                  emit: Callable[[str, dict[str, Any]], None]) -> None:
-        super().__init__(parent.run_id, parent.input, parent._state, parent._models, workdir)
+        super().__init__(parent.run_id, parent._input, parent._state, parent._models, workdir)
         self._cache = parent._cache
         self.node_id, self.iteration, self.attempt = node_id, iteration, attempt
         self._emit = emit
+        self.read_input = False  # what the step read, so a fork knows what a change affects
+        self.reads: set[str] = set()
+
+    @property
+    def input(self) -> Any:
+        self.read_input = True
+        return self._input
+
+    def get(self, id: str, iteration: int | None = None) -> Any:
+        if iteration is None:
+            its = self._state.by_id.get(id)
+            if its:
+                self.reads.add(f"{id}#{its[-1]}")
+        elif (id, iteration) in self._state.outputs:
+            self.reads.add(f"{id}#{iteration}")
+        return super().get(id, iteration)
+
+    def deps(self, fp: str) -> dict[str, Any]:
+        return {"fp": fp, "input": self.read_input, "reads": sorted(self.reads)}
 
     def log(self, message: str, **data: Any) -> None:
         """Record a line in the run's event log (shown by `smithers logs` and the app)."""

@@ -10,7 +10,7 @@ from .state import Key, NodeRecord
 @dataclass
 class Delta:
     nodes: dict[Key, NodeRecord] = field(default_factory=dict)
-    outputs: dict[Key, tuple[Any, str | None]] = field(default_factory=dict)
+    outputs: dict[Key, tuple[Any, str | None, dict[str, Any] | None]] = field(default_factory=dict)  # value, type, deps
     events: list[tuple[str, Key | None, dict[str, Any]]] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     approvals: list[dict[str, Any]] = field(default_factory=list)

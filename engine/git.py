@@ -114,6 +114,11 @@ def _commit(cwd: Path, rev: str) -> str:
     return sha
 
 
+def head(path: str | os.PathLike[str]) -> str:
+    """The commit checked out at ``path``."""
+    return _commit(Path(path), "HEAD")
+
+
 def find_repo(path: str | os.PathLike[str]) -> Path:
     """The top-level directory of the repository (or worktree) holding ``path``."""
     start = Path(path).expanduser().resolve()

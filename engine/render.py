@@ -29,6 +29,27 @@ class Ready:
     node: Node  # a Task, or a Worktree whose checkout must be made
     key: Key
     workdir: Path
+    worktree: Key | None = None  # the enclosing Worktree node, whose files are snapshotted after the step
+
+
+def fingerprint(task: Task) -> str:
+    """What the render of a task looks like, to tell whether a fork with other input changes it."""
+    import hashlib
+    import json
+
+    parts: list[Any] = [task.kind, type_name(task.output)]
+    if task.has_value:
+        parts.append(json.dumps(task.value, sort_keys=True, default=str))
+    for fn in (task.run, task.prompt):
+        if callable(fn):
+            parts.append(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}")
+        elif fn is not None:
+            parts.append(fn)
+    if task.agent is not None:
+        agent = task.agent
+        parts.append(agent if isinstance(agent, str) else [getattr(a, "name", repr(a)) for a in agent]
+                     if isinstance(agent, list) else getattr(agent, "name", type(agent).__name__))
+    return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -78,16 +99,17 @@ class Walker:
         self.dirty = False
         self.failed: Key | None = None
         self.now = time.monotonic()
+        self.worktree_of: dict[Path, Key] = {}
 
     # --- helpers -------------------------------------------------------------------------------
     def set(self, key: Key, rec: NodeRecord) -> None:
         self.state.nodes[key] = rec
         self.delta.nodes[key] = rec
 
-    def output(self, key: Key, value: Any, tname: str | None) -> None:
+    def output(self, key: Key, value: Any, tname: str | None, deps: dict[str, Any] | None = None) -> None:
         self.state.set_output(key, value, tname)
         self.ctx.forget(key)
-        self.delta.outputs[key] = (value, tname)
+        self.delta.outputs[key] = (value, tname, deps)
         self.dirty = True
 
     def fail(self, key: Key, kind: str, error: str, attempts: int = 0) -> int:
@@ -179,10 +201,10 @@ class Walker:
                 return self.fail(key, "task", f"value does not fit {task.output.__name__}: "
                                  f"{_one_line(e)}", attempts)
             self.set(key, NodeRecord("task", DONE, attempts, None, rec.data if rec else None))
-            self.output(key, value, tname)
+            self.output(key, value, tname, {"fp": fingerprint(task), "input": False, "reads": []})
             self.delta.event("node_finished", key, static=True)
             return S_DONE
-        self.ready.append(Ready(task, key, wd))
+        self.ready.append(Ready(task, key, wd, self.worktree_of.get(wd)))
         return S_ACTIVE
 
     def _failed(self, key: Key) -> int:
@@ -263,7 +285,9 @@ class Walker:
             return self._failed(key)
         if rec.state == RUNNING and not (rec.data and rec.data.get("path")):
             return S_ACTIVE  # the checkout is being made
-        s = self.seq(node.items, it, Path(rec.data["path"]))
+        path = Path(rec.data["path"])
+        self.worktree_of[path] = key
+        s = self.seq(node.items, it, path)
         if s == S_DONE and rec.state != DONE and not self.dirty:
             self.set(key, NodeRecord("worktree", DONE, rec.attempts, None, rec.data))
             self.delta.event("worktree_finished", key, path=rec.data["path"])

@@ -27,7 +27,8 @@ from .events import Event, EventBus
 from .frame import Delta
 from .lease import HEARTBEAT_S, Owner, describe_owner, owner_alive
 from .loader import load_target, source_hash
-from .render import S_DONE, S_FAILED, S_WAITING, Ready, coerce_output, index_tree, one_line_validation, render
+from .render import (S_DONE, S_FAILED, S_WAITING, Ready, coerce_output, fingerprint, index_tree,
+                     one_line_validation, render)
 from .state import (CANCELLED, DONE, FAILED, PENDING, RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_REWOUND,
                     RUN_RUNNING, RUN_WAITING, RUNNING, SKIPPED, WAITING_APPROVAL, Key, NodeRecord, RunState)
 from .store import Store, dumps
@@ -57,17 +58,34 @@ class Engine:
     """Hosts runs in this process. One Store (one connection), one event bus, one owner id."""
 
     def __init__(self, store: Store, *, max_concurrency: int = 4, owner: Owner | None = None,
-                 poll_interval: float = 0.25, agent_resolver: Callable[[Any], Any] | None = None) -> None:
+                 poll_interval: float = 0.25, settings: Any = None, agent_override: str | None = None) -> None:
         self.store = store
         self.bus = EventBus()
         self.owner = owner or Owner.me()
         self.max_concurrency = max_concurrency
         self.poll_interval = poll_interval
-        self.agent_resolver = agent_resolver
+        self.settings = settings  # engine.config.Settings; loaded per project when None
+        self.agent_override = agent_override
+        self._settings: dict[Path, Any] = {}
         self.active: dict[str, RunExecutor] = {}
-        self.step_runners: dict[str, StepRunner] = {"compute": run_compute}
+        from .agent_step import run_agent
+        from .worktree import run_worktree
+
+        self.step_runners: dict[str, StepRunner] = {"compute": run_compute, "worktree": run_worktree,
+                                                    "agent": run_agent}
         self._watcher: asyncio.Task[None] | None = None
         self.on_commit: Callable[[str, int, RunState], None] | None = None  # for tests
+
+    def settings_for(self, project: Path) -> Any:
+        """Settings for agents: the ones given, else `.smithers/config.toml` of the run's directory."""
+        if self.settings is not None:
+            return self.settings
+        if project not in self._settings:
+            from .config import load_settings
+
+            extra = {"agent_override": self.agent_override} if self.agent_override else {}
+            self._settings[project] = load_settings(project, **extra)
+        return self._settings[project]
 
     # --- starting and resuming -----------------------------------------------------------------
     async def start(self, wf: WorkflowDef, target: str, input_data: Any = None, *, run_id: str | None = None,
@@ -137,6 +155,8 @@ class Engine:
         state = await self.store.load_state(run_id)
         ex = RunExecutor(self, run, wf, state)
         ex.recover(was_failed=run["status"] == RUN_FAILED)
+        for d in await self.store.decided_unapplied(run_id):  # decided while no process ran it
+            ex.apply_decision(d)
         return ex
 
     # --- decisions from this process -----------------------------------------------------------
@@ -161,6 +181,40 @@ class Engine:
             ("INSERT INTO events (run_id,frame,at,type,data) VALUES (?,?,?,?,?)",
              [(run_id, run["frame"], now, "run_cancelled", dumps({"by": "cancel"}))])])
         return "cancelled"
+
+    async def decide(self, run_id: str, node: str | None, iteration: int | None, approved: bool,
+                     by: str | None = None, note: str | None = None) -> dict[str, Any]:
+        """Approve or deny a gate; a run executing here goes on at once."""
+        from .approval import decide
+
+        row = await decide(self.store, run_id, node, iteration, approved, by, note)
+        ex = self.active.get(run_id)
+        if ex is not None:
+            ex.apply_decision(row)
+            ex._wake.set()
+        return row
+
+    async def fork(self, run_id: str, frame: int | None, *, input: Any = None, reset: Any = (),
+                   new_id: str | None = None) -> dict[str, Any]:
+        from .timetravel import fork
+
+        return await fork(self.store, run_id, frame, input=input, reset=reset, new_id=new_id)
+
+    async def rewind(self, run_id: str, frame: int, *, new_id: str | None = None) -> dict[str, Any]:
+        """A fork that takes over: the original is kept, read-only, as `rewound`."""
+        from .timetravel import fork
+
+        if run_id in self.active:
+            ex = self.active[run_id]
+            ex.request_cancel()
+            await asyncio.wait([ex.finished])
+        return await fork(self.store, run_id, frame, new_id=new_id, kind="rewind")
+
+    async def replay(self, run_id: str, frame: int = 0, *, new_id: str | None = None) -> dict[str, Any]:
+        """Re-execute everything after `frame` in a new run, to compare."""
+        from .timetravel import fork
+
+        return await fork(self.store, run_id, frame, new_id=new_id, kind="replay")
 
     # --- watching other processes --------------------------------------------------------------
     def _ensure_watcher(self) -> None:
@@ -207,6 +261,8 @@ class RunExecutor:
         self.running_keys: set[Key] = set()
         self.backoff: dict[Key, float] = {}
         self.attempt_rows: dict[Key, dict[str, Any]] = {}
+        self.step_ctx: dict[Key, TaskCtx] = {}
+        self.snapshots: dict[Key, str] = {}
         self.failing: Key | None = None
         self.status = RUN_RUNNING
         self.error: str | None = None
@@ -290,6 +346,10 @@ class RunExecutor:
                 announced_wait = False
             for r in starts:
                 self._mark_started(r)
+            if final == RUN_FINISHED:
+                from .worktree import remove_finished
+
+                await remove_finished(self)
             if final:
                 self._finalize(final)
             await self.commit()
@@ -377,13 +437,22 @@ class RunExecutor:
         runner = self.engine.step_runners.get(kind)
         if runner is None:
             raise SmithersError(f"no runner for {kind} steps in this engine")
+        self.step_ctx[r.key] = tctx
         timeout = node.timeout if isinstance(node, Task) else None
-        if timeout:
-            try:
-                return await asyncio.wait_for(runner(self, r, tctx), timeout)
-            except asyncio.TimeoutError:
-                raise TaskTimeout(f"timed out after {timeout:g}s") from None
-        return await runner(self, r, tctx)
+        try:
+            if timeout:
+                try:
+                    return await asyncio.wait_for(runner(self, r, tctx), timeout)
+                except asyncio.TimeoutError:
+                    raise TaskTimeout(f"timed out after {timeout:g}s") from None
+            return await runner(self, r, tctx)
+        finally:
+            if r.worktree is not None:
+                from .worktree import snapshot
+
+                sha = await asyncio.shield(snapshot(self, r.key, r.worktree))
+                if sha:
+                    self.snapshots[r.key] = sha
 
     def emit(self, typ: str, key: Key | None, data: dict[str, Any]) -> None:
         """A live event from a running step (logs, agent output): stored with the next commit.
@@ -401,6 +470,7 @@ class RunExecutor:
         for t in [t for t in self.running if t.done()]:
             r = self.running.pop(t)
             self.running_keys.discard(r.key)
+            self._note_snapshot(r)
             if t.cancelled():
                 self._finish_attempt(r, CANCELLED, "cancelled")
                 continue
@@ -409,6 +479,24 @@ class RunExecutor:
                 self._succeed(r, t.result())
             else:
                 self._fail_attempt(r, exc)
+
+    def _note_snapshot(self, r: Ready) -> None:
+        sha = self.snapshots.pop(r.key, None)
+        if sha is None or r.worktree is None:
+            return
+        row = self.attempt_rows.get(r.key)
+        if row is not None:
+            row["commit_sha"] = sha
+        wt = self.state.nodes[r.worktree]
+        if wt.data and wt.data.get("head") != sha:
+            self._set(r.worktree, NodeRecord(wt.kind, wt.state, wt.attempts, wt.error, {**wt.data, "head": sha}))
+        rec = self.state.nodes[r.key]
+        self._set(r.key, NodeRecord(rec.kind, rec.state, rec.attempts, rec.error, {**(rec.data or {}), "commit": sha}))
+        self.delta.event("snapshot", r.key, commit=sha, worktree=r.worktree[0])
+
+    def set_node(self, key: Key, kind: str, state: str, data: dict[str, Any] | None) -> None:
+        rec = self.state.nodes.get(key)
+        self._set(key, NodeRecord(kind, state, rec.attempts if rec else 0, rec.error if rec else None, data))
 
     def _finish_attempt(self, r: Ready, state: str, error: str | None, extra: dict[str, Any] | None = None) -> None:
         row = self.attempt_rows.pop(r.key, None)
@@ -443,19 +531,22 @@ class RunExecutor:
             self._fail_attempt(r, SmithersError(msg))
             return
         self._finish_attempt(r, DONE, None, extra)
+        tctx = self.step_ctx.pop(r.key, None)
+        deps = tctx.deps(fingerprint(node)) if tctx is not None else None
         self.state.set_output(r.key, value, tname)
         self.ctx.forget(r.key)
-        self.delta.outputs[r.key] = (value, tname)
+        self.delta.outputs[r.key] = (value, tname, deps)
         self.delta.event("node_finished", r.key, attempt=self.state.nodes[r.key].attempts,
                          **({k: extra[k] for k in ("tokens_in", "tokens_out", "cost_usd") if k in extra}))
 
     def _fail_attempt(self, r: Ready, exc: BaseException) -> None:
+        self.step_ctx.pop(r.key, None)
         node = r.node
         err = error_line(exc)
         rec = self.state.nodes[r.key]
         retries = node.retries if isinstance(node, Task) else 1
-        extra = exc.attempt if isinstance(exc, StepFailure) else {}
-        if rec.attempts <= retries and not self._cancel:
+        extra = getattr(exc, "attempt", None) or {}
+        if rec.attempts <= retries and not self._cancel and getattr(exc, "retryable", True):
             row = self.attempt_rows.pop(r.key, None)
             if row is not None:
                 row.update({"finished_at": time.time(), "outcome": "failed", "error": err, **extra})
@@ -574,7 +665,7 @@ class RunExecutor:
         value = decision
         self.state.set_output(key, value, "engine.approval:Decision")
         self.ctx.forget(key)
-        self.delta.outputs[key] = (value, "engine.approval:Decision")
+        self.delta.outputs[key] = (value, "engine.approval:Decision", None)
         if approved or on_deny == "continue":
             self._set(key, NodeRecord("approval", DONE, 0, None, data))
         elif on_deny == "skip":
@@ -629,14 +720,6 @@ class StepResult:
 
     def __init__(self, value: Any, **attempt: Any) -> None:
         self.value, self.attempt = value, attempt
-
-
-class StepFailure(SmithersError):
-    """A failed step that still has usage to record."""
-
-    def __init__(self, message: str, **attempt: Any) -> None:
-        super().__init__(message)
-        self.attempt = attempt
 
 
 async def run_compute(ex: RunExecutor, r: Ready, tctx: TaskCtx) -> Any:

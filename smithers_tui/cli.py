@@ -43,12 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--input-file", type=Path, help="input from a JSON file")
     sp.add_argument("--run-id", help="choose the run id")
     sp.add_argument("--max-concurrency", type=int, help="steps running at once (default 4)")
+    sp.add_argument("--agent", help="use this agent for every agent step (e.g. demo)")
     sp.add_argument("--quiet", "-q", action="store_true", help="print only the final line")
 
     sp = cmd("resume", "continue a run from its last saved frame")
     sp.add_argument("run_id")
     sp.add_argument("--force", action="store_true", help="take over even if its owner looks alive")
     sp.add_argument("--accept-changes", action="store_true", help="continue although the workflow source changed")
+    sp.add_argument("--agent", help="use this agent for every agent step (e.g. demo)")
     sp.add_argument("--quiet", "-q", action="store_true")
 
     sp = cmd("cancel", "cancel a run")
@@ -69,6 +71,42 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
 
     cmd("workflows", "built-in and project workflows")
+
+    for name, verb in (("approve", "approve"), ("deny", "deny")):
+        sp = cmd(name, f"{verb} a waiting gate (NODE may be left out when exactly one waits)")
+        sp.add_argument("run_id")
+        sp.add_argument("node", nargs="?")
+        sp.add_argument("--iteration", type=int)
+        sp.add_argument("--note", help="a note kept with the decision")
+        sp.add_argument("--by", help="who decides (default: your user name)")
+        sp.add_argument("--resume", action="store_true", help="then continue the run here if no process owns it")
+        sp.add_argument("--quiet", "-q", action="store_true")
+        sp.add_argument("--agent", help=argparse.SUPPRESS)
+
+    for name, help in (("fork", "a new run from a frame, with every output valid there carried over"),
+                       ("rewind", "a fork that takes over: the original is kept, read-only, as rewound"),
+                       ("replay", "re-execute everything after a frame in a new run")):
+        sp = cmd(name, help)
+        sp.add_argument("run_id")
+        sp.add_argument("--frame", type=int, required=name != "replay",
+                        help="the frame to start from" + (" (default 0)" if name == "replay" else ""))
+        if name == "fork":
+            sp.add_argument("--input", help="input changes as JSON (merged into the run's input)")
+            sp.add_argument("--reset", nargs="+", default=[], metavar="NODE", help="nodes to run again")
+        sp.add_argument("--run-id", dest="new_id", help="the new run's id")
+        sp.add_argument("--run", action="store_true", help="run the new run now (else it waits for resume)")
+        sp.add_argument("--agent", help="with --run: use this agent for every agent step")
+        sp.add_argument("--quiet", "-q", action="store_true")
+
+    sp = cmd("timeline", "frames and the tree of forks, rewinds and replays around a run")
+    sp.add_argument("run_id")
+
+    sp = cmd("diff", "what a step changed in its worktree", json_flag=False)
+    sp.add_argument("run_id")
+    sp.add_argument("node")
+    sp.add_argument("--iteration", type=int, help="default: the latest")
+
+    cmd("agents", "configured agents and whether each can run here")
     return p
 
 
@@ -209,7 +247,7 @@ async def cmd_run(args: argparse.Namespace, db: Path) -> int:
     wf_input_check(wf, data)  # before anything is written
     store = await open_store(db, create=True)
     try:
-        engine = Engine(store, max_concurrency=args.max_concurrency or 4)
+        engine = Engine(store, max_concurrency=args.max_concurrency or 4, agent_override=args.agent)
         ex = await engine.start(wf, target, data, run_id=args.run_id, max_concurrency=args.max_concurrency)
         if not args.json and not args.quiet:
             print(f"run {ex.run_id} started: {wf.name} (db {db})", flush=True)
@@ -236,7 +274,7 @@ async def cmd_resume(args: argparse.Namespace, db: Path) -> int:
 
     store = await open_store(db)
     try:
-        engine = Engine(store)
+        engine = Engine(store, agent_override=args.agent)
         run_id = await store.find_run(args.run_id)
         ex = await engine.resume(run_id, force=args.force, accept_changes=args.accept_changes)
         if not args.json and not args.quiet:
@@ -379,4 +417,156 @@ async def cmd_workflows(args: argparse.Namespace, db: Path) -> int:
     else:
         rows = [[i["name"], "built-in" if i["builtin"] else i["target"].split(":")[1], i["description"]] for i in items]
         print(table(rows, ["workflow", "from", "description"]))
+    return 0
+
+
+async def cmd_approve(args: argparse.Namespace, db: Path, approved: bool = True) -> int:
+    from engine.lease import owner_alive
+    from engine.runtime import Engine
+
+    store = await open_store(db)
+    try:
+        run_id = await store.find_run(args.run_id)
+        engine = Engine(store, agent_override=args.agent)
+        row = await engine.decide(run_id, args.node, args.iteration, approved, args.by, args.note)
+        run = await store.get_run(run_id)
+        owned = bool(run["owner_id"]) and owner_alive(run)
+        gate = row["node_id"] + (f"[{row['iteration']}]" if row["iteration"] else "")
+        result = {"run_id": run_id, "node_id": row["node_id"], "iteration": row["iteration"],
+                  "decision": row["decision"], "by": row["decided_by"], "note": row["note"], "owner_alive": owned}
+        if args.resume and not owned:
+            if not args.json and not args.quiet:
+                print(f"gate {gate} of run {run_id} {row['decision']}; continuing the run here", flush=True)
+            ex = await engine.resume(run_id)
+            return await execute(engine, ex, args)
+        if args.json:
+            out_json(result)
+        elif owned:
+            print(f"gate {gate} of run {run_id} {row['decision']}; its owner ({run['owner_host']} pid "
+                  f"{run['owner_pid']}) goes on with it")
+        else:
+            print(f"gate {gate} of run {run_id} {row['decision']}; `smithers resume {run_id}` continues the run")
+        return 0
+    finally:
+        await store.close()
+
+
+async def cmd_deny(args: argparse.Namespace, db: Path) -> int:
+    return await cmd_approve(args, db, approved=False)
+
+
+async def _time_travel(args: argparse.Namespace, db: Path, kind: str) -> int:
+    from engine.runtime import Engine
+
+    store = await open_store(db)
+    try:
+        run_id = await store.find_run(args.run_id)
+        engine = Engine(store, agent_override=args.agent)
+        if kind == "fork":
+            changes = None
+            if args.input is not None:
+                args.input_file = None
+                changes = parse_input(args)
+            info = await engine.fork(run_id, args.frame, input=changes, reset=args.reset, new_id=args.new_id)
+        elif kind == "rewind":
+            info = await engine.rewind(run_id, args.frame, new_id=args.new_id)
+        else:
+            info = await engine.replay(run_id, args.frame or 0, new_id=args.new_id)
+        new_id = info["run_id"]
+        if args.run:
+            if not args.json and not args.quiet:
+                print(f"{kind} {new_id} of {run_id} at frame {info['from_frame']}: {info['carried']} outputs "
+                      f"carried over; running", flush=True)
+            ex = await engine.resume(new_id)
+            return await execute(engine, ex, args)
+        if args.json:
+            out_json(info)
+        else:
+            rerun = f"; runs again: {', '.join(info['rerun'])}" if info["rerun"] else ""
+            print(f"{kind} {new_id} of {run_id} at frame {info['from_frame']}: {info['carried']} outputs carried "
+                  f"over{rerun}. `smithers resume {new_id}` runs it")
+        return 0
+    finally:
+        await store.close()
+
+
+async def cmd_fork(args: argparse.Namespace, db: Path) -> int:
+    return await _time_travel(args, db, "fork")
+
+
+async def cmd_rewind(args: argparse.Namespace, db: Path) -> int:
+    return await _time_travel(args, db, "rewind")
+
+
+async def cmd_replay(args: argparse.Namespace, db: Path) -> int:
+    return await _time_travel(args, db, "replay")
+
+
+async def cmd_timeline(args: argparse.Namespace, db: Path) -> int:
+    from engine.timetravel import lineage
+
+    store = await open_store(db)
+    try:
+        run_id = await store.find_run(args.run_id)
+        frames = await store.frames(run_id)
+        tree = await lineage(store, run_id)
+        items = [{"frame": f["frame"], "at": f["at"], "changes": describe_delta(f["delta"]), "status": f["delta"].get("r")}
+                 for f in frames]
+        if args.json:
+            out_json({"run_id": run_id, "frames": items, "lineage": tree})
+            return 0
+
+        def show(node: dict[str, Any], depth: int) -> None:
+            mark = "*" if node["run_id"] == run_id else " "
+            at = f" from frame {node['parent_frame']}" if node["parent_frame"] is not None else ""
+            succ = f" -> {node['successor_run_id']}" if node["successor_run_id"] else ""
+            print(f"{mark} {'  ' * depth}{node['run_id']}  {node['kind']}{at}  {node['status']}  "
+                  f"{node['frames']} frames{succ}")
+            for child in node["children"]:
+                show(child, depth + 1)
+
+        show(tree, 0)
+        print()
+        for i in items:
+            st = f"  [run {i['status']}]" if i["status"] else ""
+            print(f"#{i['frame']:<5} {fmt_time(i['at'])}  {', '.join(i['changes']) or 'start'}{st}")
+        return 0
+    finally:
+        await store.close()
+
+
+async def cmd_diff(args: argparse.Namespace, db: Path) -> int:
+    from engine import git
+    from engine.errors import BadInput
+
+    store = await open_store(db)
+    try:
+        run_id = await store.find_run(args.run_id)
+        rows = await store.fetchall(
+            "SELECT iteration, commit_sha, attempt FROM attempts WHERE run_id=? AND node_id=? AND commit_sha IS NOT NULL"
+            + (" AND iteration=?" if args.iteration is not None else "") + " ORDER BY iteration, attempt",
+            (run_id, args.node, *([args.iteration] if args.iteration is not None else [])))
+        if not rows:
+            raise BadInput(f"step {args.node!r} of run {run_id} made no snapshot: only steps inside a Worktree have "
+                           "file changes (`smithers show` lists the steps)")
+        sha = rows[-1]["commit_sha"]
+        run = await store.get_run(run_id)
+        repo = git.find_repo(run["workdir"])
+        text = git.diff(repo, None, sha)
+        print(text if text else f"step {args.node!r} changed no files")
+        return 0
+    finally:
+        await store.close()
+
+
+async def cmd_agents(args: argparse.Namespace, db: Path) -> int:
+    from engine.config import list_agents, load_settings
+
+    items = list_agents(load_settings(Path.cwd()))
+    if args.json:
+        out_json(items)
+    else:
+        rows = [[i["name"], i.get("kind", ""), i.get("model") or "", "yes" if i["usable"] else "no", i.get("why") or ""]
+                for i in items]
+        print(table(rows, ["agent", "kind", "model", "usable", "why"]))
     return 0

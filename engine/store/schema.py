@@ -37,6 +37,7 @@ MIGRATIONS: list[str] = [
     CREATE TABLE outputs (
         run_id TEXT NOT NULL, node_id TEXT NOT NULL, iteration INTEGER NOT NULL,
         value TEXT NOT NULL, type TEXT, frame INTEGER NOT NULL,
+        deps TEXT,                        -- JSON: fingerprint, input read?, outputs read (for forks)
         PRIMARY KEY (run_id, node_id, iteration)
     );
 

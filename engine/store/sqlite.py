@@ -174,8 +174,10 @@ class Store:
                 [(run_id, k[0], k[1], r.kind, r.state, r.attempts, r.error,
                   dumps(r.data) if r.data is not None else None, frame, now) for k, r in delta.nodes.items()]))
         if delta.outputs:
-            ops.append(("INSERT OR REPLACE INTO outputs (run_id,node_id,iteration,value,type,frame) VALUES (?,?,?,?,?,?)",
-                        [(run_id, k[0], k[1], dumps(v), t, frame) for k, (v, t) in delta.outputs.items()]))
+            ops.append(("INSERT OR REPLACE INTO outputs (run_id,node_id,iteration,value,type,frame,deps)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        [(run_id, k[0], k[1], dumps(v), t, frame, dumps(d) if d else None)
+                         for k, (v, t, d) in delta.outputs.items()]))
         for a in delta.attempts:
             cols = list(a)
             ops.append((f"INSERT OR REPLACE INTO attempts ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",

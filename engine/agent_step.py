@@ -1,0 +1,59 @@
+"""Agent steps: resolve the task's agent, render its prompt, run it in the step's working
+directory, stream its events live, and record usage and cost with the attempt."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .errors import SmithersError
+from .events import Event
+
+if TYPE_CHECKING:
+    from .context import TaskCtx
+    from .render import Ready
+    from .runtime import RunExecutor
+
+STORED_KINDS = ("tool_call", "tool_result", "message", "retry", "error")  # tokens are streamed, not stored
+
+
+class AgentStepError(SmithersError):
+    def __init__(self, message: str, retryable: bool = True, **attempt: Any) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.attempt = attempt
+
+
+async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
+    from .agents.base import AgentError, AgentUnavailable
+    from .config import ConfigError, resolve_agent
+    from .runtime import StepResult
+
+    task = r.node
+    try:
+        agent = resolve_agent(task.agent, ex.engine.settings_for(ex.workdir))  # type: ignore[union-attr]
+    except (AgentUnavailable, ConfigError) as e:
+        raise AgentStepError(str(e), retryable=False) from None
+    ok, why = agent.available()
+    if not ok:
+        raise AgentStepError(f"agent {agent.name!r} cannot run: {why}", retryable=False)
+    prompt = task.prompt(tctx) if callable(task.prompt) else task.prompt  # type: ignore[union-attr]
+    started = time.time()
+
+    def emit(ev: Any) -> None:
+        data = {"kind": ev.kind, "text": ev.text, "agent": ev.agent or agent.name, **({"data": ev.data} if ev.data else {})}
+        if ex.bus._subs:
+            ex.bus.publish(Event(run_id=ex.run_id, frame=ex.frame, at=time.time(), type="agent", node_id=r.key[0],
+                                 iteration=r.key[1], data=data))
+        if ev.kind in STORED_KINDS:
+            ex.emit("agent", r.key, {**data, "text": ev.text[:4000]})
+
+    ex.emit("agent", r.key, {"kind": "prompt", "text": prompt[:8000], "agent": agent.name})
+    try:
+        result = await agent.run(prompt, output=task.output, workdir=r.workdir, emit=emit)  # type: ignore[union-attr]
+    except AgentUnavailable as e:
+        raise AgentStepError(str(e), retryable=False, agent=agent.name) from None
+    except AgentError as e:
+        raise AgentStepError(str(e), agent=agent.name) from None
+    u = result.usage
+    return StepResult(result.output, agent=u.agent or agent.name, model=u.model, tokens_in=u.input_tokens,
+                      tokens_out=u.output_tokens, cost_usd=u.cost_usd, structured_mode=result.structured_mode)

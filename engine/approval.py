@@ -1,0 +1,71 @@
+"""Approvals: a gate is a row; a decision is recorded once, from any process."""
+from __future__ import annotations
+
+import getpass
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from .errors import ApprovalConflict, BadInput
+from .store import Store
+
+
+class Decision(BaseModel):
+    """The output of an Approval node: what a workflow branches on via ctx.get(id)."""
+
+    approved: bool
+    by: str | None = None
+    note: str | None = None
+    at: float | None = None
+
+
+def default_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "someone"
+
+
+async def find_gate(store: Store, run_id: str, node: str | None, iteration: int | None) -> dict[str, Any]:
+    """The open gate to decide: NODE may be left out when exactly one waits."""
+    run = await store.get_run(run_id)
+    gates = [g for g in await store.approvals(run_id, open_only=False) if g["decision"] is None]
+    if node is not None:
+        gates = [g for g in gates if g["node_id"] == node and (iteration is None or g["iteration"] == iteration)]
+        if not gates:
+            decided = [g for g in await store.approvals(run_id, open_only=False)
+                       if g["node_id"] == node and (iteration is None or g["iteration"] == iteration)]
+            if decided:
+                return decided[-1]  # decide() reports who decided it
+            raise BadInput(f"run {run_id} has no gate {node!r}" + (f" at iteration {iteration}" if iteration else "")
+                           + ": `smithers ps --status waiting` lists waiting gates")
+        if len(gates) > 1:
+            its = ", ".join(str(g["iteration"]) for g in gates)
+            raise BadInput(f"gate {node!r} of run {run_id} waits at iterations {its}: choose one with --iteration")
+        return gates[0]
+    if not gates:
+        decided = [g for g in await store.approvals(run_id, open_only=False) if g["decision"]]
+        if decided and run["status"] in ("waiting", "running"):
+            raise ApprovalConflict(_already(run_id, max(decided, key=lambda g: g["decided_at"] or 0)))
+        raise BadInput(f"run {run_id} ({run['status']}) has no gate waiting for a decision")
+    if len(gates) > 1:
+        names = ", ".join(f"{g['node_id']}" + (f"[{g['iteration']}]" if g["iteration"] else "") for g in gates)
+        raise BadInput(f"run {run_id} has several gates waiting ({names}): name the one to decide")
+    return gates[0]
+
+
+async def decide(store: Store, run_id: str, node: str | None, iteration: int | None, approved: bool,
+                 by: str | None = None, note: str | None = None) -> dict[str, Any]:
+    """Record a decision. Raises ApprovalConflict, saying how, when the gate was already decided."""
+    gate = await find_gate(store, run_id, node, iteration)
+    won, row = await store.decide(run_id, gate["node_id"], gate["iteration"], approved, by or default_user(), note)
+    if not won:
+        raise ApprovalConflict(_already(run_id, row))
+    return row
+
+
+def _already(run_id: str, row: dict[str, Any]) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(row["decided_at"])) if row["decided_at"] else "?"
+    return (f"gate {row['node_id']!r} of run {run_id} was already {row['decision']} by {row['decided_by']} at "
+            f"{stamp}" + (f" ({row['note']})" if row["note"] else ""))

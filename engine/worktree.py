@@ -1,0 +1,75 @@
+"""Worktree steps: a real git worktree per Worktree node, and a snapshot of its files to a hidden
+ref after every task that ran inside it, so each frame knows exactly which files it had."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import git
+from .dsl import Worktree
+from .errors import SmithersError
+
+if TYPE_CHECKING:
+    from .context import TaskCtx
+    from .render import Ready
+    from .runtime import RunExecutor
+
+
+def _suffix(it: int) -> str:
+    return f"-{it}" if it else ""
+
+
+async def run_worktree(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> dict[str, Any]:
+    """Make (or, for a fork, restore) the worktree; returns the node's data."""
+    node: Worktree = r.node  # type: ignore[assignment]
+    rec = ex.state.nodes[r.key]
+    restore = (rec.data or {}).get("restore")
+    try:
+        repo = await asyncio.to_thread(git.find_repo, ex.workdir)
+    except git.GitError as e:
+        raise SmithersError(f"worktree {node.id!r}: {e}") from None
+    name = node.id + _suffix(r.key[1])
+    default_path = repo / ".worktrees" / ex.run_id / name
+    default_branch = f"smithers/{ex.run_id}/{name}"
+    try:
+        if restore:  # a fork: its own checkout holding exactly the files of the frame it came from
+            path, branch = default_path, default_branch
+            await asyncio.to_thread(git.restore_worktree, repo, path, branch, restore)
+            head = restore
+        else:
+            path = (repo / node.path) if node.path else default_path
+            branch = node.branch or default_branch
+            await asyncio.to_thread(git.create_worktree, repo, path, branch, node.base)
+            head = await asyncio.to_thread(git.head, path)
+    except git.GitError as e:
+        raise SmithersError(f"worktree {node.id!r}: {e}") from None
+    return {"path": str(path), "branch": branch, "repo": str(repo), "head": head, "keep": node.keep,
+            **({"restored_from": restore} if restore else {})}
+
+
+async def snapshot(ex: "RunExecutor", key: tuple[str, int], worktree: tuple[str, int]) -> str | None:
+    """Commit the worktree's files after a step to refs/smithers/<run>/<node>/<iteration>."""
+    rec = ex.state.nodes.get(worktree)
+    if rec is None or not rec.data or not rec.data.get("path"):
+        return None
+    ref = f"refs/smithers/{ex.run_id}/{key[0]}/{key[1]}"
+    try:
+        return await asyncio.to_thread(git.snapshot, rec.data["path"], ref)
+    except git.GitError as e:
+        ex.emit("log", key, {"message": f"snapshot failed: {e}"})
+        return None
+
+
+async def remove_finished(ex: "RunExecutor") -> None:
+    """When a run finishes, its worktrees go (branches stay) unless keep=True."""
+    for key, rec in list(ex.state.nodes.items()):
+        data = rec.data or {}
+        if rec.kind == "worktree" and data.get("path") and not data.get("keep") and not data.get("removed"):
+            try:
+                await asyncio.to_thread(git.remove_worktree, data["repo"], data["path"])
+            except git.GitError as e:
+                ex.emit("log", key, {"message": f"could not remove worktree: {e}"})
+                continue
+            ex.set_node(key, rec.kind, rec.state, {**data, "removed": True})
+            ex.emit("worktree_removed", key, {"path": data["path"], "branch": data["branch"]})
