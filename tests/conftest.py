@@ -1,0 +1,57 @@
+"""Shared fixtures: a database in tmp_path, an Engine on a real SQLite file, workflow files written
+into tmp_path, and the `smithers` command run as a real subprocess (helpers in tests/support.py)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from engine.runtime import Engine  # noqa: E402
+from engine.store import Store  # noqa: E402
+from tests.support import Smithers  # noqa: E402
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "smithers.db"
+
+
+@pytest.fixture
+async def engine(db_path: Path):
+    """(Engine, Store) on a real SQLite file in tmp_path."""
+    store = await Store.open(db_path)
+    eng = Engine(store, poll_interval=0.05)
+    try:
+        yield eng, store
+    finally:
+        await eng.close()
+        await store.close()
+
+
+@pytest.fixture
+def write_workflow(tmp_path: Path) -> Callable[..., Path]:
+    """write_workflow("name.py", source) -> the path of a workflow file in tmp_path (source dedented)."""
+
+    def write(name: str, source: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source).lstrip())
+        return path
+
+    return write
+
+
+@pytest.fixture
+def smithers(tmp_path: Path, db_path: Path) -> Smithers:
+    """The `smithers` command, run in tmp_path against db_path."""
+    return Smithers(tmp_path, db_path)
+
+

@@ -1,0 +1,100 @@
+"""Helpers shared by the tests (imported as `tests.support`; fixtures live in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def smithers_argv() -> list[str]:
+    """How to start the `smithers` command as a subprocess of this interpreter."""
+    if (ROOT / "smithers_tui" / "__main__.py").exists():
+        return [PYTHON, "-m", "smithers_tui"]
+    return [PYTHON, "-c", "from smithers_tui.cli import main; main()"]
+
+
+def clean_env(**extra: str | None) -> dict[str, str]:
+    """The environment for a subprocess: no SMITHERS_* settings leaking in, ROOT importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMITHERS_")}
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    for k, v in extra.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
+class Smithers:
+    """Runs `smithers ARGS` as a real subprocess, by default against one database and in one cwd."""
+
+    def __init__(self, cwd: Path, db: Path | None) -> None:
+        self.cwd, self.db = cwd, db
+
+    def argv(self, *args: str, db: Path | None | bool = True) -> list[str]:
+        use_db = self.db if db is True else (db or None)
+        return [*smithers_argv(), *(["--db", str(use_db)] if use_db else []), *map(str, args)]
+
+    def __call__(self, *args: Any, db: Path | None | bool = True, env: dict[str, str] | None = None,
+                 cwd: Path | None = None, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args, db=db), cwd=cwd or self.cwd, env=env or clean_env(),
+                              capture_output=True, text=True, timeout=timeout, input=input)
+
+    def spawn(self, *args: Any, db: Path | None | bool = True, env: dict[str, str] | None = None,
+              cwd: Path | None = None, **kw: Any) -> subprocess.Popen:
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen(self.argv(*args, db=db), cwd=cwd or self.cwd, env=env or clean_env(),
+                                text=True, **kw)
+
+    def json(self, *args: Any, **kw: Any) -> Any:
+        done = self(*args, "--json", **kw)
+        assert done.returncode == 0, f"smithers {' '.join(map(str, args))} --json: {done.returncode} {done.stderr}"
+        return json.loads(done.stdout)
+
+
+
+def target_of(wf: Any) -> str:
+    """The target recorded for a workflow defined in an (already imported) test module, so that
+    resume finds the very same module objects."""
+    return f"module:{wf.builder.__module__}:{wf.name}"
+
+
+async def run_workflow(eng: Engine, wf: Any, input: Any = None, **kw: Any) -> tuple[str, Any]:
+    """Start and execute a workflow to its end in this process: (status, executor)."""
+    ex = await eng.start(wf, target_of(wf), input, **kw)
+    status = await ex.execute()
+    return status, ex
+
+
+async def report(store: Any, run_id: str, frame: int | None = None) -> dict[str, Any]:
+    """What `smithers show --json` prints, read in this process."""
+    from engine.report import run_report
+
+    return await run_report(store, run_id, frame)
+
+
+async def nodes_of(store: Any, run_id: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """(node id, iteration) -> the node as `show --json` reports it."""
+    rep = await report(store, run_id)
+    return {(n["id"], n["iteration"]): n for n in rep["nodes"]}
+
+
+async def events_of(store: Any, run_id: str, type: str | None = None) -> list[Any]:
+    evs = await store.events(run_id)
+    return [e for e in evs if type is None or e.type == type]
+
+
+def line_of(path: str | Path, marker: str) -> int:
+    """The 1-based line of `path` that ends with the comment `marker` (exactly one)."""
+    lines = [i for i, text in enumerate(Path(path).read_text().splitlines(), 1) if text.rstrip().endswith(marker)]
+    assert len(lines) == 1, f"marker {marker!r} found on lines {lines}"
+    return lines[0]
