@@ -24,5 +24,11 @@ bench: $(STAMP)
 screenshots: $(STAMP)
 	$(PY) -m smithers_tui.screenshots screenshots
 
+# The coding-agent CLIs, installed into a project-local folder (tools/, git-ignored).
+agent-clis:
+	mkdir -p tools
+	npm install --prefix tools --no-audit --no-fund --loglevel=error \
+		@anthropic-ai/claude-code @openai/codex @google/gemini-cli
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
