@@ -3,7 +3,8 @@ from .context import Ctx, TaskCtx
 from .dsl import Approval, Branch, Loop, Node, Parallel, Sequence, Task, WorkflowDef, Worktree, workflow
 from .errors import BadInput, OutputMissing, RenderError, SmithersError
 from .events import Event, EventBus
-from .runtime import Engine, RunExecutor
+from .run import RunExecutor
+from .runtime import Engine
 from .store import Store
 
 __all__ = ["Approval", "BadInput", "Branch", "Ctx", "Engine", "Event", "EventBus", "Loop", "Node", "OutputMissing",

@@ -11,7 +11,7 @@ from .events import Event
 if TYPE_CHECKING:
     from .context import TaskCtx
     from .render import Ready
-    from .runtime import RunExecutor
+    from .run import RunExecutor
 
 STORED_KINDS = ("tool_call", "tool_result", "message", "retry", "error")  # tokens are streamed, not stored
 
@@ -26,7 +26,7 @@ class AgentStepError(SmithersError):
 async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
     from .agents.base import AgentError, AgentUnavailable
     from .config import ConfigError, resolve_agent
-    from .runtime import StepResult
+    from .attempt import StepResult
 
     task = r.node
     try:
@@ -37,7 +37,6 @@ async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
     if not ok:
         raise AgentStepError(f"agent {agent.name!r} cannot run: {why}", retryable=False)
     prompt = task.prompt(tctx) if callable(task.prompt) else task.prompt  # type: ignore[union-attr]
-    started = time.time()
 
     def emit(ev: Any) -> None:
         data = {"kind": ev.kind, "text": ev.text, "agent": ev.agent or agent.name, **({"data": ev.data} if ev.data else {})}

@@ -21,7 +21,7 @@ from .errors import BadInput, InputInvalid, LeaseHeld
 from .lease import describe_owner, owner_alive
 from .loader import load_target, source_hash
 from .render import fingerprint, one_line_validation
-from .runtime import new_run_id
+from .attempt import new_run_id
 from .state import DONE, RUN_REWOUND, RUN_RUNNING, RUNNING, SKIPPED, Key, NodeRecord, RunState
 from .store import Store, dumps
 

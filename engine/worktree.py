@@ -3,7 +3,6 @@ ref after every task that ran inside it, so each frame knows exactly which files
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import git
@@ -13,7 +12,7 @@ from .errors import SmithersError
 if TYPE_CHECKING:
     from .context import TaskCtx
     from .render import Ready
-    from .runtime import RunExecutor
+    from .run import RunExecutor
 
 
 def _suffix(it: int) -> str:
