@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 EventType = Literal[
     "run_started", "run_resumed", "run_finished", "run_failed", "run_cancelled", "run_waiting",
-    "run_forked", "run_rewound",
+    "run_forked", "run_rewound", "run_stopped",
     "node_started", "node_finished", "node_failed", "node_retrying", "node_skipped", "node_cancelled",
     "node_interrupted", "loop_iteration", "loop_finished",
     "approval_requested", "approval_decided",

@@ -59,6 +59,7 @@ class RunExecutor:
         self.status = RUN_RUNNING
         self.error: str | None = None
         self._cancel: bool = False
+        self._stop: bool = False
         self._wake = asyncio.Event()
         self._since_keyframe = 0
         self._last_commit = time.monotonic()
@@ -106,6 +107,8 @@ class RunExecutor:
         while True:
             if self._cancel:
                 return await self._finish_cancel()
+            if self._stop:
+                return await self._detach()
             self._expire_backoff()
             try:
                 plan = self._render()
@@ -418,9 +421,28 @@ class RunExecutor:
                     pass
 
     # --- outside requests ----------------------------------------------------------------------
-    def request_cancel(self, final: bool = True) -> None:
+    def request_cancel(self) -> None:
+        """Cancel the run: running steps are cancelled and the run ends `cancelled`."""
         self._cancel = True
         self._wake.set()
+
+    def request_stop(self) -> None:
+        """Stop executing here but leave the run resumable (quitting the app): running steps are
+        interrupted exactly as by a crash, and the lease is released."""
+        self._stop = True
+        self._wake.set()
+
+    async def _detach(self) -> str:
+        for t in list(self.running):
+            t.cancel()
+        if self.running:
+            await asyncio.wait(list(self.running))
+        self.running.clear()
+        self.running_keys.clear()
+        self.delta.run.update({"owner_id": None, "heartbeat_at": None})
+        self.delta.event("run_stopped", None, owner=self.engine.owner.id)
+        await self.commit()
+        return self.status
 
     async def check_external(self) -> None:
         """Called when the database changed: decisions and cancel requests from other processes."""

@@ -89,9 +89,10 @@ class Engine:
         await self.store.transact(ops)
         return RunExecutor(self, row, wf, RunState())
 
-    async def load(self, run_id: str, *, accept_changes: bool = False) -> tuple[dict[str, Any], WorkflowDef]:
+    async def load(self, run_id: str, *, accept_changes: bool = False,
+                   workflow: WorkflowDef | None = None) -> tuple[dict[str, Any], WorkflowDef]:
         run = await self.store.get_run(run_id)
-        wf, _ = load_target(run["target"])
+        wf = workflow or load_target(run["target"])[0]
         now_hash = source_hash(wf.source_path)
         if run["source_hash"] and now_hash != run["source_hash"] and not accept_changes:
             raise SourceChanged(f"workflow {run['workflow']!r} changed since run {run_id} started "
@@ -99,8 +100,10 @@ class Engine:
         run["_new_hash"] = now_hash
         return run, wf
 
-    async def resume(self, run_id: str, *, force: bool = False, accept_changes: bool = False) -> "RunExecutor":
-        """Take over a run: its lease, its saved state; steps that were running run again."""
+    async def resume(self, run_id: str, *, force: bool = False, accept_changes: bool = False,
+                     workflow: WorkflowDef | None = None) -> "RunExecutor":
+        """Take over a run: its lease, its saved state; steps that were running run again.
+        `workflow` overrides loading it from the recorded target (for workflows defined in memory)."""
         run = await self.store.get_run(run_id)
         if run["status"] == RUN_REWOUND:
             raise BadInput(f"run {run_id} was rewound; its successor is {run['successor_run_id']}: resume that one")
@@ -112,7 +115,7 @@ class Engine:
         if run["owner_id"] and run["owner_id"] != self.owner.id and owner_alive(run) and not force:
             raise LeaseHeld(f"run {run_id} is being run by {describe_owner(run)}: wait for it, or "
                             f"`smithers resume {run_id} --force` if that process is stuck")
-        run, wf = await self.load(run_id, accept_changes=accept_changes)
+        run, wf = await self.load(run_id, accept_changes=accept_changes, workflow=workflow)
         now = time.time()
         cols = self.owner.columns(now)
         changes = {**cols, "status": RUN_RUNNING, "error": None, "updated_at": now, "cancel_requested": 0}
@@ -208,7 +211,11 @@ class Engine:
                 continue
 
     async def close(self) -> None:
-        for ex in list(self.active.values()):
-            ex.request_cancel(final=False)
+        """Stop every run executing here, leaving each resumable (nothing is marked cancelled)."""
+        runs = list(self.active.values())
+        for ex in runs:
+            ex.request_stop()
+        if runs:
+            await asyncio.wait([ex.finished for ex in runs], timeout=10)
         if self._watcher:
             self._watcher.cancel()

@@ -99,6 +99,12 @@ class Store:
     async def close(self) -> None:
         await self.conn.close()
 
+    async def __aenter__(self) -> "Store":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
     async def changed(self) -> bool:
         """Has another connection committed since the last call? (cheap: PRAGMA data_version)"""
         row = await (await self.conn.execute("PRAGMA data_version")).fetchone()
