@@ -12,7 +12,7 @@ import pytest
 from engine import Loop, Parallel, Sequence, Task, workflow
 from engine.errors import BadInput, LeaseHeld
 from engine.runtime import Engine
-from tests.support import events_of, nodes_of, report, run_workflow
+from tests.support import events_of, nodes_of, report, run_workflow, target_of
 
 # Module-level state for the workflows that get resumed: resume loads the workflow again from the
 # recorded target (`module:test_runtime:NAME`), i.e. this very module.
@@ -235,7 +235,7 @@ async def test_cancel_stops_a_running_step_and_the_run(engine):
     def wf(ctx):
         return Sequence(Task("first", value=1), Task("long", run=long), Task("after", value=2))
 
-    ex = await eng.start(wf, "module:test_runtime:wf")
+    ex = await eng.start(wf, target_of(wf))
     task = asyncio.create_task(ex.execute())
     await asyncio.wait_for(started.wait(), 10)
     assert await eng.cancel(ex.run_id) in ("cancelling", "cancelled")
@@ -264,7 +264,7 @@ async def test_cancel_of_a_run_nobody_owns_marks_it_cancelled(engine):
     def wf(ctx):
         return Task("long", run=long)
 
-    ex = await eng.start(wf, "module:test_runtime:wf")
+    ex = await eng.start(wf, target_of(wf))
     task = asyncio.create_task(ex.execute())
     await asyncio.wait_for(started.wait(), 10)
     task.cancel()  # the loop dies: the lease is released, the step stays "running"
@@ -324,7 +324,7 @@ def interrupted(ctx):
 async def test_resume_after_the_loop_died_reruns_only_the_step_in_flight(engine):
     eng, store = engine
     GATE["started"] = asyncio.Event()
-    ex = await eng.start(interrupted, "module:test_runtime:interrupted")
+    ex = await eng.start(interrupted, target_of(interrupted))
     task = asyncio.create_task(ex.execute())
     await asyncio.wait_for(GATE["started"].wait(), 10)
     task.cancel()
@@ -343,7 +343,7 @@ async def test_resume_after_the_loop_died_reruns_only_the_step_in_flight(engine)
 async def test_resume_is_refused_while_another_live_owner_holds_the_run(engine):
     eng, store = engine
     GATE["started"] = asyncio.Event()
-    ex = await eng.start(interrupted, "module:test_runtime:interrupted")
+    ex = await eng.start(interrupted, target_of(interrupted))
     task = asyncio.create_task(ex.execute())
     try:
         await asyncio.wait_for(GATE["started"].wait(), 10)

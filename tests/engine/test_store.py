@@ -14,7 +14,7 @@ from engine import Loop, Parallel, Sequence, Task, workflow
 from engine.errors import NotADatabase, SchemaTooNew
 from engine.store import Store
 from engine.store.schema import SCHEMA_VERSION
-from tests.support import run_workflow
+from tests.support import run_workflow, target_of
 
 
 class Score(BaseModel):
@@ -186,7 +186,7 @@ async def test_frames_stay_exact_across_an_interrupted_loop_and_its_resume(engin
     eng.on_commit = lambda run_id, frame, state: snapshots.append(
         (frame, copy.deepcopy({k: r.as_list() for k, r in state.nodes.items()}), copy.deepcopy(state.outputs)))
     STOP["reached"] = asyncio.Event()
-    ex = await eng.start(stalling, "module:test_store:stalling")
+    ex = await eng.start(stalling, target_of(stalling))
     task = asyncio.create_task(ex.execute())
     await asyncio.wait_for(STOP["reached"].wait(), 10)
     task.cancel()
