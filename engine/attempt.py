@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sysconfig
 import time
 import traceback
 import uuid
@@ -20,22 +21,35 @@ if TYPE_CHECKING:
     from .run import RunExecutor
 
 ENGINE_DIR = str(Path(__file__).parent)
+_NOT_USER = tuple({ENGINE_DIR, *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))})
 
 
 def new_run_id() -> str:
     return time.strftime("%m%d") + "-" + uuid.uuid4().hex[:6]
 
-def error_line(e: BaseException) -> str:
+def user_frame(e: BaseException, prefer: str | None = None) -> traceback.FrameSummary | None:
+    """The traceback frame to name in a one-line error: the last one in `prefer` (the workflow or
+    step file) if any, else the last one outside the engine, the standard library and packages."""
+    frames = traceback.extract_tb(e.__traceback__)
+    if prefer:
+        mine = [f for f in frames if f.filename == prefer]
+        if mine:
+            return mine[-1]
+    ours = [f for f in frames if not f.filename.startswith(_NOT_USER) and not f.filename.startswith("<")]
+    return ours[-1] if ours else None
+
+
+def error_line(e: BaseException, prefer: str | None = None) -> str:
     """One line for a step's failure: the exception and where in user code it was raised."""
-    if isinstance(e, (SmithersError, ValidationError)) and not isinstance(e, TaskTimeout):
-        msg = one_line_validation(e) if isinstance(e, ValidationError) else str(e)
-        return f"{type(e).__name__}: {msg}" if isinstance(e, ValidationError) else msg
-    where = ""
-    for fs in traceback.extract_tb(e.__traceback__):
-        if not fs.filename.startswith(ENGINE_DIR) and "asyncio" not in fs.filename and "concurrent" not in fs.filename:
-            where = f" (at {fs.filename}:{fs.lineno})"
+    if isinstance(e, ValidationError):
+        return f"ValidationError: {one_line_validation(e)}"
+    if isinstance(e, SmithersError) and not isinstance(e, TaskTimeout):
+        return str(e)
+    fs = user_frame(e, prefer)
+    where = f" (at {fs.filename}:{fs.lineno})" if fs else ""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}{where}" if text else f"{type(e).__name__}{where}"
+
 
 class StepResult:
     """What a step runner returns when it has more to record than the output (usage, commit...)."""

@@ -38,6 +38,10 @@ class LeaseHeld(BadInput):
     """Another live process owns the run."""
 
 
+class LeaseLost(BadInput):
+    """Another process took the run over (resume --force); this one must stop writing."""
+
+
 class SourceChanged(BadInput):
     """The workflow's source changed since the run started."""
 

@@ -15,9 +15,11 @@ class Delta:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     approvals: list[dict[str, Any]] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
+    sql: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)  # other updates, same commit
 
     def __bool__(self) -> bool:
-        return bool(self.nodes or self.outputs or self.events or self.attempts or self.approvals or self.run)
+        return bool(self.nodes or self.outputs or self.events or self.attempts or self.approvals or self.run
+                    or self.sql)
 
     def event(self, type: str, key: Key | None = None, **data: Any) -> None:
         self.events.append((type, key, data))

@@ -198,8 +198,12 @@ class Walker:
             try:
                 value, tname = coerce_output(task, task.value)
             except ValidationError as e:
-                return self.fail(key, "task", f"value does not fit {task.output.__name__}: "
-                                 f"{_one_line(e)}", attempts)
+                err = f"value does not fit {task.output.__name__}: {_one_line(e)}"
+                if task.continue_on_fail:
+                    self.set(key, NodeRecord("task", FAILED, attempts, err))
+                    self.delta.event("node_failed", key, error=err, continue_on_fail=True)
+                    return S_DONE
+                return self.fail(key, "task", err, attempts)
             self.set(key, NodeRecord("task", DONE, attempts, None, rec.data if rec else None))
             self.output(key, value, tname, {"fp": fingerprint(task), "input": False, "reads": []})
             self.delta.event("node_finished", key, static=True)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .attempt import ENGINE_DIR, StepResult, error_line
+from .attempt import StepResult, error_line, user_frame
 from .context import Ctx, TaskCtx
 from .dsl import Node, Task, WorkflowDef, Worktree
 from .errors import RenderError, SmithersError, TaskTimeout
@@ -25,7 +24,7 @@ from .frame import Delta
 from .lease import HEARTBEAT_S
 from .render import (S_DONE, S_FAILED, S_WAITING, Ready, coerce_output, fingerprint, index_tree,
                      one_line_validation, render)
-from .state import (CANCELLED, DONE, FAILED, PENDING, RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_RUNNING,
+from .state import (CANCELLED, DONE, FAILED, FINAL_NODE_STATES, PENDING, RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_RUNNING,
                     RUN_WAITING, RUNNING, SKIPPED, WAITING_APPROVAL, Key, NodeRecord, RunState)
 from .store import Store, dumps
 
@@ -74,6 +73,10 @@ class RunExecutor:
                                                                                    and rec.data.get("path")):
                 self._set(key, NodeRecord(rec.kind, PENDING, rec.attempts, "interrupted", rec.data))
                 self.delta.event("node_interrupted", key, attempt=rec.attempts)
+                self.delta.sql.append((
+                    "UPDATE attempts SET outcome='interrupted', finished_at=?, error='interrupted' "
+                    "WHERE run_id=? AND node_id=? AND iteration=? AND attempt=? AND outcome IS NULL",
+                    [(time.time(), self.run_id, key[0], key[1], rec.attempts)]))
             elif was_failed and rec.state == FAILED:
                 data = rec.data
                 if rec.kind == "loop":  # a loop that hit max_iterations with on_max="fail" gets one more round
@@ -171,11 +174,8 @@ class RunExecutor:
         except RenderError:
             raise
         except Exception as e:
-            src = str(self.wf.source_path) if self.wf.source_path else None
-            where = ""
-            for fs in traceback.extract_tb(e.__traceback__):
-                if src and fs.filename == src or not fs.filename.startswith(ENGINE_DIR):
-                    where = f" at {fs.filename}:{fs.lineno}"
+            fs = user_frame(e, str(self.wf.source_path) if self.wf.source_path else None)
+            where = f" at {fs.filename}:{fs.lineno}" if fs else ""
             raise RenderError(f"workflow {self.wf.name!r} raised{where}: {type(e).__name__}: {e}") from None
         if not isinstance(tree, Node):
             raise RenderError(f"workflow {self.wf.name!r} returned {type(tree).__name__}, not a step: "
@@ -337,7 +337,8 @@ class RunExecutor:
     def _fail_attempt(self, r: Ready, exc: BaseException) -> None:
         self.step_ctx.pop(r.key, None)
         node = r.node
-        err = error_line(exc)
+        fn = node.run if isinstance(node, Task) else None
+        err = error_line(exc, getattr(getattr(fn, "__code__", None), "co_filename", None))
         rec = self.state.nodes[r.key]
         retries = node.retries if isinstance(node, Task) else 1
         extra = getattr(exc, "attempt", None) or {}
@@ -398,7 +399,7 @@ class RunExecutor:
             keyframe = Store.keyframe_ops(self.run_id, self.frame, self.state, self.status)
             self._since_keyframe = 0
         ops, events = self.store.commit_ops(self.run_id, self.frame, delta, now, delta_json, keyframe)
-        counts = await self.store.transact(ops)
+        counts = await self.store.transact(ops, fence=(self.run_id, self.engine.owner.id))
         self._last_commit = time.monotonic()
         if self.engine.on_commit:
             self.engine.on_commit(self.run_id, self.frame, self.state)
@@ -498,7 +499,7 @@ class RunExecutor:
             self._finish_attempt(r, CANCELLED, "cancelled")
         self.running.clear()
         for key, rec in list(self.state.nodes.items()):
-            if rec.state in (PENDING, WAITING_APPROVAL) or (rec.state == RUNNING and rec.kind == "task"):
+            if rec.state not in FINAL_NODE_STATES:
                 self._set(key, NodeRecord(rec.kind, CANCELLED, rec.attempts, "cancelled", rec.data))
         self._finalize(RUN_CANCELLED)
         self.delta.run["cancel_requested"] = 1
@@ -517,7 +518,7 @@ class RunExecutor:
         except BaseException:
             pass
         if not self.finished.done():
-            self.finished.set_exception(e) if not isinstance(e, asyncio.CancelledError) else self.finished.cancel()
+            self.finished.set_result(self.status)  # waiters only need to know it stopped; execute() raises
 
 
 def _denied(d: dict[str, Any]) -> str:

@@ -32,6 +32,8 @@ class Engine:
 
     def __init__(self, store: Store, *, max_concurrency: int = 4, owner: Owner | None = None,
                  poll_interval: float = 0.25, settings: Any = None, agent_override: str | None = None) -> None:
+        if max_concurrency < 1:
+            raise BadInput(f"max_concurrency must be at least 1 (got {max_concurrency})")
         self.store = store
         self.bus = EventBus()
         self.owner = owner or Owner.me()
@@ -64,6 +66,8 @@ class Engine:
     async def start(self, wf: WorkflowDef, target: str, input_data: Any = None, *, run_id: str | None = None,
                     workdir: Path | None = None, max_concurrency: int | None = None) -> "RunExecutor":
         """Create a run (frame 0), take its lease, and return its executor (not yet running)."""
+        if max_concurrency is not None and max_concurrency < 1:
+            raise BadInput(f"--max-concurrency must be at least 1 (got {max_concurrency})")
         try:
             inp = wf.validate_input(input_data)
         except ValidationError as e:
@@ -127,10 +131,11 @@ class Engine:
         if counts[0] != 1:
             fresh = await self.store.get_run(run_id)
             raise LeaseHeld(f"run {run_id} was taken over meanwhile by {describe_owner(fresh)}")
+        was_failed = run["status"] == RUN_FAILED
         run.update(changes)
         state = await self.store.load_state(run_id)
         ex = RunExecutor(self, run, wf, state)
-        ex.recover(was_failed=run["status"] == RUN_FAILED)
+        ex.recover(was_failed=was_failed)
         for d in await self.store.decided_unapplied(run_id):  # decided while no process ran it
             ex.apply_decision(d)
         return ex

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from engine.report import run_report
 
@@ -23,8 +23,26 @@ def default_db() -> Path:
     return Path(env) if env else Path.cwd() / ".smithers" / "smithers.db"
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad flags are bad input: one line on stderr, exit 4 (argparse's own exit 2 means cancelled here)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"smithers: {message} (see `{self.prog} --help`)\n")
+        sys.exit(BAD_INPUT)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="smithers", description="Durable workflows for AI agents. "
+    p = Parser(prog="smithers", description="Durable workflows for AI agents. "
                                 "Without a command, opens the terminal app.")
     p.add_argument("--db", type=Path, help="database file (default .smithers/smithers.db; SMITHERS_DB overrides)")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
@@ -42,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--input", help="input as JSON")
     g.add_argument("--input-file", type=Path, help="input from a JSON file")
     sp.add_argument("--run-id", help="choose the run id")
-    sp.add_argument("--max-concurrency", type=int, help="steps running at once (default 4)")
+    sp.add_argument("--max-concurrency", type=positive_int, help="steps running at once (default 4)")
     sp.add_argument("--agent", help="use this agent for every agent step (e.g. demo)")
     sp.add_argument("--quiet", "-q", action="store_true", help="print only the final line")
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import aiosqlite
 
-from ..errors import NotADatabase, RunNotFound, SchemaTooNew
+from ..errors import LeaseLost, NotADatabase, RunNotFound, SchemaTooNew
 from ..events import Event
 from ..frame import Delta
 from ..state import Key, NodeRecord, RunState, parse_key
@@ -29,12 +29,18 @@ def dumps(v: Any) -> str:
     return _dumps(v)
 
 
-def _apply(conn: sqlite3.Connection, ops: Ops) -> list[int]:
+def _apply(conn: sqlite3.Connection, ops: Ops, fence: tuple[str, str] | None = None) -> list[int]:
     """Run in aiosqlite's thread: all ops in one transaction. Returns the rowcounts, then
-    last_insert_rowid()."""
+    last_insert_rowid(). With a fence (run id, owner id), nothing is written unless that owner
+    still holds the run's lease."""
     counts = []
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if fence is not None:
+            row = conn.execute("SELECT owner_id, owner_pid, owner_host FROM runs WHERE id=?", (fence[0],)).fetchone()
+            if row is None or row[0] != fence[1]:
+                who = f"pid {row[1]} on {row[2]}" if row and row[0] else "another process"
+                raise LeaseLost(f"run {fence[0]} was taken over by {who}; this process stops")
         for sql, rows in ops:
             if len(rows) == 1:
                 counts.append(conn.execute(sql, rows[0]).rowcount)
@@ -79,8 +85,6 @@ class Store:
         conn.row_factory = sqlite3.Row
         try:
             await conn.execute("PRAGMA busy_timeout=10000")
-            mode = await (await conn.execute("PRAGMA journal_mode=WAL")).fetchone()
-            await conn.execute("PRAGMA synchronous=NORMAL")
             (version,) = await (await conn.execute("PRAGMA user_version")).fetchone()
         except sqlite3.DatabaseError as e:
             await conn.close()
@@ -91,9 +95,10 @@ class Store:
             await conn.close()
             raise SchemaTooNew(f"{path} was written by a newer smithers (schema v{version}, this one knows "
                                f"v{SCHEMA_VERSION}): upgrade smithers, or pass --db with another database")
+        await conn.execute("PRAGMA journal_mode=WAL")  # only once we know the file is ours to write
+        await conn.execute("PRAGMA synchronous=NORMAL")
         if version < SCHEMA_VERSION:
             await conn._execute(_migrate, conn._conn, version)
-        del mode
         return store
 
     async def close(self) -> None:
@@ -113,8 +118,8 @@ class Store:
         self._data_version = v
         return changed
 
-    async def transact(self, ops: Ops) -> list[int]:
-        return await self.conn._execute(_apply, self.conn._conn, ops)
+    async def transact(self, ops: Ops, fence: tuple[str, str] | None = None) -> list[int]:
+        return await self.conn._execute(_apply, self.conn._conn, ops, fence)
 
     async def run_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run fn(connection) in the store's thread (one hop), e.g. a read-modify-write."""
@@ -184,6 +189,7 @@ class Store:
                         " VALUES (?,?,?,?,?,?,?)",
                         [(run_id, k[0], k[1], dumps(v), t, frame, dumps(d) if d else None)
                          for k, (v, t, d) in delta.outputs.items()]))
+        ops.extend(delta.sql)
         for a in delta.attempts:
             cols = list(a)
             ops.append((f"INSERT OR REPLACE INTO attempts ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
