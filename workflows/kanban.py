@@ -291,8 +291,8 @@ def summarize(t: TaskCtx) -> KanbanSummary:
         else:
             status, rounds = res.status, res.rounds
             why = res.reason
-            if m is not None and res.succeeded:
-                why += "; " + m.message
+            if m is not None:
+                why += "; " + (m.message if res.succeeded else "not merged")
         rows.append(TicketSummary(slug=tk.slug, title=tk.title, path=tk.path, status=status, rounds=rounds,  # type: ignore[arg-type]
                                   branch=f"ticket/{tk.slug}", merged=merged,
                                   conflicts=list(m.conflicts) if m else [], why=why))
