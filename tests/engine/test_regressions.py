@@ -1,7 +1,5 @@
-"""Tests that expose bugs found while writing the engine tests. Each one fails until its bug is
-fixed; see the docstring of each test for the place and a suggested fix. Not committed by the
-test author: the engine's owner fixes the code and commits these (or moves them next to their
-neighbours in test_render / test_runtime / test_store / test_cli)."""
+"""Regressions: each test exposed a bug found while writing the engine tests (now fixed); the
+docstrings say where it was and what the fix was."""
 
 from __future__ import annotations
 
