@@ -259,9 +259,13 @@ def current_branch(path: Path) -> str | None:
     return out or None
 
 
+# Smithers' own folders are never part of a change under review.
+NOT_CHANGES = ("--", ".", ":(exclude).smithers", ":(exclude).worktrees")
+
+
 def untracked_files(path: Path) -> list[str]:
-    out = git(path, "ls-files", "--others", "--exclude-standard", "-z")
-    return sorted(p for p in out.split("\0") if p)
+    out = git(path, "ls-files", "--others", "--exclude-standard", "-z", *NOT_CHANGES)
+    return sorted(p for p in out.split("\0") if p and not p.endswith("/"))
 
 
 def changes_since(path: Path, base: str, limit: int = 30000, max_new_files: int = 40) -> tuple[str, list[str]]:
@@ -269,8 +273,8 @@ def changes_since(path: Path, base: str, limit: int = 30000, max_new_files: int 
 
     The index is not touched; commits made in the meantime are included (the diff is against `base`).
     """
-    diff = git(path, "diff", "--no-color", "--no-ext-diff", "-M", base)
-    files = [p for p in git(path, "diff", "--name-only", "-z", "--no-renames", base).split("\0") if p]
+    diff = git(path, "diff", "--no-color", "--no-ext-diff", "-M", base, *NOT_CHANGES)
+    files = [p for p in git(path, "diff", "--name-only", "-z", "--no-renames", base, *NOT_CHANGES).split("\0") if p]
     new = untracked_files(path)
     parts = [diff]
     for rel in new[:max_new_files]:

@@ -21,7 +21,7 @@ research-plan-implement and kanban share it. Node ids, for a prefix P:
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
