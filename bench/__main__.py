@@ -87,10 +87,10 @@ class SqliteClock:
         if self.orig is not None:
             orig = self.orig
 
-            def timed(conn: Any, ops: Any) -> Any:
+            def timed(conn: Any, ops: Any, *rest: Any) -> Any:
                 t0 = time.perf_counter()
                 try:
-                    return orig(conn, ops)
+                    return orig(conn, ops, *rest)
                 finally:
                     self.seconds += time.perf_counter() - t0
                     self.count += 1

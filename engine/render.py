@@ -6,7 +6,10 @@ the workflow body can read, so the walk stops deciding and the caller renders ag
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,21 @@ class Ready:
 
 def fingerprint(task: Task) -> str:
     """What the render of a task looks like, to tell whether a fork with other input changes it."""
-    import hashlib
-    import json
+    if task.kind == "compute":  # the common case, cached: the callable and the output model
+        return _fingerprint_compute(task.run, task.output)
+    return _fingerprint(task)
 
+
+@lru_cache(maxsize=4096)
+def _fingerprint_compute(fn: Any, output: Any) -> str:
+    return _digest(["compute", type_name(output), f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"])
+
+
+def _digest(parts: list[Any]) -> str:
+    return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:12]
+
+
+def _fingerprint(task: Task) -> str:
     parts: list[Any] = [task.kind, type_name(task.output)]
     if task.has_value:
         parts.append(json.dumps(task.value, sort_keys=True, default=str))
@@ -49,7 +64,7 @@ def fingerprint(task: Task) -> str:
         agent = task.agent
         parts.append(agent if isinstance(agent, str) else [getattr(a, "name", repr(a)) for a in agent]
                      if isinstance(agent, list) else getattr(agent, "name", type(agent).__name__))
-    return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:12]
+    return _digest(parts)
 
 
 @dataclass

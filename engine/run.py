@@ -59,7 +59,8 @@ class RunExecutor:
         self.error: str | None = None
         self._cancel: bool = False
         self._stop: bool = False
-        self._wake = asyncio.Event()
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
         self._since_keyframe = 0
         self._last_commit = time.monotonic()
         self._loop_ref = asyncio.get_running_loop()
@@ -73,10 +74,11 @@ class RunExecutor:
                                                                                    and rec.data.get("path")):
                 self._set(key, NodeRecord(rec.kind, PENDING, rec.attempts, "interrupted", rec.data))
                 self.delta.event("node_interrupted", key, attempt=rec.attempts)
-                self.delta.sql.append((
-                    "UPDATE attempts SET outcome='interrupted', finished_at=?, error='interrupted' "
-                    "WHERE run_id=? AND node_id=? AND iteration=? AND attempt=? AND outcome IS NULL",
-                    [(time.time(), self.run_id, key[0], key[1], rec.attempts)]))
+                self.delta.sql.append((  # the attempt row, started when the node was marked running
+                    "INSERT OR IGNORE INTO attempts (run_id,node_id,iteration,attempt,started_at,finished_at,outcome,error)"
+                    " SELECT run_id,node_id,iteration,attempts,updated_at,?,'interrupted','interrupted' FROM nodes"
+                    " WHERE run_id=? AND node_id=? AND iteration=?",
+                    [(time.time(), self.run_id, key[0], key[1])]))
             elif was_failed and rec.state == FAILED:
                 data = rec.data
                 if rec.kind == "loop":  # a loop that hit max_iterations with on_max="fail" gets one more round
@@ -155,6 +157,7 @@ class RunExecutor:
                 return final
             for r in starts:
                 t = asyncio.create_task(self._step(r))
+                t.add_done_callback(self.wakeup)
                 self.running[t] = r
                 self.running_keys.add(r.key)
             await self._wait()
@@ -184,17 +187,23 @@ class RunExecutor:
         return tree
 
     async def _wait(self) -> None:
-        timeout = None
-        if self.backoff:
-            timeout = max(0.0, min(self.backoff.values()) - time.monotonic())
-        if not self.running and timeout is None and not self._wake.is_set():
-            pass
-        wake = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait([*self.running, wake], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            wake.cancel()
-        self._wake.clear()
+        """Sleep until a step finishes, a retry's backoff ends, or someone calls wakeup()."""
+        if not self._woken:
+            timeout = max(0.0, min(self.backoff.values()) - time.monotonic()) if self.backoff else None
+            fut = self._waiter = self._loop_ref.create_future()
+            timer = self._loop_ref.call_later(timeout, self.wakeup) if timeout is not None else None
+            try:
+                await fut
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        self._woken = False
+
+    def wakeup(self, *_: Any) -> None:
+        self._woken = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def _expire_backoff(self) -> None:
         if self.backoff:
@@ -219,8 +228,7 @@ class RunExecutor:
         self._set(r.key, NodeRecord(kind, RUNNING, attempts, None, rec.data if rec else None))
         row = {"run_id": self.run_id, "node_id": r.key[0], "iteration": r.key[1], "attempt": attempts,
                "started_at": time.time()}
-        self.attempt_rows[r.key] = row
-        self.delta.attempts.append(dict(row))
+        self.attempt_rows[r.key] = row  # written when the attempt ends (recover() records interrupted ones)
         self.delta.event("node_started", r.key, attempt=attempts,
                          kind=r.node.kind if isinstance(r.node, Task) else "worktree")
 
@@ -398,8 +406,9 @@ class RunExecutor:
         if self._since_keyframe >= 64 + 40 * len(self.state.nodes):  # deltas since outweigh the state
             keyframe = Store.keyframe_ops(self.run_id, self.frame, self.state, self.status)
             self._since_keyframe = 0
-        ops, events = self.store.commit_ops(self.run_id, self.frame, delta, now, delta_json, keyframe)
-        counts = await self.store.transact(ops, fence=(self.run_id, self.engine.owner.id))
+        ops, events = self.store.commit_ops(self.run_id, self.engine.owner.id, self.frame, delta, now, delta_json,
+                                            keyframe)
+        counts = await self.store.transact(ops, fence=self.run_id)
         self._last_commit = time.monotonic()
         if self.engine.on_commit:
             self.engine.on_commit(self.run_id, self.frame, self.state)
@@ -425,13 +434,13 @@ class RunExecutor:
     def request_cancel(self) -> None:
         """Cancel the run: running steps are cancelled and the run ends `cancelled`."""
         self._cancel = True
-        self._wake.set()
+        self.wakeup()
 
     def request_stop(self) -> None:
         """Stop executing here but leave the run resumable (quitting the app): running steps are
         interrupted exactly as by a crash, and the lease is released."""
         self._stop = True
-        self._wake.set()
+        self.wakeup()
 
     async def _detach(self) -> str:
         for t in list(self.running):
@@ -455,7 +464,7 @@ class RunExecutor:
         if decided:
             for d in decided:
                 self.apply_decision(d)
-            self._wake.set()
+            self.wakeup()
 
     def apply_decision(self, d: dict[str, Any]) -> None:
         key = (d["node_id"], d["iteration"])

@@ -172,7 +172,7 @@ class Engine:
         ex = self.active.get(run_id)
         if ex is not None:
             ex.apply_decision(row)
-            ex._wake.set()
+            ex.wakeup()
         return row
 
     async def fork(self, run_id: str, frame: int | None, *, input: Any = None, reset: Any = (),

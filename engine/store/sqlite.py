@@ -29,23 +29,22 @@ def dumps(v: Any) -> str:
     return _dumps(v)
 
 
-def _apply(conn: sqlite3.Connection, ops: Ops, fence: tuple[str, str] | None = None) -> list[int]:
+def _apply(conn: sqlite3.Connection, ops: Ops, fence: str | None = None) -> list[int]:
     """Run in aiosqlite's thread: all ops in one transaction. Returns the rowcounts, then
-    last_insert_rowid(). With a fence (run id, owner id), nothing is written unless that owner
-    still holds the run's lease."""
+    last_insert_rowid(). With a fence (a run id), the first op is the run's own update guarded
+    by its owner id: if it changes no row, another process holds the lease and nothing is written."""
     counts = []
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if fence is not None:
-            row = conn.execute("SELECT owner_id, owner_pid, owner_host FROM runs WHERE id=?", (fence[0],)).fetchone()
-            if row is None or row[0] != fence[1]:
-                who = f"pid {row[1]} on {row[2]}" if row and row[0] else "another process"
-                raise LeaseLost(f"run {fence[0]} was taken over by {who}; this process stops")
         for sql, rows in ops:
             if len(rows) == 1:
                 counts.append(conn.execute(sql, rows[0]).rowcount)
             else:
                 counts.append(conn.executemany(sql, rows).rowcount)
+            if fence is not None and len(counts) == 1 and counts[0] != 1:
+                row = conn.execute("SELECT owner_id, owner_pid, owner_host FROM runs WHERE id=?", (fence,)).fetchone()
+                who = f"pid {row[1]} on {row[2]}" if row and row[0] else "another process"
+                raise LeaseLost(f"run {fence} was taken over by {who}; this process stops")
         counts.append(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
         conn.execute("COMMIT")
     except BaseException:
@@ -97,6 +96,8 @@ class Store:
                                f"v{SCHEMA_VERSION}): upgrade smithers, or pass --db with another database")
         await conn.execute("PRAGMA journal_mode=WAL")  # only once we know the file is ours to write
         await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA cache_size=-32000")  # 32 MB: a long run's hot pages stay in memory
+        await conn.execute("PRAGMA wal_autocheckpoint=8000")  # fewer, larger checkpoints (each one fsyncs)
         if version < SCHEMA_VERSION:
             await conn._execute(_migrate, conn._conn, version)
         return store
@@ -118,7 +119,7 @@ class Store:
         self._data_version = v
         return changed
 
-    async def transact(self, ops: Ops, fence: tuple[str, str] | None = None) -> list[int]:
+    async def transact(self, ops: Ops, fence: str | None = None) -> list[int]:
         return await self.conn._execute(_apply, self.conn._conn, ops, fence)
 
     async def run_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -174,10 +175,14 @@ class Store:
                  [(run_id, frame, dumps(kf))])]
 
     # --- commits -------------------------------------------------------------------------------
-    def commit_ops(self, run_id: str, frame: int, delta: Delta, now: float, delta_json: str,
+    def commit_ops(self, run_id: str, owner_id: str, frame: int, delta: Delta, now: float, delta_json: str,
                    keyframe: Ops | None = None) -> tuple[Ops, list[tuple[Any, ...]]]:
-        """The statements of one frame. Returns (ops, event rows) so the caller can publish."""
-        ops: Ops = []
+        """The statements of one frame, the run's own update first (it fences the lease: see
+        _apply). Returns (ops, event rows) so the caller can publish."""
+        run = {"frame": frame, "updated_at": now, **delta.run}
+        ops: Ops = [(f"UPDATE runs SET {','.join(c + '=?' for c in run)} WHERE id=? AND owner_id=?",
+                     [(*run.values(), run_id, owner_id)])]
+        ops.extend(delta.sql)  # before the node rows change: it may read them
         if delta.nodes:
             ops.append((
                 "INSERT OR REPLACE INTO nodes (run_id,node_id,iteration,kind,state,attempts,error,data,frame,updated_at)"
@@ -189,7 +194,6 @@ class Store:
                         " VALUES (?,?,?,?,?,?,?)",
                         [(run_id, k[0], k[1], dumps(v), t, frame, dumps(d) if d else None)
                          for k, (v, t, d) in delta.outputs.items()]))
-        ops.extend(delta.sql)
         for a in delta.attempts:
             cols = list(a)
             ops.append((f"INSERT OR REPLACE INTO attempts ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
@@ -202,8 +206,6 @@ class Store:
             applied = [(run_id, a["key"][0], a["key"][1]) for a in delta.approvals if a.get("applied")]
             if applied:
                 ops.append(("UPDATE approvals SET applied=1 WHERE run_id=? AND node_id=? AND iteration=?", applied))
-        run = {"frame": frame, "updated_at": now, **delta.run}
-        ops.append((f"UPDATE runs SET {','.join(c + '=?' for c in run)} WHERE id=?", [(*run.values(), run_id)]))
         ops.append(("INSERT INTO frames (run_id, frame, at, delta) VALUES (?,?,?,?)",
                     [(run_id, frame, now, delta_json)]))
         if keyframe:
