@@ -48,7 +48,7 @@ from engine import Approval, Branch, Ctx, Node, Parallel, Sequence, Task, TaskCt
 from engine import git as engine_git
 
 from ._support import (current_branch, detect_test_command, failure_excerpt, head_commit, prompt_text, repo_root,
-                       run_command, slugify, truncate_middle)
+                       run_command, slugify, step, truncate_middle)
 from .implement import DEFAULT_REVIEWERS, LoopResult, implement_loop
 
 TICKETS_DIR = Path(".smithers") / "tickets"
@@ -266,7 +266,7 @@ def make_merge(inp: KanbanInput):
         return MergeReport(base_branch=board.base_branch, approved=approved, merges=merges, post_merge_check=check,
                            worktrees_removed=removed, worktrees_kept=kept)
 
-    return merge
+    return step(merge, inp.test_command, inp.approve_merge, inp.test_timeout)
 
 
 def _field(obj: object, name: str) -> object:
@@ -307,6 +307,8 @@ def summarize(t: TaskCtx) -> KanbanSummary:
                                           else chk.note))
     lines += [f"worktree kept: {k}" for k in report.worktrees_kept]
     head = f"{done} of {len(rows)} ticket(s) done, {merged} merged into {board.base_branch or 'HEAD'}"
+    for line in [head, *lines]:
+        t.log(line)
     return KanbanSummary(base_branch=board.base_branch, tickets=rows, done=done, merged=merged,
                          not_done=len(rows) - done, post_merge_check=chk, text="\n".join([head, *lines]))
 

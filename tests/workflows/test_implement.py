@@ -109,3 +109,20 @@ async def test_test_command_is_detected_and_a_timeout_kills_it(engine, project, 
     assert "start" in slow.output and "never" not in slow.output and "timed out after 0.5s" in slow.output
     big = await run_command("python3 -c \"print('x' * 100000); print('END')\"", project, keep=2000)
     assert big.ok and big.output.rstrip().endswith("END") and "bytes cut" in big.output
+
+
+async def test_a_fork_with_another_test_command_checks_again(engine, project, monkeypatch):
+    """The steps close over their input (test command, prompt...): a fork that changes it must see
+    them as changed and run them again, not carry the old results."""
+    eng, store = engine
+    eng.agent_override = "demo"
+    status, ex = await run(eng, "implement", {"prompt": "Fix add()", "max_rounds": 1, "reviewers": [],
+                                              "test_command": "false"}, project)
+    assert status == "finished"
+    assert (await outputs(store, ex.run_id))[("implement-result", 0)]["status"] == "out_of_rounds"
+    info = await eng.fork(ex.run_id, None, input={"test_command": "true"})
+    assert "implement-check#0" in info["rerun"] and "implement-result#0" in info["rerun"]
+    child = await eng.resume(info["run_id"] if "run_id" in info else info["id"])
+    assert await child.execute() == "finished", child.error
+    result = (await outputs(store, child.run_id))[("implement-result", 0)]
+    assert result["status"] == "done" and result["test_command"] == "true"
