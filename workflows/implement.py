@@ -280,6 +280,8 @@ def implement_loop(ctx: Ctx, prefix: str, prompt: str, *, test_command: str | No
                 files = changes_since(t.workdir, began.commit, limit=1)[1]
             except Exception:
                 files = chk.changed_files if chk else []
+        if chk is not None and chk.implemented and not files:
+            reason += "; no files were changed"
         t.log(f"{prefix}: {status}: {reason}")
         return LoopResult(status=status, succeeded=status == "done", reason=reason, rounds=len(its),  # type: ignore[arg-type]
                           max_rounds=max_rounds, passed=bool(chk and chk.passed), approved=approved,

@@ -126,3 +126,12 @@ async def test_a_fork_with_another_test_command_checks_again(engine, project, mo
     assert await child.execute() == "finished", child.error
     result = (await outputs(store, child.run_id))[("implement-result", 0)]
     assert result["status"] == "done" and result["test_command"] == "true"
+
+
+async def test_outside_a_git_repository_the_run_fails_saying_what_to_do(engine, tmp_path):
+    eng, _ = engine
+    eng.agent_override = "demo"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    status, ex = await run(eng, "implement", {"prompt": "x", "test_command": "true"}, plain)
+    assert status == "failed" and "not inside a git repository" in ex.error and "git init" in ex.error
