@@ -1,0 +1,170 @@
+"""Agent panes: one pane per agent step of the run, streaming tokens, tool calls and shell output
+as they happen; a grid when several run at once. tab cycles, z maximises one pane."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.screen import Screen
+from textual.widgets import Footer, Header, RichLog, Static
+
+from engine.store.sqlite import row_to_event
+
+from ..widgets.agent_pane import AgentPane, PaneKey
+
+MAX_PANES = 12
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    cols = 1 if n <= 1 else 2 if n <= 4 else 3 if n <= 9 else 4
+    return cols, max(1, -(-n // cols))
+
+
+class AgentsScreen(Screen[None]):
+    CSS_PATH = "agents.tcss"
+    HELP_TITLE = "Agents"
+    BINDINGS = [
+        Binding("tab", "cycle(1)", "Next pane", id="agents.next"),
+        Binding("shift+tab", "cycle(-1)", "Previous pane", show=False, id="agents.previous"),
+        Binding("z", "maximise", "Maximise", id="agents.maximise"),
+        Binding("enter", "open_step", "Open step", id="agents.open_step"),
+        Binding("escape", "back", "Back", id="back"),
+    ]
+
+    def __init__(self, run_id: str, only: list[PaneKey] | None = None, title: str | None = None) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.only = only
+        self.title_text = title
+        self.panes: dict[PaneKey, AgentPane] = {}
+        self.states: dict[tuple[str, int], str] = {}
+        self.loaded = False
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="◎")
+        yield Static("", id="agents-head")
+        yield Grid(id="grid")
+        yield Static("No agent has run in this run yet. Agent steps stream here as they work.", id="empty")
+        yield Footer()
+
+    @property
+    def hub(self) -> Any:
+        return self.app.host.agents  # type: ignore[attr-defined]
+
+    def on_mount(self) -> None:
+        self.sub_title = f"agents of run {self.run_id}"
+        self.seed()
+        self.set_interval(0.5, self.refresh_panes)
+
+    @work(group="agents-seed")
+    async def seed(self) -> None:
+        """Agent events stored before this screen opened (tool calls, messages, prompts)."""
+        reader = self.app.host.reader  # type: ignore[attr-defined]
+        rows = await reader.fetchall("SELECT * FROM events WHERE run_id=? AND type='agent' ORDER BY seq LIMIT 20000",
+                                     (self.run_id,))
+        fresh: dict[PaneKey, list[Any]] = {}
+        for r in rows:
+            ev = row_to_event(r)
+            key = (ev.run_id, ev.node_id or "", ev.iteration or 0)
+            if not self.hub.seeded(key) or key in fresh:
+                fresh.setdefault(key, []).append(ev)
+        for evs in fresh.values():
+            for ev in evs:
+                self.hub.feed(ev)
+        await self.load_states()
+        self.refresh_panes()
+        self.loaded = True
+
+    def on_store_changed(self, msg: Any) -> None:
+        if self.run_id in msg.run_ids:
+            self.run_worker(self.load_states(), exclusive=True, group="agents-states")
+
+    async def load_states(self) -> None:
+        reader = self.app.host.reader  # type: ignore[attr-defined]
+        rows = await reader.fetchall("SELECT node_id, iteration, state FROM nodes WHERE run_id=?", (self.run_id,))
+        self.states = {(r["node_id"], r["iteration"]): r["state"] for r in rows}
+        for key, pane in self.panes.items():
+            pane.set_state(self.states.get((key[1], key[2]), "running"))
+
+    def wanted(self) -> list[PaneKey]:
+        keys = self.only if self.only is not None else self.hub.for_run(self.run_id)
+        keys = [k for k in keys if k in self.hub.buffers] if self.only is None else keys
+        running = [k for k in keys if self.states.get((k[1], k[2]), "running") == "running"]
+        rest = [k for k in reversed(keys) if k not in running]
+        return (running + rest)[:MAX_PANES]
+
+    def refresh_panes(self) -> None:
+        want = self.wanted()
+        grid = self.query_one("#grid", Grid)
+        new = [k for k in want if k not in self.panes]
+        if new:
+            for k in new:
+                pane = AgentPane(self.hub, k)
+                self.panes[k] = pane
+                grid.mount(pane)
+                pane.set_state(self.states.get((k[1], k[2]), "running"))
+            self.call_after_refresh(self._no_log_focus)
+        cols, rows = grid_shape(len(self.panes))
+        grid.styles.grid_size_columns = cols
+        grid.styles.grid_size_rows = rows
+        self.query_one("#empty").display = not self.panes
+        running = sum(1 for k in self.panes if self.states.get((k[1], k[2]), "running") == "running")
+        self.query_one("#agents-head", Static).update(Text.assemble(
+            (f" {self.title_text or 'run ' + self.run_id}", "bold"), f"  ·  {len(self.panes)} agent pane(s)  ·  ",
+            (f"{running} running", "bold dodger_blue1" if running else "grey58"),
+            ("  ·  tab next  ·  z maximise  ·  enter open the step", "grey58")))
+        if self.panes and not isinstance(self.focused, AgentPane):
+            next(iter(self.panes.values())).focus()
+
+    def _no_log_focus(self) -> None:
+        for log in self.query(RichLog):
+            log.can_focus = False
+
+    def action_cycle(self, d: int) -> None:
+        panes = list(self.panes.values())
+        if not panes:
+            return
+        cur = panes.index(self.focused) if self.focused in panes else -1
+        target = panes[(cur + d) % len(panes)]
+        if self.maximized is not None:
+            self.minimize()
+            target.focus()
+            self.maximize(target, container=False)
+        else:
+            target.focus()
+
+    def action_maximise(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+        elif isinstance(self.focused, AgentPane):
+            self.maximize(self.focused, container=False)
+
+    def action_open_step(self) -> None:
+        from .run import RunScreen
+
+        pane = self.focused
+        if not isinstance(pane, AgentPane):
+            return
+        _run, node, it = pane.key
+
+        def select(screen: Any) -> None:
+            screen.query_one("#tree").select_key((node, it))
+
+        under = self.app.screen_stack[-2] if len(self.app.screen_stack) > 1 else None
+        if isinstance(under, RunScreen) and under.run_id == pane.key[0]:
+            self.app.pop_screen()
+            select(under)
+        else:
+            self.app.open_run(pane.key[0])  # type: ignore[attr-defined]
+
+    def action_back(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+            return
+        self.app.pop_screen()
+
+
