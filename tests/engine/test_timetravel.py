@@ -65,7 +65,7 @@ def step(ctx):  # reads prep and its previous iteration
 def par(ctx):  # reads the loop's last step; the three finish one after another
     mark(ctx)
     i = int(ctx.node_id[1:])
-    time.sleep(0.04 * i)
+    time.sleep(0.08 * i)
     return f"{ctx.node_id}:{ctx.get('step')}"
 
 
