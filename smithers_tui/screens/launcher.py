@@ -83,7 +83,7 @@ class LauncherScreen(Screen[None]):
             wf, target = self.found[name]
             where = "built-in" if target.startswith("module:") else "project"
             ol.add_option(Option(Text.assemble((name, "bold"), (f"  {where}", "grey50"), "\n",
-                                               (wf.description or "", "grey62")), id=name))
+                                               (short(wf.description or ""), "grey62")), id=name))
         self.agent_note()
         if self.names:
             pick = self.preselect if self.preselect in self.names else self.names[0]
@@ -170,3 +170,8 @@ class LauncherScreen(Screen[None]):
     def palette_commands(self) -> list[Any]:
         return [("Start run", "start the chosen workflow with this input", self.action_start),
                 ("Toggle demo agent", "canned replies instead of a model", self.action_toggle_demo)]
+
+
+def short(text: str, n: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -13,9 +13,9 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from ..widgets.fmt import ACTIVE_RUN, cost, key_label, run_glyph, tokens
 
-COLUMNS = [("", "glyph", 1), ("status", "status", 9), ("workflow", "workflow", 18), ("run", "run", 14),
-           ("started", "started", 12), ("took", "took", 8), ("progress", "progress", 9), ("step", "step", 22),
-           ("gates", "gates", 5), ("tokens", "tokens", 7), ("cost", "cost", 8)]
+COLUMNS = [("", "glyph", 1), ("status", "status", 9), ("workflow", "workflow", 13), ("run", "run", 12),
+           ("started", "started", 11), ("took", "took", 7), ("steps", "progress", 7), ("current step", "step", 18),
+           ("gates", "gates", 5), ("tokens", "tokens", 6), ("cost", "cost", 7)]
 
 STATS_SQL = {
     "steps": "SELECT run_id, sum(state='done' OR state='skipped') AS done, count(*) AS known FROM nodes "

@@ -80,7 +80,7 @@ class Clock:
         if not ts:
             return "-"
         if self.now() - ts > 20 * 3600:
-            return time.strftime("%b %d %H:%M", time.localtime(ts))
+            return time.strftime("%m-%d %H:%M", time.localtime(ts))
         return time.strftime("%H:%M:%S", time.localtime(ts))
 
     def span(self, seconds: float | None) -> str:
