@@ -202,3 +202,45 @@ def test_ticket_files_parse_title_front_matter_and_slug(tmp_path: Path):
     assert (title, meta) == ("Do it", {"test_command": "make test"}) and body.startswith("# Do it")
     assert parse_ticket("no heading here\n", Path("my_ticket.md"))[0] == "my ticket"
     assert say("x").text == "x"
+
+
+async def test_stopped_mid_way_and_resumed_by_another_engine_it_finishes_the_same(engine, db_path, project, llm,
+                                                                                   script: Script):
+    """Like quitting the app (or a crash) while tickets are in flight: a new engine resumes the run,
+    finished steps are not redone, the worktrees are reused, and everything still merges."""
+    from engine.runtime import Engine
+
+    eng, store = engine
+    use_fake_model(project, llm)
+    three_tickets(project)
+    script.on("implement", "Fix add", edits(FIX_ADD))
+    script.on("implement", "Implement mul", edits(FIX_MUL))
+    script.on("implement", "Greet by name", edits(FIX_GREET))
+    script.on("review", None, approve)
+    from workflows import builtin
+
+    wf, target = builtin()["kanban"]
+    ex = await eng.start(wf, target, {"reviewers": ["correctness"], "test_command": PYTEST}, workdir=project)
+
+    def stop_after_first_ticket(run_id, frame, state):
+        if any(k[0].endswith("-result") for k in state.outputs):
+            ex.request_stop()
+
+    eng.on_commit = stop_after_first_ticket
+    assert await ex.execute() not in ("finished", "failed")
+    before = {k: v for k, v in (await outputs(store, ex.run_id)).items() if v is not None}
+    finished_first = {k for k in before if k[0].endswith("-result")}
+    assert ("summary", 0) not in before and finished_first
+
+    other = Engine(store, poll_interval=0.05)
+    try:
+        ex2 = await other.resume(ex.run_id)
+        assert await ex2.execute() == "finished", ex2.error
+    finally:
+        await other.close()
+    out = await outputs(store, ex.run_id)
+    assert {k: out[k] for k in finished_first} == {k: before[k] for k in finished_first}  # not redone
+    summary = out[("summary", 0)]
+    assert summary["merged"] == 3 and all(r["status"] == "done" for r in summary["tickets"])
+    assert run_tests(project).returncode == 0
+    assert worktrees(project) == [str(project)]
