@@ -28,28 +28,29 @@ def default_user() -> str:
 
 
 async def find_gate(store: Store, run_id: str, node: str | None, iteration: int | None) -> dict[str, Any]:
-    """The open gate to decide: NODE may be left out when exactly one waits."""
+    """The open gate to decide: NODE may be left out when exactly one waits. A gate that was
+    already decided raises ApprovalConflict saying by whom, whatever happened to the run since."""
     run = await store.get_run(run_id)
-    gates = [g for g in await store.approvals(run_id, open_only=False) if g["decision"] is None]
-    if node is not None:
-        gates = [g for g in gates if g["node_id"] == node and (iteration is None or g["iteration"] == iteration)]
-        if not gates:
-            decided = [g for g in await store.approvals(run_id, open_only=False)
-                       if g["node_id"] == node and (iteration is None or g["iteration"] == iteration)]
-            if decided:
-                return decided[-1]  # decide() reports who decided it
-            raise BadInput(f"run {run_id} has no gate {node!r}" + (f" at iteration {iteration}" if iteration else "")
-                           + ": `smithers ps --status waiting` lists waiting gates")
-        if len(gates) > 1:
+    if run["status"] == "rewound":
+        succ = run["successor_run_id"]
+        raise BadInput(f"run {run_id} was rewound and is read-only: decide its gates in {succ} "
+                       f"(`smithers approve {succ}`)")
+    if run["status"] == "cancelled":
+        raise BadInput(f"run {run_id} is cancelled: it has no gate to decide")
+    rows = [g for g in await store.approvals(run_id, open_only=False)
+            if (node is None or g["node_id"] == node) and (iteration is None or g["iteration"] == iteration)]
+    gates = [g for g in rows if g["decision"] is None]
+    what = (f"gate {node!r}" if node else "gate") + (f" at iteration {iteration}" if iteration is not None else "")
+    if not gates:
+        decided = [g for g in rows if g["decision"]]
+        if decided:
+            raise ApprovalConflict(_already(run_id, max(decided, key=lambda g: g["decided_at"] or 0)))
+        raise BadInput(f"run {run_id} ({run['status']}) has no {what} waiting for a decision: "
+                       "`smithers ps --status waiting` lists waiting gates")
+    if len(gates) > 1:
+        if node is not None:
             its = ", ".join(str(g["iteration"]) for g in gates)
             raise BadInput(f"gate {node!r} of run {run_id} waits at iterations {its}: choose one with --iteration")
-        return gates[0]
-    if not gates:
-        decided = [g for g in await store.approvals(run_id, open_only=False) if g["decision"]]
-        if decided and run["status"] in ("waiting", "running"):
-            raise ApprovalConflict(_already(run_id, max(decided, key=lambda g: g["decided_at"] or 0)))
-        raise BadInput(f"run {run_id} ({run['status']}) has no gate waiting for a decision")
-    if len(gates) > 1:
         names = ", ".join(f"{g['node_id']}" + (f"[{g['iteration']}]" if g["iteration"] else "") for g in gates)
         raise BadInput(f"run {run_id} has several gates waiting ({names}): name the one to decide")
     return gates[0]

@@ -46,7 +46,7 @@ class Task(Node):
                  output: type[BaseModel] | None = None, retries: int = 2, backoff: float = 0.5,
                  timeout: float | None = None, skip_if: bool = False, continue_on_fail: bool = False,
                  needs_approval: bool = False, approval_message: str | None = None,
-                 on_deny: Literal["fail", "skip"] = "fail") -> None:
+                 on_deny: Literal["fail", "skip", "continue"] = "fail") -> None:
         self.src = _caller()
         _check_id(id, self)
         self.has_value = value is not ...
@@ -55,6 +55,8 @@ class Task(Node):
             raise TypeError(f"Task {id!r} at {self.where()}: give exactly one of run=, agent= (with prompt=) or value=")
         if agent is not None and prompt is None:
             raise TypeError(f"Task {id!r} at {self.where()}: an agent task needs prompt=")
+        if on_deny not in ("fail", "skip", "continue"):
+            raise TypeError(f"Task {id!r} at {self.where()}: on_deny is 'fail', 'skip' or 'continue'")
         if retries < 0:
             raise TypeError(f"Task {id!r} at {self.where()}: retries must be >= 0")
         self.id, self.run, self.agent, self.prompt = id, run, agent, prompt

@@ -122,7 +122,8 @@ class Engine:
         run, wf = await self.load(run_id, accept_changes=accept_changes, workflow=workflow)
         now = time.time()
         cols = self.owner.columns(now)
-        changes = {**cols, "status": RUN_RUNNING, "error": None, "updated_at": now, "cancel_requested": 0}
+        changes = {**cols, "status": RUN_RUNNING, "error": None, "updated_at": now, "cancel_requested": 0,
+                   "finished_at": None}
         if run["_new_hash"] != run["source_hash"]:
             changes["source_hash"] = run["_new_hash"]
         sets = ",".join(f"{c}=?" for c in changes)

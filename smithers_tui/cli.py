@@ -224,7 +224,8 @@ def final_line(s: dict[str, Any]) -> str:
     if st == "finished":
         return f"run {rid} finished ({s['frame']} frames): `smithers show {rid}` for outputs"
     if st == "waiting":
-        gates = ", ".join(f"{a['node_id']}: {a['message']}" for a in s.get("approvals", []))
+        gates = ", ".join(f"{a['node_id']}" + (f"[{a['iteration']}]" if a["iteration"] else "") + f": {a['message']}"
+                          for a in s.get("approvals", []) if a["decision"] is None)
         return f"run {rid} waits for approval ({gates}): `smithers approve {rid}` or `smithers deny {rid}`"
     if st == "failed":
         return f"run {rid} failed: {s['error']}; fix it, then `smithers resume {rid}` retries the failed steps"

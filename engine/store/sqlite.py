@@ -198,14 +198,17 @@ class Store:
             cols = list(a)
             ops.append((f"INSERT OR REPLACE INTO attempts ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
                         [tuple(a.values())]))
-        if delta.approvals:
-            ops.append(("INSERT OR IGNORE INTO approvals (run_id,node_id,iteration,message,on_deny,requested_at,frame)"
-                        " VALUES (?,?,?,?,?,?,?)",
-                        [(run_id, a["key"][0], a["key"][1], a["message"], a["on_deny"], now, frame)
-                         for a in delta.approvals]))
-            applied = [(run_id, a["key"][0], a["key"][1]) for a in delta.approvals if a.get("applied")]
-            if applied:
-                ops.append(("UPDATE approvals SET applied=1 WHERE run_id=? AND node_id=? AND iteration=?", applied))
+        requests = [a for a in delta.approvals if not a.get("applied")]
+        if requests:  # a gate asked again (a failed run resumed after a denial) opens a fresh request
+            ops.append(("INSERT INTO approvals (run_id,node_id,iteration,message,on_deny,requested_at,frame)"
+                        " VALUES (?,?,?,?,?,?,?) ON CONFLICT (run_id,node_id,iteration) DO UPDATE SET"
+                        " message=excluded.message, on_deny=excluded.on_deny, requested_at=excluded.requested_at,"
+                        " frame=excluded.frame, decision=NULL, decided_by=NULL, note=NULL, decided_at=NULL, applied=0"
+                        " WHERE approvals.applied=1",
+                        [(run_id, a["key"][0], a["key"][1], a["message"], a["on_deny"], now, frame) for a in requests]))
+        applied = [(run_id, a["key"][0], a["key"][1]) for a in delta.approvals if a.get("applied")]
+        if applied:
+            ops.append(("UPDATE approvals SET applied=1 WHERE run_id=? AND node_id=? AND iteration=?", applied))
         ops.append(("INSERT INTO frames (run_id, frame, at, delta) VALUES (?,?,?,?)",
                     [(run_id, frame, now, delta_json)]))
         if keyframe:
