@@ -262,6 +262,7 @@ class SmithersApp(App[int]):
         self._keymap_override = keymap
         self._workflows: dict[str, tuple[Any, str]] | None = None
         self._wf_cache: dict[str, Any] = {}
+        self.later: set[tuple[str, str, int]] = set()  # gates the user chose to decide later
 
     async def on_mount(self) -> None:
         from .screens.runs import RunsScreen

@@ -65,7 +65,6 @@ class RunScreen(Screen[None]):
         self.skel_ids: frozenset[str] | None = None
         self.info: dict[Key, dict[str, Any]] = {}
         self.children_runs: list[dict[str, Any]] = []
-        self.dismissed: set[Key] = set()
         self.prompting: Key | None = None
         self.loaded = False
 
@@ -283,7 +282,8 @@ class RunScreen(Screen[None]):
     def maybe_prompt(self, nodes: dict[Key, dict[str, Any]]) -> None:
         if self.prompting is not None or not self.is_current:
             return
-        waiting = [k for k, n in nodes.items() if n["state"] == "waiting_approval" and k not in self.dismissed]
+        later = self.app.later  # type: ignore[attr-defined]
+        waiting = [k for k, n in nodes.items() if n["state"] == "waiting_approval" and (self.run_id, *k) not in later]
         if waiting:
             self.open_prompt(waiting[0])
 
@@ -295,7 +295,7 @@ class RunScreen(Screen[None]):
         def closed(result: str | None) -> None:
             self.prompting = None
             if result == "later":
-                self.dismissed.add(key)
+                self.app.later.add((self.run_id, *key))  # type: ignore[attr-defined]
             self.reload()
 
         self.app.push_screen(ApprovalScreen(self.run_id, key[0], key[1]), closed)
@@ -308,7 +308,7 @@ class RunScreen(Screen[None]):
             return
         sel = self.selected_key()
         key = sel if sel in waiting else waiting[0]
-        self.dismissed.discard(key)
+        self.app.later.discard((self.run_id, *key))  # type: ignore[attr-defined]
         self.open_prompt(key)
 
     # --- time travel ---------------------------------------------------------------------------

@@ -48,10 +48,21 @@ class Inspector(VerticalScroll, can_focus=True):
         yield self.body
 
     def show_text(self, text: str) -> None:
-        self.body.update(Text(text, style="grey58"))
+        self.shown: RenderableType = Text(text, style="grey58")
+        self.body.update(self.shown)
 
     def show(self, d: dict[str, Any]) -> None:
-        self.body.update(Group(*self.parts(d)))
+        self.shown = Group(*self.parts(d))
+        self.body.update(self.shown)
+
+    def plain(self) -> str:
+        """What the inspector shows, as plain text (for tests and screen readers)."""
+        from rich.console import Console
+
+        console = Console(width=100, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+        console.print(getattr(self, "shown", ""))
+        console.file.close()
+        return console.export_text()
 
     def parts(self, d: dict[str, Any]) -> list[RenderableType]:
         n = d["node"]
