@@ -17,10 +17,14 @@ What happens:
    most `max_rounds`); its result step commits the work on the branch, whatever the outcome.
 3. With `approve_merge`, an approval gate `approve-merge` (only when some ticket is done).
 4. `merge` merges each done ticket's branch into the base branch with git, one by one in ticket
-   order; a conflict is reported with its files and the merge is aborted (the branch keeps its
-   work). Then the test command runs once on the merged result, and the worktrees are removed
-   (branches stay). Conflicts are not resolved by an agent: resolve them on the branch and merge.
-5. `summary`: per ticket, its status, rounds, branch, whether it merged, and why.
+   order; a conflict is reported with its files and that merge is aborted (the branch keeps its work).
+5. With `resolve_conflicts`, each conflicted branch goes back to its worktree: the base is merged
+   into it, the implementer resolves the conflict markers, the test command re-checks it, and the
+   merge is concluded (or aborted, leaving the branch as it was); `merge-resolved` then merges
+   the resolved branches into the base.
+6. `cleanup` runs the test command once on the merged result and removes the worktrees (branches
+   stay; anything uncommitted is committed on its branch first).
+7. `summary`: per ticket, its status, rounds, branch, whether it merged, and why.
 
 Node ids, for the app's board (slug as above):
 
@@ -34,22 +38,29 @@ Node ids, for the app's board (slug as above):
     ticket-<slug>-result                compute: LoopResult; status done / out_of_rounds / failed
     approve-merge                       Approval (only with approve_merge)
     merge                               compute: MergeReport                 (merged / conflict)
+    ticket-<slug>-resolve               Worktree (resolve_conflicts, conflicted tickets only)
+    ticket-<slug>-resolve-start         compute: merges the base into the branch; ResolveStart
+    ticket-<slug>-resolve-agent         agent (implementer): resolves the markers
+    ticket-<slug>-resolve-check         compute: no markers left, tests pass; ResolveResult
+    merge-resolved                      compute: MergeReport for the resolved branches
+    cleanup                             compute: post-merge check, worktrees removed; Cleanup
     summary                             compute: KanbanSummary
 """
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from engine import Approval, Branch, Ctx, Node, Parallel, Sequence, Task, TaskCtx, workflow
+from engine import Approval, Branch, Ctx, Node, Parallel, Sequence, Task, TaskCtx, Worktree, workflow
 from engine import git as engine_git
 
-from ._support import (current_branch, detect_test_command, failure_excerpt, head_commit, prompt_text, repo_root,
-                       run_command, slugify, step, truncate_middle)
-from .implement import DEFAULT_REVIEWERS, LoopResult, implement_loop
+from ._support import (GitFailed, current_branch, detect_test_command, failure_excerpt, git, head_commit, prompt_text,
+                       repo_root, run_command, slugify, step, truncate_middle)
+from .implement import DEFAULT_REVIEWERS, ImplementResult, LoopResult, implement_loop
 
 TICKETS_DIR = Path(".smithers") / "tickets"
 
@@ -94,7 +105,23 @@ class MergeReport(BaseModel):
     base_branch: str | None
     approved: bool | None = Field(None, description="the merge gate's decision; None when there was no gate")
     merges: list[TicketMerge]
-    post_merge_check: PostMergeCheck | None = None
+
+
+class ResolveStart(BaseModel):
+    base: str
+    conflicts: list[str] = Field(description="files left with conflict markers by merging the base in")
+    error: str = Field("", description="why the base could not be merged in at all")
+
+
+class ResolveResult(BaseModel):
+    resolved: bool
+    reason: str
+    command: str | None = None
+    output: str = ""
+
+
+class Cleanup(BaseModel):
+    post_merge_check: PostMergeCheck | None = Field(None, description="the test command on the merged result")
     worktrees_removed: list[str] = Field(default_factory=list)
     worktrees_kept: list[str] = Field(default_factory=list, description="path: why it was kept")
 
@@ -107,7 +134,8 @@ class TicketSummary(BaseModel):
     rounds: int
     branch: str
     merged: bool
-    conflicts: list[str] = Field(default_factory=list)
+    conflicts: list[str] = Field(default_factory=list, description="files that conflicted on the first merge")
+    resolved: bool = Field(False, description="it conflicted, an agent resolved it, and it merged")
     why: str
 
 
@@ -130,6 +158,8 @@ class KanbanInput(BaseModel):
     reviewers: list[str] = Field(default_factory=lambda: list(DEFAULT_REVIEWERS),
                                  description="review lenses per ticket, one reviewer each")
     test_timeout: float = Field(600.0, gt=0, description="seconds before a test command is killed")
+    resolve_conflicts: bool = Field(False, description="hand a branch that conflicts to the implementer to "
+                                                       "resolve in its worktree, re-check it and merge it again")
 
 
 # -- reading tickets ----------------------------------------------------------------------------
@@ -187,37 +217,191 @@ def ticket_paths(board: Board, slug: str) -> tuple[Path, str]:
     return Path(board.repo) / ".worktrees" / slug, f"ticket/{slug}"
 
 
+def _commit_leftovers(wt: Path, title: str) -> None:
+    if wt.is_dir():
+        engine_git.commit_all(wt, f"{title}\n\nsmithers kanban: changes left in the worktree\n")
+
+
+def _merge_one(t: TaskCtx, board: Board, tk: Ticket) -> TicketMerge:
+    wt, branch = ticket_paths(board, tk.slug)
+    try:
+        _commit_leftovers(wt, tk.title)
+        mr = engine_git.merge_branch(Path(board.repo), branch, into=board.base_branch)
+    except engine_git.GitError as e:
+        t.log(f"{tk.slug}: merge failed: {e}")
+        return TicketMerge(slug=tk.slug, branch=branch, merged=False, message=f"not merged: {e}")
+    t.log(f"{tk.slug}: {mr.message}")
+    return TicketMerge(slug=tk.slug, branch=branch, merged=mr.merged, commit=mr.commit,
+                       conflicts=list(mr.conflicts), message=mr.message)
+
+
 def _merge_all(t: TaskCtx, board: Board, allowed: bool, denied_by: str) -> list[TicketMerge]:
-    repo = Path(board.repo)
     out: list[TicketMerge] = []
     for tk in board.tickets:
-        wt, branch = ticket_paths(board, tk.slug)
+        branch = ticket_paths(board, tk.slug)[1]
         res: LoopResult | None = t.get(f"ticket-{tk.slug}-result")
         if res is None:
             out.append(TicketMerge(slug=tk.slug, branch=branch, merged=False, message="the ticket did not run"))
-            continue
-        if not res.succeeded:
+        elif not res.succeeded:
             out.append(TicketMerge(slug=tk.slug, branch=branch, merged=False,
                                    message=f"not merged: the ticket is {res.status.replace('_', ' ')}"))
-            continue
-        if not allowed:
+        elif not allowed:
             out.append(TicketMerge(slug=tk.slug, branch=branch, merged=False, message=f"not merged: {denied_by}"))
-            continue
-        try:
-            if wt.is_dir():
-                engine_git.commit_all(wt, f"{tk.title}\n\nsmithers kanban: changes left in the worktree\n")
-            mr = engine_git.merge_branch(repo, branch, into=board.base_branch)
-        except engine_git.GitError as e:
-            out.append(TicketMerge(slug=tk.slug, branch=branch, merged=False, message=f"not merged: {e}"))
-            t.log(f"{tk.slug}: merge failed: {e}")
-            continue
-        out.append(TicketMerge(slug=tk.slug, branch=branch, merged=mr.merged, commit=mr.commit,
-                               conflicts=list(mr.conflicts), message=mr.message))
-        t.log(f"{tk.slug}: {mr.message}")
+        else:
+            out.append(_merge_one(t, board, tk))
     return out
 
 
-def _remove_worktrees(t: TaskCtx, board: Board) -> tuple[list[str], list[str]]:
+def make_merge(inp: KanbanInput):
+    def merge(t: TaskCtx) -> MergeReport:
+        board: Board = t.get("tickets")
+        decision = t.get("approve-merge") if inp.approve_merge else None
+        approved = None if decision is None else bool(_field(decision, "approved"))
+        who = _field(decision, "by") or "someone"
+        note = _field(decision, "note")
+        denied = f"the merge was denied by {who}" + (f" ({note})" if note else "")
+        return MergeReport(base_branch=board.base_branch, approved=approved,
+                           merges=_merge_all(t, board, approved is not False, denied))
+
+    return step(merge, inp.approve_merge)
+
+
+def _field(obj: object, name: str) -> object:
+    if obj is None:
+        return None
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+# -- resolving conflicts (resolve_conflicts=true) -------------------------------------------------
+
+def _unmerged(wt: Path) -> list[str]:
+    return sorted(p for p in git(wt, "diff", "--name-only", "-z", "--diff-filter=U").split("\0") if p)
+
+
+def _markers(wt: Path, files: list[str]) -> list[str]:
+    left = []
+    for rel in files:
+        p = wt / rel
+        if p.is_file():
+            text = p.read_text(errors="replace")
+            if re.search(r"^(<{7}|>{7})( |$)", text, re.M):
+                left.append(rel)
+    return left
+
+
+def make_resolve_start(board: Board, tk: Ticket):
+    def resolve_start(t: TaskCtx) -> ResolveStart:
+        wt = t.workdir
+        base = board.base_branch or board.base_commit
+        try:
+            if not git(wt, "rev-parse", "-q", "--verify", "MERGE_HEAD", ok=(0, 1)).strip():  # not merging yet
+                _commit_leftovers(wt, tk.title)
+                git(wt, "merge", "--no-ff", "--no-edit", "-m", f"Merge {base} into ticket/{tk.slug}", base, ok=(0, 1))
+            conflicts = _unmerged(wt)
+        except (GitFailed, engine_git.GitError) as e:
+            t.log(f"{tk.slug}: cannot merge {base} into the branch: {e}")
+            return ResolveStart(base=base, conflicts=[], error=str(e))
+        t.log(f"{tk.slug}: merging {base} into the branch: "
+              + (f"conflicts in {', '.join(conflicts)}" if conflicts else "no conflict"))
+        return ResolveStart(base=base, conflicts=conflicts)
+
+    return step(resolve_start, board.base_branch, board.base_commit, tk.slug)
+
+
+def make_resolve_prompt(board: Board, tk: Ticket, start_id: str):
+    def prompt(t: TaskCtx) -> str:
+        rs: ResolveStart = t.get(start_id)
+        return prompt_text("resolve-conflict", title=tk.title, branch=f"ticket/{tk.slug}", base=rs.base,
+                           files="\n".join(f"- {f}" for f in rs.conflicts), ticket=ticket_prompt(tk).strip())
+
+    return step(prompt, tk.slug, tk.title, tk.body, board.base_branch)
+
+
+def make_resolve_check(inp: KanbanInput, board: Board, tk: Ticket, ids: dict[str, str]):
+    async def resolve_check(t: TaskCtx) -> ResolveResult:
+        wt = t.workdir
+        rs: ResolveStart = t.get(ids["start"])
+        agent = t.get(ids["agent"])
+
+        async def give_up(reason: str) -> ResolveResult:
+            await asyncio.to_thread(git, wt, "merge", "--abort", ok=(0, 128))  # the branch is as it was
+            t.log(f"{tk.slug}: not resolved: {reason}")
+            return ResolveResult(resolved=False, reason=reason)
+
+        if rs.error:
+            return await give_up(f"merging {rs.base} into the branch failed: {rs.error}")
+        if not rs.conflicts:
+            return ResolveResult(resolved=True, reason=f"{rs.base} merged into the branch without conflict")
+        if agent is None:
+            return await give_up("the resolving agent failed (its error is in the run log)")
+        left = await asyncio.to_thread(_markers, wt, rs.conflicts)
+        if left:
+            return await give_up(f"conflict markers are left in {', '.join(left)}")
+        command = tk.test_command or inp.test_command or await asyncio.to_thread(detect_test_command, wt)
+        run = None
+        if command:
+            run = await run_command(command, wt, timeout=inp.test_timeout)
+            if not run.ok:
+                return await give_up(f"`{command}` fails after the resolution: {failure_excerpt(run.output)}")
+        await asyncio.to_thread(git, wt, "add", "-A")
+        await asyncio.to_thread(git, wt, "commit", "-q", "--no-verify", "--no-edit")
+        tested = f"`{command}` passes" if command else "no test command to re-check with"
+        return ResolveResult(resolved=True, reason=f"conflicts in {', '.join(rs.conflicts)} resolved by the agent; "
+                             f"{tested}", command=command, output=truncate_middle(run.output, 3000) if run else "")
+
+    return step(resolve_check, tk.slug, tk.test_command, inp.test_command, inp.test_timeout)
+
+
+def resolve_lane(ctx: Ctx, inp: KanbanInput, board: Board, tk: Ticket) -> Node:
+    """A conflicted ticket's branch, in its worktree: merge the base in, let the implementer
+    resolve the conflicts, re-check with the tests, conclude the merge (or abort it)."""
+    prefix = f"ticket-{tk.slug}-resolve"
+    ids = {"start": f"{prefix}-start", "agent": f"{prefix}-agent", "check": f"{prefix}-check"}
+    branch = ticket_paths(board, tk.slug)[1]
+    began: ResolveStart | None = ctx.get(ids["start"])
+    return Worktree(
+        prefix,
+        Task(ids["start"], run=make_resolve_start(board, tk), output=ResolveStart, retries=0),
+        Task(ids["agent"], agent="implementer", prompt=make_resolve_prompt(board, tk, ids["start"]),
+             output=ImplementResult, continue_on_fail=True,
+             skip_if=began is not None and (not began.conflicts or bool(began.error))),
+        Task(ids["check"], run=make_resolve_check(inp, board, tk, ids), output=ResolveResult, retries=0),
+        path=f".worktrees/{tk.slug}", branch=branch, keep=True,
+    )
+
+
+def merge_resolved(t: TaskCtx) -> MergeReport:
+    board: Board = t.get("tickets")
+    first: MergeReport = t.get("merge")
+    out = []
+    for m in first.merges:
+        if not m.conflicts:
+            continue
+        tk = next(x for x in board.tickets if x.slug == m.slug)
+        rr: ResolveResult | None = t.get(f"ticket-{tk.slug}-resolve-check")
+        if rr is None or not rr.resolved:
+            why = rr.reason if rr else "its conflicts were not resolved"
+            out.append(TicketMerge(slug=tk.slug, branch=m.branch, merged=False, conflicts=m.conflicts,
+                                   message=f"{m.message}; the agent could not resolve them: {why}"))
+            continue
+        again = _merge_one(t, board, tk)
+        again.message = (f"{rr.reason}; {again.message}" if again.merged
+                         else f"resolved ({rr.reason}) but merging again failed: {again.message}")
+        out.append(again)
+    return MergeReport(base_branch=board.base_branch, approved=first.approved, merges=out)
+
+
+# -- cleanup and the summary ------------------------------------------------------------------------
+
+def final_merges(t: TaskCtx) -> dict[str, TicketMerge]:
+    merges = {m.slug: m for m in t.get("merge").merges}
+    second: MergeReport | None = t.get("merge-resolved")
+    if second is not None:
+        merges.update({m.slug: m for m in second.merges})
+    return merges
+
+
+def _remove_worktrees(board: Board) -> tuple[list[str], list[str]]:
     removed, kept = [], []
     repo = Path(board.repo)
     for tk in board.tickets:
@@ -225,8 +409,10 @@ def _remove_worktrees(t: TaskCtx, board: Board) -> tuple[list[str], list[str]]:
         if not wt.exists():
             continue
         try:
-            engine_git.commit_all(wt, f"{tk.title}\n\nsmithers kanban: changes left in the worktree\n")
-        except engine_git.GitError as e:
+            if git(wt, "rev-parse", "-q", "--verify", "MERGE_HEAD", ok=(0, 1)).strip():
+                git(wt, "merge", "--abort")  # a resolution interrupted half way: the branch stays as it was
+            _commit_leftovers(wt, tk.title)
+        except (engine_git.GitError, GitFailed) as e:
             kept.append(f"{wt}: its changes could not be committed ({e})")
             continue
         try:
@@ -240,18 +426,11 @@ def _remove_worktrees(t: TaskCtx, board: Board) -> tuple[list[str], list[str]]:
     return removed, kept
 
 
-def make_merge(inp: KanbanInput):
-    async def merge(t: TaskCtx) -> MergeReport:
+def make_cleanup(inp: KanbanInput):
+    async def cleanup(t: TaskCtx) -> Cleanup:
         board: Board = t.get("tickets")
-        decision = t.get("approve-merge") if inp.approve_merge else None
-        approved = None if decision is None else bool(_field(decision, "approved"))
-        allowed = approved is not False
-        who = _field(decision, "by") or "someone"
-        note = _field(decision, "note")
-        denied = f"the merge was denied by {who}" + (f" ({note})" if note else "")
-        merges = await asyncio.to_thread(_merge_all, t, board, allowed, denied)
         check = None
-        if any(m.merged for m in merges):
+        if any(m.merged for m in final_merges(t).values()):
             repo = Path(board.repo)
             command = inp.test_command or await asyncio.to_thread(detect_test_command, repo)
             if command:
@@ -262,50 +441,41 @@ def make_merge(inp: KanbanInput):
             else:
                 check = PostMergeCheck(command=None, ran=False, passed=False,
                                        note="no test command was given and none could be detected")
-        removed, kept = await asyncio.to_thread(_remove_worktrees, t, board)
-        return MergeReport(base_branch=board.base_branch, approved=approved, merges=merges, post_merge_check=check,
-                           worktrees_removed=removed, worktrees_kept=kept)
+        removed, kept = await asyncio.to_thread(_remove_worktrees, board)
+        return Cleanup(post_merge_check=check, worktrees_removed=removed, worktrees_kept=kept)
 
-    return step(merge, inp.test_command, inp.approve_merge, inp.test_timeout)
+    return step(cleanup, inp.test_command, inp.test_timeout)
 
-
-def _field(obj: object, name: str) -> object:
-    if obj is None:
-        return None
-    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-
-
-# -- the summary --------------------------------------------------------------------------------
 
 def summarize(t: TaskCtx) -> KanbanSummary:
     board: Board = t.get("tickets")
-    report: MergeReport = t.get("merge")
-    merges = {m.slug: m for m in report.merges}
+    first = {m.slug: m for m in t.get("merge").merges}
+    merges = final_merges(t)
+    done_cleanup: Cleanup = t.get("cleanup")
     rows: list[TicketSummary] = []
     for tk in board.tickets:
         res: LoopResult | None = t.get(f"ticket-{tk.slug}-result")
         m = merges.get(tk.slug)
-        merged = bool(m and m.merged)
         if res is None:
             status, why, rounds = "not_run", "the ticket did not run", 0
         else:
             status, rounds = res.status, res.rounds
-            why = res.reason
-            if m is not None:
-                why += "; " + (m.message if res.succeeded else "not merged")
+            why = res.reason + ("; " + (m.message if res.succeeded else "not merged") if m is not None else "")
+        had = first.get(tk.slug)
         rows.append(TicketSummary(slug=tk.slug, title=tk.title, path=tk.path, status=status, rounds=rounds,  # type: ignore[arg-type]
-                                  branch=f"ticket/{tk.slug}", merged=merged,
-                                  conflicts=list(m.conflicts) if m else [], why=why))
+                                  branch=f"ticket/{tk.slug}", merged=bool(m and m.merged),
+                                  conflicts=list(had.conflicts) if had else [],
+                                  resolved=bool(had and had.conflicts and m and m.merged), why=why))
     done = sum(r.status == "done" for r in rows)
     merged = sum(r.merged for r in rows)
     lines = [f"{r.slug}: {r.status.replace('_', ' ')} after {r.rounds} round(s), "
              f"{'merged' if r.merged else 'not merged'} ({r.branch}): {r.why}" for r in rows]
-    chk = report.post_merge_check
+    chk = done_cleanup.post_merge_check
     if chk is not None:
         lines.append("merged result: " + (f"`{chk.command}` passed" if chk.passed else
                                           f"`{chk.command}` FAILED: {failure_excerpt(chk.output)}" if chk.ran
                                           else chk.note))
-    lines += [f"worktree kept: {k}" for k in report.worktrees_kept]
+    lines += [f"worktree kept: {k}" for k in done_cleanup.worktrees_kept]
     head = f"{done} of {len(rows)} ticket(s) done, {merged} merged into {board.base_branch or 'HEAD'}"
     for line in [head, *lines]:
         t.log(line)
@@ -342,10 +512,20 @@ def kanban(ctx: Ctx) -> Node:
         gate = Branch(bool(done), Approval(
             "approve-merge", on_deny="continue",
             message=f"Merge {len(done)} ticket branch(es) into {base}? " + ", ".join(f"ticket/{s}" for s in done)))
+    resolving: Node | None = None
+    first: MergeReport | None = ctx.get("merge")
+    if inp.resolve_conflicts and board is not None:
+        conflicted = [m.slug for m in first.merges if m.conflicts] if first is not None else []
+        resolving = Sequence(
+            Parallel(*[resolve_lane(ctx, inp, board, tk) for tk in board.tickets if tk.slug in conflicted],
+                     max_concurrency=inp.max_concurrency),
+            Task("merge-resolved", run=merge_resolved, output=MergeReport, retries=0))
     return Sequence(
         Task("tickets", run=read_tickets, output=Board, retries=0),
         Parallel(*lanes, max_concurrency=inp.max_concurrency),
         gate,
         Task("merge", run=make_merge(inp), output=MergeReport, retries=0),
+        resolving,
+        Task("cleanup", run=make_cleanup(inp), output=Cleanup, retries=0),
         Task("summary", run=summarize, output=KanbanSummary, retries=0),
     )

@@ -118,6 +118,8 @@ class Script:
             rnd = int(re.search(r"## Round (\d+) of", user).group(1))  # type: ignore[union-attr]
         elif m := re.match(r"# Review \(([^)]*)\): (.*)", head):
             kind, title = f"review:{m.group(1)}", m.group(2).strip()
+        elif m := re.match(r"# Resolve: (.*)", head):
+            kind, title = "resolve", m.group(1).strip()
         elif m := re.match(r"# (\w+)", head):
             kind, title = m.group(1).lower(), ""
         else:

@@ -79,7 +79,7 @@ async def test_three_tickets_are_implemented_merged_and_cleaned_up(engine, proje
     assert not (project / ".worktrees").exists()
     assert set(git(project, "branch", "--format=%(refname:short)").split()) >= {"ticket/add", "ticket/mul",
                                                                                  "ticket/greet"}
-    assert len(out[("merge", 0)]["worktrees_removed"]) == 3
+    assert len(out[("cleanup", 0)]["worktrees_removed"]) == 3
     # the implementer's prompt carried the ticket
     assert "add() subtracts" in script.prompts("implement", "Fix add")[0].prompt
 
@@ -244,3 +244,51 @@ async def test_stopped_mid_way_and_resumed_by_another_engine_it_finishes_the_sam
     assert summary["merged"] == 3 and all(r["status"] == "done" for r in summary["tickets"])
     assert run_tests(project).returncode == 0
     assert worktrees(project) == [str(project)]
+
+
+async def test_conflicts_handed_to_an_agent_are_resolved_rechecked_and_merged(engine, project, llm,
+                                                                              script: Script):
+    from tests.workflows.conftest import CALC
+
+    eng, store = engine
+    use_fake_model(project, llm)
+    add_tickets(project, {
+        "a-plus": ticket("Add with plus", "Make add() add.", "tests/test_add.py"),
+        "b-swap": ticket("Add swapped", "Make add() add, operands swapped.", "tests/test_add.py"),
+        "c-paren": ticket("Add in parens", "Make add() add, in parentheses.", "tests/test_add.py"),
+    })
+    script.on("implement", "Add with plus", edits(FIX_ADD))
+    script.on("implement", "Add swapped", edits(edit("calc.py", "return a - b", "return b + a")))
+    script.on("implement", "Add in parens", edits(edit("calc.py", "return a - b", "return (a + b)")))
+    script.on("review", None, approve)
+    resolved = CALC.lstrip("\n").replace("return a - b", "return a + b  # both sides agree")
+    script.on("resolve", "Add swapped", edits(("write_file", {"path": "calc.py", "content": resolved}),
+                                              summary="kept main's line"))
+    script.on("resolve", "Add in parens", edits(summary="I left it"))  # leaves the markers in place
+
+    status, ex = await run(eng, "kanban", {"reviewers": ["correctness"], "resolve_conflicts": True,
+                                           "test_command": PYTEST + " tests/test_add.py"}, project)
+    assert status == "finished", ex.error
+    out = await outputs(store, ex.run_id)
+    rows = {r["slug"]: r for r in out[("summary", 0)]["tickets"]}
+
+    assert rows["a-plus"]["merged"] and not rows["a-plus"]["conflicts"]
+    b = rows["b-swap"]
+    assert b["merged"] is True and b["resolved"] is True and b["conflicts"] == ["calc.py"]
+    assert "resolved by the agent" in b["why"] and "passes" in b["why"]
+    c = rows["c-paren"]
+    assert c["merged"] is False and c["resolved"] is False and c["conflicts"] == ["calc.py"]
+    assert "conflict markers are left in calc.py" in c["why"]
+    assert out[("ticket-c-paren-resolve-check", 0)]["resolved"] is False
+
+    # the resolver saw the conflict; main has the resolution; the unresolved branch is as it was
+    prompt = script.prompts("resolve", "Add swapped")[0].prompt
+    assert "- calc.py" in prompt and "git merge main" in prompt
+    calc = (project / "calc.py").read_text()
+    assert "return a + b  # both sides agree" in calc and "<<<<<<<" not in calc
+    assert run_tests(project, "tests/test_add.py").returncode == 0
+    assert "return (a + b)" in git(project, "show", "ticket/c-paren:calc.py")
+    assert "<<<<<<<" not in git(project, "show", "ticket/c-paren:calc.py")
+    assert git(project, "log", "-1", "--format=%P", "ticket/c-paren").count(" ") == 0  # no half-done merge
+    assert worktrees(project) == [str(project)]
+    assert out[("summary", 0)]["post_merge_check"]["passed"] is True
