@@ -121,6 +121,7 @@ class TaskCtx(Ctx):
     def get(self, id: str, iteration: int | None = None) -> Any:
         if iteration is None:
             its = self._state.by_id.get(id)
+            self.reads.add(f"{id}#*")  # "the latest": changes when a loop that makes `id` moves
             if its:
                 self.reads.add(f"{id}#{its[-1]}")
         elif (id, iteration) in self._state.outputs:

@@ -44,7 +44,40 @@ def fingerprint(task: Task) -> str:
 
 @lru_cache(maxsize=4096)
 def _fingerprint_compute(fn: Any, output: Any) -> str:
-    return _digest(["compute", type_name(output), f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"])
+    return _digest(["compute", type_name(output), _callable(fn)])
+
+
+def _callable(fn: Any) -> Any:
+    """A callable's name and what it closes over (a lambda over a value the body read from ctx)."""
+    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+    cells = [_stable(c.cell_contents) for c in (getattr(fn, "__closure__", None) or ()) if _filled(c)]
+    defaults = [_stable(d) for d in (getattr(fn, "__defaults__", None) or ())]
+    return [name, cells, defaults] if cells or defaults else name
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _stable(v: Any, depth: int = 0) -> Any:
+    """A value as it matters to a render, without object identities (which differ every render)."""
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    if depth > 3:
+        return type(v).__name__
+    if isinstance(v, BaseModel):
+        return v.model_dump(mode="json")
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [_stable(x, depth + 1) for x in list(v)[:100]]
+    if isinstance(v, dict):
+        return {str(k): _stable(x, depth + 1) for k, x in list(v.items())[:100]}
+    if callable(v):
+        return getattr(v, "__qualname__", type(v).__name__)
+    return type(v).__name__
 
 
 def _digest(parts: list[Any]) -> str:
@@ -57,7 +90,7 @@ def _fingerprint(task: Task) -> str:
         parts.append(json.dumps(task.value, sort_keys=True, default=str))
     for fn in (task.run, task.prompt):
         if callable(fn):
-            parts.append(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}")
+            parts.append(_callable(fn))
         elif fn is not None:
             parts.append(fn)
     if task.agent is not None:

@@ -147,9 +147,9 @@ class RunExecutor:
             for r in starts:
                 self._mark_started(r)
             if final == RUN_FINISHED:
-                from .worktree import remove_finished
+                from .worktree import remove_worktrees
 
-                await remove_finished(self)
+                await remove_worktrees(self)
             if final:
                 self._finalize(final)
             await self.commit()
@@ -291,10 +291,12 @@ class RunExecutor:
         if row is not None:
             row["commit_sha"] = sha
         wt = self.state.nodes[r.worktree]
-        if wt.data and wt.data.get("head") != sha:
+        before = (wt.data or {}).get("head")
+        if wt.data and before != sha:
             self._set(r.worktree, NodeRecord(wt.kind, wt.state, wt.attempts, wt.error, {**wt.data, "head": sha}))
         rec = self.state.nodes[r.key]
-        self._set(r.key, NodeRecord(rec.kind, rec.state, rec.attempts, rec.error, {**(rec.data or {}), "commit": sha}))
+        self._set(r.key, NodeRecord(rec.kind, rec.state, rec.attempts, rec.error,
+                                    {**(rec.data or {}), "commit": sha, "base": before}))
         self.delta.event("snapshot", r.key, commit=sha, worktree=r.worktree[0])
 
     def set_node(self, key: Key, kind: str, state: str, data: dict[str, Any] | None) -> None:
@@ -510,6 +512,9 @@ class RunExecutor:
         for key, rec in list(self.state.nodes.items()):
             if rec.state not in FINAL_NODE_STATES:
                 self._set(key, NodeRecord(rec.kind, CANCELLED, rec.attempts, "cancelled", rec.data))
+        from .worktree import remove_worktrees
+
+        await remove_worktrees(self)
         self._finalize(RUN_CANCELLED)
         self.delta.run["cancel_requested"] = 1
         await self.commit()

@@ -141,6 +141,24 @@ class Engine:
             ex.apply_decision(d)
         return ex
 
+    async def _remove_worktrees(self, run_id: str) -> None:
+        """A cancelled run nobody runs: remove its worktrees (keep=True ones stay)."""
+        from . import git
+        from .worktree import remove
+
+        rows = await self.store.fetchall("SELECT node_id, iteration, data FROM nodes WHERE run_id=? AND kind='worktree'",
+                                         (run_id,))
+        for row in rows:
+            data = json.loads(row["data"] or "{}")
+            if data.get("path") and not data.get("keep") and not data.get("removed"):
+                try:
+                    await asyncio.to_thread(remove, data)
+                except git.GitError:
+                    continue
+                data["removed"] = True
+                await self.store.transact([("UPDATE nodes SET data=? WHERE run_id=? AND node_id=? AND iteration=?",
+                                            [(dumps(data), run_id, row["node_id"], row["iteration"])])])
+
     # --- decisions from this process -----------------------------------------------------------
     async def cancel(self, run_id: str) -> str:
         """Ask a run to stop. Running here: it stops now. Elsewhere: its owner notices within a
@@ -155,6 +173,7 @@ class Engine:
             await self.store.transact([("UPDATE runs SET cancel_requested=1 WHERE id=?", [(run_id,)])])
             return "requested"
         now = time.time()
+        await self._remove_worktrees(run_id)
         await self.store.transact([
             ("UPDATE runs SET status=?, cancel_requested=1, finished_at=?, updated_at=?, owner_id=NULL WHERE id=?",
              [(RUN_CANCELLED, now, now, run_id)]),

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from .context import Ctx
-from .dsl import Loop, Node, Task, WorkflowDef
+from .dsl import Loop, Node, Task, WorkflowDef, Worktree
 from .errors import BadInput, InputInvalid, LeaseHeld
 from .lease import describe_owner, owner_alive
 from .loader import load_target, source_hash
@@ -58,8 +58,9 @@ async def fork(store: Store, run_id: str, frame: int | None, *, input: Any = Non
         new_input = new_model.model_dump(mode="json")
 
     nodes_at, _, _ = await store.state_at(run_id, frame)
-    rows = await store.fetchall("SELECT node_id, iteration, value, type, deps FROM outputs WHERE run_id=? AND frame<=?",
-                                (run_id, frame))
+    rows = await store.fetchall("SELECT node_id, iteration, value, type, deps, frame FROM outputs WHERE run_id=? "
+                                "AND frame<=?", (run_id, frame))
+    frames = {(r["node_id"], r["iteration"]): r["frame"] for r in rows}
     outputs = {(r["node_id"], r["iteration"]): (json.loads(r["value"]), r["type"],
                                                 json.loads(r["deps"]) if r["deps"] else None) for r in rows}
     unknown = set(reset) - {k[0] for k in nodes_at}
@@ -69,8 +70,9 @@ async def fork(store: Store, run_id: str, frame: int | None, *, input: Any = Non
                        f"(it has {known})")
     nodes = carry(nodes_at)
     outputs = {k: v for k, v in outputs.items() if k in nodes}
-    invalid = invalidate(wf, run_id, Path(parent["workdir"]), nodes, outputs, old_model or old_input,
-                         new_model or new_input, set(reset), new_input != old_input)
+    invalid, owners = invalidate(wf, run_id, Path(parent["workdir"]), nodes, outputs, old_model or old_input,
+                                 new_model or new_input, set(reset), new_input != old_input)
+    restore_points(nodes_at, nodes, invalid, owners, frames, set(reset))
     now = time.time()
     row = {"id": new_id, "workflow": parent["workflow"], "target": target,
            "source_path": str(wf.source_path) if wf.source_path else None, "source_hash": source_hash(wf.source_path),
@@ -117,86 +119,121 @@ def carry(nodes_at: dict[Key, NodeRecord]) -> dict[Key, NodeRecord]:
             data = rec.data or {}
             commit = data.get("head") or data.get("restore")
             if commit:
-                out[key] = NodeRecord("worktree", "pending", 0, None, {"restore": commit, "keep": data.get("keep")})
+                out[key] = NodeRecord("worktree", "pending", 0, None,
+                                      {"restore": commit, "keep": data.get("keep"), "base": data.get("base")})
     return out
 
 
 def invalidate(wf: WorkflowDef, run_id: str, workdir: Path, nodes: dict[Key, NodeRecord],
                outputs: dict[Key, tuple[Any, str | None, dict[str, Any] | None]], old_input: Any, new_input: Any,
-               reset: set[str], input_changed: bool) -> set[Key]:
-    """Drop (in place) what must run again; return those keys.
+               reset: set[str], input_changed: bool) -> tuple[set[Key], dict[str, set[str]]]:
+    """Drop (in place) what must run again; return those keys and each node's enclosing groups.
 
-    A step runs again when: it is named in `reset` (a loop named there runs again whole); the input
-    changed and the step read it while running; it read (while running) the output of a step that
-    runs again; or its rendered definition (prompt, value, callable...) differs between the tree
-    rendered with the old input and all carried outputs and the tree rendered with the new input
-    and the outputs that remain. Both renders see the same history, so loops moving on do not count
-    as a change.
+    A step runs again when: it is named in `reset` (a loop or worktree named there runs again
+    whole); the input changed and the step read it while running; it read (while running) the
+    output of a step that runs again, or the latest output of a loop whose iterations change; or
+    its rendered definition (prompt, value, callable and what it closes over) differs between the
+    tree rendered with the old input and all carried outputs and the tree rendered with the new
+    input and the outputs that remain. Both renders see the same history, so loops moving on do
+    not count as a change. With a new input, a finished loop whose `until` no longer holds goes on,
+    and a running loop whose `until` now holds stops after its last finished iteration.
     """
     original = dict(outputs)
     base = _render(wf, run_id, workdir, nodes, original, old_input)
     invalid: set[Key] = {k for k, r in nodes.items() if k[0] in reset and r.kind in ("task", "approval")}
     if input_changed:
         invalid |= {k for k, (_, _, d) in outputs.items() if d and d.get("input")}
-    loops_reset = {k for k in nodes if k[0] in reset and nodes[k].kind == "loop"}
+    groups = {k for k, r in nodes.items() if r.kind in ("loop", "worktree")}
+    moved: set[str] = {k[0] for k in groups if k[0] in reset and nodes[k].kind == "loop"}
+    stop_at: dict[Key, int] = {}
+    reopen: set[Key] = set()
+    owners: dict[str, set[str]] = {}
     while True:
-        before = len(invalid)
-        names = {f"{k[0]}#{k[1]}" for k in invalid}
-        invalid |= {k for k, (_, _, d) in outputs.items() if d and names.intersection(d.get("reads", ()))}
-        remaining = {k: v for k, v in original.items() if k not in invalid}
-        now = _render(wf, run_id, workdir, nodes, remaining, new_input)
+        before = (len(invalid), len(moved))
+        now = _render(wf, run_id, workdir, nodes, {k: v for k, v in original.items() if k not in invalid}, new_input)
+        for r in (base, now):
+            for nid, anc in (r[2] if r else {}).items():
+                owners.setdefault(nid, set()).update(anc)
+        names = {f"{k[0]}#{k[1]}" for k in invalid} | {f"{m}#*" for m, anc in owners.items() if anc & moved}
+        invalid |= {k for k, (_, _, d) in original.items() if d and names.intersection(d.get("reads", ()))}
         if base is not None and now is not None:
             for nid, fp in now[0].items():
-                if base[0].get(nid) not in (None, fp) and not isinstance(fp, tuple):
+                if base[0].get(nid) not in (None, fp):
                     invalid |= {k for k in original if k[0] == nid}
-        members = (now or base or ({}, {}))[1]
-        for loop_key in [k for k, r in nodes.items() if r.kind == "loop"]:
-            body = {m for m, owner in members.items() if owner == loop_key[0]}
+        for gkey in groups:
+            rec = nodes[gkey]
+            body = {m for m, anc in owners.items() if gkey[0] in anc}
+            if gkey[0] in reset:
+                invalid |= {k for k in original if k[0] in body}
+            if rec.kind != "loop":
+                continue
             hit = [k[1] for k in invalid if k[0] in body]
-            if loop_key in loops_reset:
-                hit.append(nodes[loop_key].data.get("start", 0))
             if hit:
-                m = min(hit)
-                invalid |= {k for k in original if k[0] in body and k[1] >= m}
-        if len(invalid) == before:
+                invalid |= {k for k in original if k[0] in body and k[1] >= min(hit)}
+                moved.add(gkey[0])
+            if input_changed and base is not None and now is not None and rec.data:
+                was, will = base[1].get(gkey[0]), now[1].get(gkey[0])
+                cur, start = rec.data["iteration"], rec.data.get("start", 0)
+                if rec.state == DONE and not rec.data.get("exhausted") and was is True and will is False:
+                    reopen.add(gkey)
+                    moved.add(gkey[0])
+                elif (rec.state == RUNNING and cur > start and will is True and was is False
+                      and not any(k[0] in body and k[1] >= cur for k in original if k not in invalid)):
+                    stop_at[gkey] = cur - 1
+                    moved.add(gkey[0])
+        if (len(invalid), len(moved)) == before:
             break
     for key in invalid:
         outputs.pop(key, None)
         nodes.pop(key, None)
-    _rewind_loops(nodes, invalid, (base or ({}, {}))[1], loops_reset)
-    if input_changed and base is not None and now is not None:
-        _reopen_loops(nodes, base[0], now[0])
-    return invalid
+    _adjust_loops(nodes, invalid, owners, moved, reopen, stop_at, reset)
+    return invalid, owners
 
 
-def _reopen_loops(nodes: dict[Key, NodeRecord], base: dict[str, Any], now: dict[str, Any]) -> None:
-    """A loop that had finished because `until` held, and whose `until` no longer holds with the
-    new input, goes on with its next iteration (the finished ones stay)."""
+def _adjust_loops(nodes: dict[Key, NodeRecord], invalid: set[Key], owners: dict[str, set[str]], moved: set[str],
+                  reopen: set[Key], stop_at: dict[Key, int], reset: set[str]) -> None:
     for key, rec in list(nodes.items()):
-        if rec.kind == "loop" and rec.state == DONE and rec.data and not rec.data.get("exhausted"):
-            if base.get(key[0]) == ("until", True) and now.get(key[0]) == ("until", False):
-                nxt = rec.data["iteration"] + 1
-                nodes[key] = NodeRecord("loop", RUNNING, 0, None, {**rec.data, "iteration": nxt})
-
-
-def _rewind_loops(nodes: dict[Key, NodeRecord], invalid: set[Key], members: dict[str, str],
-                  loops_reset: set[Key]) -> None:
-    for key, rec in list(nodes.items()):
-        if rec.kind != "loop" or not rec.data:
+        if rec.kind != "loop" or not rec.data or key[0] not in moved:
             continue
-        hit = [k[1] for k in invalid if members.get(k[0]) == key[0]]
-        if key in loops_reset:
-            hit.append(rec.data.get("start", 0))
+        data = dict(rec.data)
+        if key in stop_at:
+            nodes[key] = NodeRecord("loop", DONE, 0, None, {**data, "iteration": stop_at[key]})
+            continue
+        if key in reopen:
+            data["iteration"] += 1
+        hit = [k[1] for k in invalid if key[0] in owners.get(k[0], ())]
+        if key[0] in reset:
+            hit.append(data.get("start", 0))
         if hit:
-            m = max(min(hit), rec.data.get("start", 0))
-            if m <= rec.data["iteration"] or rec.state != RUNNING:
-                nodes[key] = NodeRecord("loop", RUNNING, 0, None, {**rec.data, "iteration": min(m, rec.data["iteration"])})
+            data["iteration"] = max(min(min(hit), data["iteration"]), data.get("start", 0))
+        nodes[key] = NodeRecord("loop", RUNNING, 0, None, data)
+
+
+def restore_points(nodes_at: dict[Key, NodeRecord], nodes: dict[Key, NodeRecord], invalid: set[Key],
+                   owners: dict[str, set[str]], frames: dict[Key, int], reset: set[str]) -> None:
+    """A worktree whose steps run again gets back the files it had before the earliest of them;
+    a worktree named in --reset starts again from the commit it was created from."""
+    for key, rec in list(nodes.items()):
+        if rec.kind != "worktree" or not rec.data:
+            continue
+        data = dict(rec.data)
+        if key[0] in reset:
+            data["restore"] = data.get("base") or data["restore"]
+        else:
+            dropped = [k for k in invalid if key[0] in owners.get(k[0], ()) and k in frames]
+            if dropped:
+                first = min(dropped, key=lambda k: frames[k])
+                before = (nodes_at[first].data or {}).get("base") if first in nodes_at else None
+                if before:
+                    data["restore"] = before
+        nodes[key] = NodeRecord("worktree", rec.state, 0, None, data)
 
 
 def _render(wf: WorkflowDef, run_id: str, workdir: Path, nodes: dict[Key, NodeRecord],
-            outputs: dict[Key, tuple[Any, str | None, Any]], input: Any) -> tuple[dict[str, Any], dict[str, str]] | None:
-    """Render the tree once; return (task id -> fingerprint and loop id -> ("until", value),
-    node id -> enclosing loop id)."""
+            outputs: dict[Key, tuple[Any, str | None, Any]], input: Any
+            ) -> tuple[dict[str, str], dict[str, bool], dict[str, set[str]]] | None:
+    """Render the tree once; return (task id -> fingerprint, loop id -> until, node id -> the ids of
+    the loops and worktrees around it)."""
     state = RunState(nodes=dict(nodes))
     for k in sorted(outputs, key=lambda k: k[1]):
         state.set_output(k, outputs[k][0], outputs[k][1])
@@ -205,23 +242,24 @@ def _render(wf: WorkflowDef, run_id: str, workdir: Path, nodes: dict[Key, NodeRe
         tree = wf.builder(ctx)
     except Exception:
         return None
-    fps: dict[str, Any] = {}
-    members: dict[str, str] = {}
-    stack: list[tuple[Node, str | None]] = [(tree, None)]
+    fps: dict[str, str] = {}
+    untils: dict[str, bool] = {}
+    owners: dict[str, set[str]] = {}
+    stack: list[tuple[Node, frozenset[str]]] = [(tree, frozenset())]
     while stack:
-        node, loop = stack.pop()
+        node, around = stack.pop()
         if isinstance(node, Task):
             fps[node.id] = fingerprint(node)
-        if node.id is not None and loop is not None:
-            members[node.id] = loop
+        if node.id is not None:
+            owners[node.id] = set(around)
         if isinstance(node, Loop):
             try:
-                fps[node.id] = ("until", bool(node.until(ctx) if callable(node.until) else node.until))
+                untils[node.id] = bool(node.until(ctx) if callable(node.until) else node.until)
             except Exception:
                 pass
-        inner = node.id if isinstance(node, Loop) else loop
+        inner = around | {node.id} if isinstance(node, (Loop, Worktree)) else around
         stack.extend((c, inner) for c in node.children())
-    return fps, members
+    return fps, untils, owners
 
 
 async def lineage(store: Store, run_id: str) -> dict[str, Any]:

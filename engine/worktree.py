@@ -3,6 +3,7 @@ ref after every task that ran inside it, so each frame knows exactly which files
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import git
@@ -32,19 +33,22 @@ async def run_worktree(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> dict[s
     default_path = repo / ".worktrees" / ex.run_id / name
     default_branch = f"smithers/{ex.run_id}/{name}"
     try:
+        forked = ex.run.get("parent_run_id") is not None
+        base = (rec.data or {}).get("base")
         if restore:  # a fork: its own checkout holding exactly the files of the frame it came from
             path, branch = default_path, default_branch
             await asyncio.to_thread(git.restore_worktree, repo, path, branch, restore)
             head = restore
-        else:
-            path = (repo / node.path) if node.path else default_path
-            branch = node.branch or default_branch
+        else:  # explicit path and branch belong to the original run; forks always get their own
+            path = (repo / node.path) if node.path and not forked else default_path
+            branch = node.branch if node.branch and not forked else default_branch
             await asyncio.to_thread(git.create_worktree, repo, path, branch, node.base)
             head = await asyncio.to_thread(git.head, path)
+            base = head
     except git.GitError as e:
         raise SmithersError(f"worktree {node.id!r}: {e}") from None
     return {"path": str(path), "branch": branch, "repo": str(repo), "head": head, "keep": node.keep,
-            **({"restored_from": restore} if restore else {})}
+            "base": base or head, **({"restored_from": restore} if restore else {})}
 
 
 async def snapshot(ex: "RunExecutor", key: tuple[str, int], worktree: tuple[str, int]) -> str | None:
@@ -60,15 +64,27 @@ async def snapshot(ex: "RunExecutor", key: tuple[str, int], worktree: tuple[str,
         return None
 
 
-async def remove_finished(ex: "RunExecutor") -> None:
-    """When a run finishes, its worktrees go (branches stay) unless keep=True."""
+async def remove_worktrees(ex: "RunExecutor", state: str | None = None) -> None:
+    """When a run finishes or is cancelled, its worktrees go (branches and snapshots stay) unless
+    keep=True. `state` also sets the worktree nodes' state (cancelled)."""
     for key, rec in list(ex.state.nodes.items()):
         data = rec.data or {}
         if rec.kind == "worktree" and data.get("path") and not data.get("keep") and not data.get("removed"):
             try:
-                await asyncio.to_thread(git.remove_worktree, data["repo"], data["path"])
+                await asyncio.to_thread(remove, data)
             except git.GitError as e:
                 ex.emit("log", key, {"message": f"could not remove worktree: {e}"})
                 continue
-            ex.set_node(key, rec.kind, rec.state, {**data, "removed": True})
+            ex.set_node(key, rec.kind, state or rec.state, {**data, "removed": True})
             ex.emit("worktree_removed", key, {"path": data["path"], "branch": data["branch"]})
+
+
+def remove(data: dict[str, Any]) -> None:
+    """Remove one worktree (by its node data), and its run's folder under .worktrees/ if now empty."""
+    git.remove_worktree(data["repo"], data["path"])
+    parent = Path(data["path"]).parent
+    if parent.name != ".worktrees" and parent.parent.name == ".worktrees":
+        try:
+            parent.rmdir()
+        except OSError:
+            pass

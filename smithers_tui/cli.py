@@ -145,6 +145,9 @@ def run_cli(argv: list[str] | None = None) -> int:
     except SmithersError as e:
         print(f"smithers: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # `smithers frames RUN | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         rid = getattr(args, "run_id", None)
         print("smithers: interrupted" + (f"; `smithers resume {rid}` continues the run" if rid else ""),
@@ -562,16 +565,16 @@ async def cmd_diff(args: argparse.Namespace, db: Path) -> int:
     try:
         run_id = await store.find_run(args.run_id)
         rows = await store.fetchall(
-            "SELECT iteration, commit_sha, attempt FROM attempts WHERE run_id=? AND node_id=? AND commit_sha IS NOT NULL"
-            + (" AND iteration=?" if args.iteration is not None else "") + " ORDER BY iteration, attempt",
+            "SELECT iteration, data FROM nodes WHERE run_id=? AND node_id=? AND data LIKE '%\"commit\"%'"
+            + (" AND iteration=?" if args.iteration is not None else "") + " ORDER BY iteration",
             (run_id, args.node, *([args.iteration] if args.iteration is not None else [])))
         if not rows:
             raise BadInput(f"step {args.node!r} of run {run_id} made no snapshot: only steps inside a Worktree have "
                            "file changes (`smithers show` lists the steps)")
-        sha = rows[-1]["commit_sha"]
+        data = json.loads(rows[-1]["data"])
         run = await store.get_run(run_id)
         repo = git.find_repo(run["workdir"])
-        text = git.diff(repo, None, sha)
+        text = "" if data.get("base") == data["commit"] else git.diff(repo, data.get("base"), data["commit"])
         print(text if text else f"step {args.node!r} changed no files")
         return 0
     finally:
