@@ -182,9 +182,8 @@ def implement_loop(ctx: Ctx, prefix: str, prompt: str, *, test_command: str | No
         else:
             last = t.get(ids["check"], earlier[-1])
             report = ["### Test check", describe_check(last)]
-            revs = {k: v for k, v in reviews_at(t, earlier[-1]).items()}
             if last is not None and last.passed:
-                report += ["", "### Reviewer feedback", describe_reviews(revs)]
+                report += ["", "### Reviewer feedback", describe_reviews(reviews_at(t, earlier[-1]))]
             if last is not None and not last.implemented:
                 report += ["", "The implement step of that round failed before answering."]
             feedback = prompt_text("implement-next-round", report="\n".join(report))
