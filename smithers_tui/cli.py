@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--iteration", type=int, help="default: the latest")
 
     cmd("agents", "configured agents and whether each can run here")
+
+    sp = cmd("init", "set this project up: .smithers/ with a commented config.toml and an example ticket",
+             json_flag=False)
+    sp.add_argument("path", nargs="?", type=Path, default=Path("."))
     return p
 
 
@@ -591,4 +595,11 @@ async def cmd_agents(args: argparse.Namespace, db: Path) -> int:
         rows = [[i["name"], i.get("kind", ""), i.get("model") or "", "yes" if i["usable"] else "no", i.get("why") or ""]
                 for i in items]
         print(table(rows, ["agent", "kind", "model", "usable", "why"]))
+    return 0
+
+
+async def cmd_init(args: argparse.Namespace, db: Path) -> int:
+    from .init import init_project
+
+    print(init_project(args.path.resolve()))
     return 0
