@@ -7,7 +7,6 @@ is called from compute tasks (which may do I/O).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -37,20 +36,6 @@ def prompt_text(name: str, **values: Any) -> str:
     except KeyError:
         raise KeyError(f"no prompt {name!r} in {PROMPT_DIR}: add {name}.md there") from None
     return template.format_map({k: ("" if v is None else v) for k, v in values.items()}).strip() + "\n"
-
-
-def step(fn: Any, *data: Any) -> Any:
-    """Name a step's function (a task's `run=` or `prompt=` closure) after the data it closes over.
-
-    The engine tells whether a fork with changed input changes a step by the step's rendered
-    definition, and for a function that is its qualified name only. Closures made per render
-    (test command, prompt text, ticket...) would all look the same, so a fork would carry results
-    computed from the old data; with the data's digest in the name, it runs them again.
-    """
-    blob = json.dumps(data, sort_keys=True, default=str)
-    base = fn.__qualname__.split("[", 1)[0]
-    fn.__qualname__ = f"{base}[{hashlib.sha1(blob.encode()).hexdigest()[:12]}]"
-    return fn
 
 
 # -- text -----------------------------------------------------------------------------------

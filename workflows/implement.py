@@ -29,7 +29,7 @@ from engine import Ctx, Loop, Node, Parallel, Task, TaskCtx, Worktree, workflow
 from engine import git as engine_git
 
 from ._support import (PROMPTS, changes_since, current_branch, detect_test_command, failure_excerpt, head_commit,
-                       prompt_text, run_command, slugify, step, truncate_middle)
+                       prompt_text, run_command, slugify, truncate_middle)
 
 Severity = Literal["critical", "major", "minor", "nit"]
 SEVERITY_ORDER = {"critical": 0, "major": 1, "minor": 2, "nit": 3}
@@ -224,7 +224,7 @@ def implement_loop(ctx: Ctx, prefix: str, prompt: str, *, test_command: str | No
             chk = t.get(ids["check"], t.iteration)
             return prompt_text("review", lens=lens, focus=focus_of(lens), title=title, task=prompt,
                                check=describe_check(chk), diff=(chk.diff if chk else "") or "(no changes)")
-        return step(make, lens, title, prompt)
+        return make
 
     def until(c: Ctx) -> bool:
         chk = c.latest(ids["check"])
@@ -289,9 +289,6 @@ def implement_loop(ctx: Ctx, prefix: str, prompt: str, *, test_command: str | No
                           base=began.commit if began else None, commit=head_commit(t.workdir),
                           changed_files=files, summary=impl.summary if impl else "", issues=issues)
 
-    step(implement_prompt, prefix, title, prompt, max_rounds, shown_command, lenses)
-    step(check, prefix, test_command, test_timeout)
-    step(result, prefix, title, max_rounds, lenses)
     chk_now = ctx.latest(ids["check"])
     skip_reviews = chk_now is None or not chk_now.implemented or not chk_now.passed
     return Worktree(

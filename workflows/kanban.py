@@ -59,7 +59,7 @@ from engine import Approval, Branch, Ctx, Node, Parallel, Sequence, Task, TaskCt
 from engine import git as engine_git
 
 from ._support import (GitFailed, current_branch, detect_test_command, failure_excerpt, git, head_commit, prompt_text,
-                       repo_root, run_command, slugify, step, truncate_middle)
+                       repo_root, run_command, slugify, truncate_middle)
 from .implement import DEFAULT_REVIEWERS, ImplementResult, LoopResult, implement_loop
 
 TICKETS_DIR = Path(".smithers") / "tickets"
@@ -263,7 +263,7 @@ def make_merge(inp: KanbanInput):
         return MergeReport(base_branch=board.base_branch, approved=approved,
                            merges=_merge_all(t, board, approved is not False, denied))
 
-    return step(merge, inp.approve_merge)
+    return merge
 
 
 def _field(obj: object, name: str) -> object:
@@ -305,7 +305,7 @@ def make_resolve_start(board: Board, tk: Ticket):
               + (f"conflicts in {', '.join(conflicts)}" if conflicts else "no conflict"))
         return ResolveStart(base=base, conflicts=conflicts)
 
-    return step(resolve_start, board.base_branch, board.base_commit, tk.slug)
+    return resolve_start
 
 
 def make_resolve_prompt(board: Board, tk: Ticket, start_id: str):
@@ -314,7 +314,7 @@ def make_resolve_prompt(board: Board, tk: Ticket, start_id: str):
         return prompt_text("resolve-conflict", title=tk.title, branch=f"ticket/{tk.slug}", base=rs.base,
                            files="\n".join(f"- {f}" for f in rs.conflicts), ticket=ticket_prompt(tk).strip())
 
-    return step(prompt, tk.slug, tk.title, tk.body, board.base_branch)
+    return prompt
 
 
 def make_resolve_check(inp: KanbanInput, board: Board, tk: Ticket, ids: dict[str, str]):
@@ -349,7 +349,7 @@ def make_resolve_check(inp: KanbanInput, board: Board, tk: Ticket, ids: dict[str
         return ResolveResult(resolved=True, reason=f"conflicts in {', '.join(rs.conflicts)} resolved by the agent; "
                              f"{tested}", command=command, output=truncate_middle(run.output, 3000) if run else "")
 
-    return step(resolve_check, tk.slug, tk.test_command, inp.test_command, inp.test_timeout)
+    return resolve_check
 
 
 def resolve_lane(ctx: Ctx, inp: KanbanInput, board: Board, tk: Ticket) -> Node:
@@ -444,7 +444,7 @@ def make_cleanup(inp: KanbanInput):
         removed, kept = await asyncio.to_thread(_remove_worktrees, board)
         return Cleanup(post_merge_check=check, worktrees_removed=removed, worktrees_kept=kept)
 
-    return step(cleanup, inp.test_command, inp.test_timeout)
+    return cleanup
 
 
 def summarize(t: TaskCtx) -> KanbanSummary:

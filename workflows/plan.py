@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from engine import Ctx, Node, Task, TaskCtx, workflow
 
-from ._support import prompt_text, step
+from ._support import prompt_text
 
 
 class PlanStep(BaseModel):
@@ -53,7 +53,7 @@ def plan_prompt(goal: str, context: str = ""):
     def make(t: TaskCtx) -> str:
         extra = f"\n## Context\n\n{context.strip()}\n" if context.strip() else ""
         return prompt_text("plan", goal=goal.strip(), context=extra)
-    return step(make, goal, context)
+    return make
 
 
 def plan_task(id: str, goal: str, context: str = "") -> Task:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, field_validator
 from engine import Ctx, Loop, Node, Task, TaskCtx, Worktree, workflow
 from engine import git as engine_git
 
-from ._support import changes_since, current_branch, head_commit, prompt_text, run_command, step, truncate_middle
+from ._support import changes_since, current_branch, head_commit, prompt_text, run_command, truncate_middle
 from .implement import WorktreeStart
 
 
@@ -69,7 +69,7 @@ def _step_prompt(inp: RalphInput):
                              f"{truncate_middle(cond.output, 3000)}\n```")
         return prompt_text("ralph", iteration=len(earlier) + 1, max_iterations=inp.max_iterations,
                            prompt=inp.prompt.strip(), previous=previous)
-    return step(make, inp.prompt, inp.max_iterations)
+    return make
 
 
 def _condition(inp: RalphInput):
@@ -78,7 +78,7 @@ def _condition(inp: RalphInput):
         t.log(f"`{inp.until_command}` {'passed' if run.ok else 'did not pass'}", exit_code=run.exit_code)
         return Condition(command=inp.until_command or "", passed=run.ok, exit_code=run.exit_code,
                          output=truncate_middle(run.output, 6000))
-    return step(condition, inp.until_command, inp.command_timeout)
+    return condition
 
 
 def _stop_reason(c: Ctx, inp: RalphInput) -> str | None:
@@ -110,7 +110,7 @@ def _result(inp: RalphInput):
         return RalphResult(iterations=len(its), stopped_because=why, reason=text,  # type: ignore[arg-type]
                            branch=current_branch(t.workdir), commit=head_commit(t.workdir), changed_files=files,
                            last_summary=last.summary if last else "")
-    return step(result, inp.prompt, inp.until_command, inp.stop_when_done)
+    return result
 
 
 def _start(t: TaskCtx) -> WorktreeStart:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from engine import Ctx, Node, Task, TaskCtx, workflow
 
-from ._support import prompt_text, step
+from ._support import prompt_text
 
 
 class Finding(BaseModel):
@@ -52,7 +52,7 @@ def research_prompt(question: str, context: str = ""):
     def make(t: TaskCtx) -> str:
         extra = f"\n## Context\n\n{context.strip()}\n" if context.strip() else ""
         return prompt_text("research", question=question.strip(), context=extra)
-    return step(make, question, context)
+    return make
 
 
 def research_task(id: str, question: str, context: str = "") -> Task:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from engine import Ctx, Node, Parallel, Sequence, Task, TaskCtx, workflow
 
-from ._support import GitFailed, changes_since, git, prompt_text, repo_root, step
+from ._support import GitFailed, changes_since, git, prompt_text, repo_root
 from .implement import DEFAULT_REVIEWERS, SEVERITY_ORDER, Issue, Review, focus_of, lens_ids
 
 
@@ -49,7 +49,7 @@ def collect(ref: str):
         t.log(f"{len(files)} file(s) changed since {ref}")
         return Changes(ref=ref, commit=commit, changed_files=files, diff=diff)
 
-    return step(changes, ref)
+    return changes
 
 
 def reviewer_prompt(lens: str, context: str):
@@ -58,7 +58,7 @@ def reviewer_prompt(lens: str, context: str):
         task = context.strip() or "(not stated: judge the change on its own merits)"
         return prompt_text("review", lens=lens, focus=focus_of(lens), title=f"changes since {ch.ref}", task=task,
                            check="Not run by this workflow.", diff=ch.diff)
-    return step(make, lens, context)
+    return make
 
 
 def verdict_of(lenses: list[str]):
@@ -86,7 +86,7 @@ def verdict_of(lenses: list[str]):
                              issues=issues, feedback={k: r.feedback for k, r in reviews.items() if r is not None},
                              changed_files=ch.changed_files, text="\n".join(lines))
 
-    return step(verdict, lenses)
+    return verdict
 
 
 @workflow(name="review", input=ReviewInput)

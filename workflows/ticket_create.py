@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from engine import Ctx, Node, Sequence, Task, TaskCtx, workflow
 
-from ._support import prompt_text, slugify, step
+from ._support import prompt_text, slugify
 
 
 class TicketDraft(BaseModel):
@@ -68,13 +68,13 @@ def _write(max_tickets: int):
         lines = [f"{len(written)} ticket(s) in {folder.relative_to(t.workdir).as_posix()}:", *written,
                  "Review and edit them, then `smithers run kanban`."]
         return CreatedTickets(folder=str(folder), files=written, text="\n".join(lines))
-    return step(write, max_tickets)
+    return write
 
 
 def _draft_prompt(inp: TicketCreateInput):
     def make(t: TaskCtx) -> str:
         return prompt_text("ticket-create", description=inp.description.strip(), max_tickets=inp.max_tickets)
-    return step(make, inp.description, inp.max_tickets)
+    return make
 
 
 @workflow(name="ticket-create", input=TicketCreateInput)
