@@ -66,8 +66,10 @@ class Host:
         self._follower: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
+        from engine.store.shared import open_shared
+
         self.store = await Store.open(self.db_path)
-        self.reader = await Store.open(self.db_path)
+        self.reader = await open_shared(self.db_path)  # a 2nd Store.open would drop the 1st one's file locks
         self.engine = Engine(self.store, agent_override=self.agent_override)
         self.engine.bus.subscribe(self._on_bus)
         self.last_seq = await self.reader.last_event_seq()

@@ -64,6 +64,8 @@ class ApprovalScreen(ModalScreen[str]):
             self.closed_elsewhere(gate)
             return
         rep = await run_report(reader, self.run_id)
+        if not self.query("#context-body"):  # closing
+            return
         self.query_one("#message", Static).update(Text(gate["message"], style="bold"))
         nodes = {(n["id"], n["iteration"]): n for n in rep["nodes"]}
         rows = await reader.fetchall(

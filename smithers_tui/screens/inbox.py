@@ -72,6 +72,8 @@ class InboxScreen(Screen[None]):
             else:
                 g["_owner"] = "nobody (resumes here)"
         self.gates = gates
+        if not self.query(DataTable):  # closing
+            return
         clock = self.app.clock  # type: ignore[attr-defined]
         t = self.query_one(DataTable)
         current = t.cursor_row

@@ -15,6 +15,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
@@ -145,7 +146,7 @@ class RunScreen(Screen[None]):
         for r in rows:
             self.frame_at[r["frame"]] = r["at"]
             marks.append(describe(r["frame"], r["at"], json.loads(r["delta"])))
-        if marks:
+        if marks and self.query(FrameTimeline):
             self.query_one(FrameTimeline).add_marks(marks)
 
     @work(exclusive=True, group="run-frames")
@@ -165,8 +166,15 @@ class RunScreen(Screen[None]):
 
     # --- showing -------------------------------------------------------------------------------
     def show(self) -> None:
+        try:
+            self._show()
+        except NoMatches:  # the screen is closing
+            pass
+
+    def _show(self) -> None:
         rep = self.report
-        assert rep is not None
+        if rep is None:
+            return
         clock = self.app.clock  # type: ignore[attr-defined]
         nodes = {(n["id"], n["iteration"]): n for n in rep["nodes"]}
         rows = Layout(nodes, self.info, clock, past=self.past is not None).build(self.skel)
@@ -273,6 +281,8 @@ class RunScreen(Screen[None]):
                 diff = await asyncio.to_thread(git.diff, run["workdir"], None, sha)
             except Exception as e:
                 diff = f"(diff unavailable: {e})"
+        if not self.query(Inspector):  # closing
+            return
         self.query_one(Inspector).show({
             "node": node, "attempts": attempts, "events": events, "prompt": prompt, "gate": gate, "diff": diff,
             "input": (self.report or {}).get("input") if node["kind"] == "task" and not prompt else None,

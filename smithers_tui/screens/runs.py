@@ -129,6 +129,8 @@ class RunsScreen(Screen[None]):
         return out
 
     def render_table(self) -> None:
+        if not self.query(DataTable):  # closing
+            return
         t = self.query_one(DataTable)
         rows = self.visible()
         current = self.current_id()

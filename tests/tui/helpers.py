@@ -74,9 +74,16 @@ def target(project: Path, name: str = "flow") -> str:
     return f"file:{project / '.smithers' / 'workflows' / 'flow.py'}:{name}"
 
 
+async def connect(db: Path) -> Store:
+    """Another connection, safe while the app's are open in this process (see engine.store.shared)."""
+    from engine.store.shared import open_shared
+
+    return await (open_shared(db) if db.exists() else Store.open(db))
+
+
 async def seed(db: Path, project: Path, run_id: str, input: Any = None, name: str = "flow") -> str:
     """Run a workflow to its end or its gate through another connection; returns its status."""
-    store = await Store.open(db)
+    store = await connect(db)
     try:
         eng = Engine(store, max_concurrency=1, agent_override="demo")
         wf, tgt = load_target(target(project, name))
@@ -116,7 +123,7 @@ async def until(pilot: Any, cond: Callable[[], Any], what: str = "condition", li
 
 
 async def run_row(db: Path, run_id: str) -> dict[str, Any]:
-    store = await Store.open(db)
+    store = await connect(db)
     try:
         return await store.get_run(run_id)
     finally:
@@ -126,3 +133,10 @@ async def run_row(db: Path, run_id: str) -> dict[str, Any]:
 def screen_is(app: Any, cls: type, **attrs: Any) -> bool:
     s = app.screen
     return isinstance(s, cls) and all(getattr(s, k, None) == v for k, v in attrs.items())
+
+
+async def ready(pilot: Any, app: Any) -> None:
+    """The app has opened its database and shows the runs."""
+    from smithers_tui.screens.runs import RunsScreen
+
+    await until(pilot, lambda: isinstance(app.screen, RunsScreen), "the runs screen")

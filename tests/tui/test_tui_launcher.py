@@ -9,13 +9,13 @@ from textual.widgets import Input, OptionList, Static, Switch
 from smithers_tui.screens.approval import ApprovalScreen
 from smithers_tui.screens.launcher import LauncherScreen
 from smithers_tui.screens.run import RunScreen
-from tests.tui.helpers import make_app, run_row, until
+from tests.tui.helpers import ready, make_app, run_row, until
 
 
 async def test_launch_validates_the_form_then_starts_and_opens_the_run(db: Path, project: Path) -> None:
     app = make_app(db, project, agent_override=None)
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.pause()
+        await ready(pilot, app)
         app.action_new_run("flow")
         await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.loaded, "launcher")
         screen = app.screen
@@ -49,7 +49,7 @@ async def test_launch_validates_the_form_then_starts_and_opens_the_run(db: Path,
 async def test_workflow_without_input_says_so(db: Path, project: Path) -> None:
     app = make_app(db, project)
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.pause()
+        await ready(pilot, app)
         app.action_new_run("quick")
         await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.loaded, "launcher")
         assert "takes no input" in str(app.screen.query_one(".empty", Static).render())

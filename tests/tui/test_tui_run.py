@@ -15,7 +15,7 @@ from smithers_tui.screens.run import RunScreen
 from smithers_tui.widgets.inspector import Inspector
 from smithers_tui.widgets.step_tree import StepTree
 from smithers_tui.widgets.timeline import FrameTimeline
-from tests.tui.helpers import make_app, run_row, seed, until
+from tests.tui.helpers import ready, make_app, run_row, seed, until
 
 
 def labels(app) -> list[str]:
@@ -24,7 +24,7 @@ def labels(app) -> list[str]:
 
 
 async def open_run(pilot, app, run_id: str, dismiss_prompt: bool = True) -> RunScreen:
-    await until(pilot, lambda: app.host.reader is not None, "the app")
+    await ready(pilot, app)
     app.open_run(run_id)
     await until(pilot, lambda: isinstance(app.screen, (RunScreen, ApprovalScreen)), "the run screen")
     if dismiss_prompt:
