@@ -112,6 +112,7 @@ def test_api_key_env(tmp_path, clean_env):
 def test_cli_agent_missing_binary_is_one_line(tmp_path, clean_env):
     write_config(tmp_path, '[agents.cx]\nkind = "codex"\nmodel = "gpt-5"\n')
     clean_env.setenv("PATH", str(tmp_path / "empty"))
+    clean_env.setattr("engine.agents.cli._ROOT", tmp_path)  # not the project's tools/ (CI installs codex there)
     ok, why = resolve_agent("cx", load_settings(tmp_path)).available()
     assert not ok and "\n" not in why and "npm install -g @openai/codex" in why and "make agent-clis" in why
 
