@@ -48,7 +48,8 @@ async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
 
     ex.emit("agent", r.key, {"kind": "prompt", "text": prompt[:8000], "agent": agent.name})
     try:
-        result = await agent.run(prompt, output=task.output, workdir=r.workdir, emit=emit)  # type: ignore[union-attr]
+        result = await agent.run(prompt, output=task.output, workdir=r.workdir, emit=emit,  # type: ignore[union-attr]
+                                 tools=step_tools(task.tools))  # type: ignore[union-attr]
     except AgentUnavailable as e:
         raise AgentStepError(str(e), retryable=False, agent=agent.name) from None
     except AgentError as e:
@@ -56,3 +57,12 @@ async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
     u = result.usage
     return StepResult(result.output, agent=u.agent or agent.name, model=u.model, tokens_in=u.input_tokens,
                       tokens_out=u.output_tokens, cost_usd=u.cost_usd, structured_mode=result.structured_mode)
+
+
+def step_tools(spec: Any) -> Any:
+    """A Task's `tools=`: None (the agent's own), "read_only", or a list of Tool."""
+    if spec == "read_only":
+        from .tools import READ_ONLY_TOOLS
+
+        return list(READ_ONLY_TOOLS)
+    return list(spec) if spec is not None else None

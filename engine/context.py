@@ -96,6 +96,24 @@ class Ctx:
         """The iterations of `id` that have an output, ascending."""
         return list(self._state.by_id.get(id, ()))
 
+    def status(self, id: str, iteration: int | None = None) -> str | None:
+        """A node's state (pending, running, waiting_approval, done, failed, skipped, cancelled) at
+        `iteration` (else its latest), or None if it never started. Tells a step that failed under
+        continue_on_fail from one that has not run."""
+        rec = self._record(id, iteration)
+        return rec.state if rec is not None else None
+
+    def error(self, id: str, iteration: int | None = None) -> str | None:
+        """The one-line error of a node's last failed attempt, or None."""
+        rec = self._record(id, iteration)
+        return rec.error if rec is not None else None
+
+    def _record(self, id: str, iteration: int | None) -> Any:
+        if iteration is not None:
+            return self._state.nodes.get((id, iteration))
+        found = [k for k in self._state.nodes if k[0] == id]
+        return self._state.nodes[max(found, key=lambda k: k[1])] if found else None
+
     @property
     def workdir(self) -> Path:
         return self._workdir

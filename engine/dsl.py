@@ -39,14 +39,14 @@ class Task(Node):
 
     __slots__ = ("id", "run", "agent", "prompt", "value", "output", "retries", "backoff",
                  "timeout", "skip_if", "continue_on_fail", "needs_approval", "approval_message",
-                 "on_deny", "src", "has_value")
+                 "on_deny", "tools", "src", "has_value")
 
     def __init__(self, id: str, *, run: Callable[..., Any] | None = None, agent: Any = None,
                  prompt: str | Callable[..., str] | None = None, value: Any = ...,
                  output: type[BaseModel] | None = None, retries: int = 2, backoff: float = 0.5,
                  timeout: float | None = None, skip_if: bool = False, continue_on_fail: bool = False,
                  needs_approval: bool = False, approval_message: str | None = None,
-                 on_deny: Literal["fail", "skip", "continue"] = "fail") -> None:
+                 on_deny: Literal["fail", "skip", "continue"] = "fail", tools: Any = None) -> None:
         self.src = _caller()
         _check_id(id, self)
         self.has_value = value is not ...
@@ -64,6 +64,9 @@ class Task(Node):
         self.output, self.retries, self.backoff, self.timeout = output, retries, backoff, timeout
         self.skip_if, self.continue_on_fail = bool(skip_if), continue_on_fail
         self.needs_approval, self.approval_message, self.on_deny = needs_approval, approval_message, on_deny
+        if tools is not None and tools != "read_only" and not isinstance(tools, (list, tuple)):
+            raise TypeError(f"Task {id!r} at {self.where()}: tools is a list of engine.tools.Tool or 'read_only'")
+        self.tools = tools  # for agent steps: None = the agent's own set
 
     @property
     def kind(self) -> str:
@@ -150,14 +153,15 @@ class Approval(Node):
 class Worktree(Node):
     """Runs its children in a git worktree of the repository holding the working directory."""
 
-    __slots__ = ("id", "items", "path", "branch", "base", "keep", "src")
+    __slots__ = ("id", "items", "path", "branch", "base", "keep", "continue_on_fail", "src")
 
     def __init__(self, id: str, *children: Node, path: str | None = None, branch: str | None = None,
-                 base: str | None = None, keep: bool = False) -> None:
+                 base: str | None = None, keep: bool = False, continue_on_fail: bool = False) -> None:
         self.src = _caller()
         _check_id(id, self)
         self.id, self.items = id, _flatten(children, self)
         self.path, self.branch, self.base, self.keep = path, branch, base, keep
+        self.continue_on_fail = continue_on_fail  # a checkout that cannot be made fails only this part
 
     def children(self) -> tuple[Node, ...]:
         return self.items

@@ -37,7 +37,7 @@ class Ready:
 
 def fingerprint(task: Task) -> str:
     """What the render of a task looks like, to tell whether a fork with other input changes it."""
-    if task.kind == "compute":  # the common case, cached: the callable and the output model
+    if task.kind == "compute" and not getattr(task.run, "__closure__", None):  # the common case: cached
         return _fingerprint_compute(task.run, task.output)
     return _fingerprint(task)
 
@@ -334,7 +334,7 @@ class Walker:
             self.ready.append(Ready(node, key, wd))
             return S_ACTIVE
         if rec.state == FAILED:
-            return self._failed(key)
+            return S_DONE if node.continue_on_fail else self._failed(key)
         if rec.state == RUNNING and not (rec.data and rec.data.get("path")):
             return S_ACTIVE  # the checkout is being made
         path = Path(rec.data["path"])

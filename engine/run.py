@@ -364,7 +364,7 @@ class RunExecutor:
             self.delta.event("node_retrying", r.key, attempt=rec.attempts, error=err, delay=round(delay, 3))
             return
         self._finish_attempt(r, FAILED, err, extra)
-        cont = isinstance(node, Task) and node.continue_on_fail
+        cont = getattr(node, "continue_on_fail", False)
         self.delta.event("node_failed", r.key, attempt=rec.attempts, error=err, continue_on_fail=cont)
         if not cont:
             self.failing = self.failing or r.key

@@ -374,3 +374,10 @@ RUN_SHELL = Tool(name="run_shell", fn=run_shell,
                                     ["command"]))
 
 DEFAULT_TOOLS: list[Tool] = [READ_FILE, WRITE_FILE, EDIT_FILE, LIST_DIR, GREP, RUN_SHELL]
+READ_ONLY_TOOLS: list[Tool] = [READ_FILE, LIST_DIR, GREP]  # reviewers and planners: look, don't touch
+WRITING_TOOL_NAMES = frozenset({"write_file", "edit_file", "run_shell"})
+
+
+def is_read_only(tools: list[Tool] | None) -> bool:
+    """True when a tool list was given and nothing in it can change files or run commands."""
+    return tools is not None and not any(t.name in WRITING_TOOL_NAMES for t in tools)

@@ -299,7 +299,7 @@ def implement_loop(ctx: Ctx, prefix: str, prompt: str, *, test_command: str | No
                   continue_on_fail=True),
              Task(ids["check"], run=check, output=CheckResult, retries=0),
              Parallel(*[Task(rid, agent=reviewer_agent, prompt=review_prompt(lens), output=Review,
-                             continue_on_fail=True, skip_if=skip_reviews)
+                             continue_on_fail=True, skip_if=skip_reviews, tools="read_only")
                         for lens, rid in review_ids.items()]),
              until=until, max_iterations=max_rounds),
         Task(ids["result"], run=result, output=LoopResult, retries=0),

@@ -57,7 +57,8 @@ def plan_prompt(goal: str, context: str = ""):
 
 
 def plan_task(id: str, goal: str, context: str = "") -> Task:
-    return Task(id, agent="planner", prompt=plan_prompt(goal, context), output=Plan)
+    return Task(id, agent="planner", prompt=plan_prompt(goal, context), output=Plan,
+                tools="read_only")
 
 
 @workflow(name="plan", input=PlanInput)

@@ -56,7 +56,8 @@ def research_prompt(question: str, context: str = ""):
 
 
 def research_task(id: str, question: str, context: str = "") -> Task:
-    return Task(id, agent="planner", prompt=research_prompt(question, context), output=Report)
+    return Task(id, agent="planner", prompt=research_prompt(question, context), output=Report,
+                tools="read_only")
 
 
 @workflow(name="research", input=ResearchInput)

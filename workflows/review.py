@@ -99,7 +99,7 @@ def review(ctx: Ctx) -> Node:
     return Sequence(
         Task("changes", run=collect(inp.ref), output=Changes, retries=0),
         Parallel(*[Task(f"review-{lens}", agent="reviewer", prompt=reviewer_prompt(lens, inp.context), output=Review,
-                        continue_on_fail=True, skip_if=nothing) for lens in lenses]),
+                        continue_on_fail=True, skip_if=nothing, tools="read_only") for lens in lenses]),
         Task("verdict", run=verdict_of(lenses), output=ReviewVerdict, retries=0),
     )
 

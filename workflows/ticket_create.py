@@ -82,6 +82,6 @@ def ticket_create(ctx: Ctx) -> Node:
     """Split a description into ticket files under .smithers/tickets/ for the kanban workflow."""
     inp: TicketCreateInput = ctx.input
     return Sequence(
-        Task("draft", agent="planner", prompt=_draft_prompt(inp), output=TicketDrafts),
+        Task("draft", agent="planner", prompt=_draft_prompt(inp), output=TicketDrafts, tools="read_only"),
         Task("write", run=_write(inp.max_tickets), output=CreatedTickets, retries=0),
     )

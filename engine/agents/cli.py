@@ -54,6 +54,7 @@ class RunState:
     usage: Usage = field(default_factory=Usage)
     session_id: str | None = None
     error: str | None = None
+    read_only: bool = False  # the step's tools cannot write: ask the CLI for its read-only mode
 
 
 class CLIAgent(Agent):
@@ -104,13 +105,16 @@ class CLIAgent(Agent):
     # -- the run -----------------------------------------------------------------------
     async def run(self, prompt: str, *, output: type[BaseModel] | None, workdir: Path, emit: Emit,
                   tools: Any = None) -> AgentResult:
+        from engine.tools import is_read_only
+
         try:
-            return await self._run(prompt, output, Path(workdir), emit)
+            return await self._run(prompt, output, Path(workdir), emit, is_read_only(tools))
         except AgentError as e:
             emit(AgentEvent(kind="error", text=str(e), agent=self.name, data={"type": type(e).__name__}))
             raise
 
-    async def _run(self, prompt: str, output: type[BaseModel] | None, workdir: Path, emit: Emit) -> AgentResult:
+    async def _run(self, prompt: str, output: type[BaseModel] | None, workdir: Path, emit: Emit,
+                   read_only: bool = False) -> AgentResult:
         exe = self.path()
         if not exe:
             raise AgentUnavailable(f"{self.name}: {self.available()[1]}")
@@ -119,7 +123,7 @@ class CLIAgent(Agent):
         ask, resume = base, None
         usage = Usage(model=self.model or "", agent=self.name)
         for attempt in range(1, self.max_validation_retries + 2):
-            st = RunState(usage=Usage(model=self.model or "", agent=self.name))
+            st = RunState(usage=Usage(model=self.model or "", agent=self.name), read_only=read_only)
             await self._exec(exe, ask, Path(workdir), resume, st, emit)
             text = self.finish(st).strip()
             usage = usage + st.usage
@@ -224,8 +228,9 @@ class ClaudeCodeAgent(CLIAgent):
     allowed_tools = "Read,Edit,Write,MultiEdit,Bash,Glob,Grep,LS"
 
     def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
-        cmd = [exe, "-p", "--output-format", "stream-json", "--verbose", "--permission-mode", "acceptEdits",
-               "--allowedTools", self.allowed_tools]
+        cmd = [exe, "-p", "--output-format", "stream-json", "--verbose", "--permission-mode",
+               "default" if st.read_only else "acceptEdits",
+               "--allowedTools", "Read,Glob,Grep,LS" if st.read_only else self.allowed_tools]
         if self.model:
             cmd += ["--model", self.model]
         if resume:
@@ -279,7 +284,8 @@ class CodexAgent(CLIAgent):
     install_hint = "run `npm install -g @openai/codex` (or `make agent-clis`)"
 
     def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
-        cmd = [exe, "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write", "-C", str(workdir)]
+        cmd = [exe, "exec", "--json", "--skip-git-repo-check", "--sandbox",
+               "read-only" if st.read_only else "workspace-write", "-C", str(workdir)]
         if self.model:
             cmd += ["-m", self.model]
         return cmd + self.extra_args + [prompt]
