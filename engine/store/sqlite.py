@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import aiosqlite
+from urllib.parse import quote
 
 from ..errors import LeaseLost, NotADatabase, RunNotFound, SchemaTooNew
 from ..events import Event
@@ -53,16 +54,6 @@ def _apply(conn: sqlite3.Connection, ops: Ops, fence: str | None = None) -> list
     return counts
 
 
-def _check_sqlite_file(path: Path) -> None:
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head != b"SQLite format 3\x00":
-        raise NotADatabase(f"{path} is not a smithers database (not an SQLite file): "
-                           "pass --db with another path or set SMITHERS_DB")
-
-
 class Store:
     """Async access to one database file. One connection per process, used by one event loop."""
 
@@ -74,21 +65,24 @@ class Store:
     # --- opening -------------------------------------------------------------------------------
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> "Store":
+        # Only SQLite touches the file: on POSIX, closing any other descriptor of it would drop the
+        # locks this process's other connections hold, and another process could then delete the
+        # WAL under them. SQLite itself says "file is not a database" for anything else.
         path = Path(path)
         if not create and not path.exists():
             raise RunNotFound(f"no database at {path}: start a run first, or pass --db / set SMITHERS_DB")
-        _check_sqlite_file(path)
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        uri = f"file:{quote(str(path.resolve()))}?mode={'rwc' if create else 'rw'}"
+        conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         conn.row_factory = sqlite3.Row
         try:
             await conn.execute("PRAGMA busy_timeout=10000")
             (version,) = await (await conn.execute("PRAGMA user_version")).fetchone()
         except sqlite3.DatabaseError as e:
             await conn.close()
-            raise NotADatabase(f"{path} is not a usable smithers database ({e}): "
-                               "pass --db with another path") from None
+            raise NotADatabase(f"{path} is not a smithers database ({e}): pass --db with another path "
+                               "or set SMITHERS_DB") from None
         store = cls(conn, path)
         if version > SCHEMA_VERSION:
             await conn.close()
