@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 
@@ -39,6 +39,15 @@ def prompt_text(name: str, **values: Any) -> str:
 
 
 # -- text -----------------------------------------------------------------------------------
+
+def one_agent_prompt(template: str, key: str, text: str, context: str = "") -> Callable[[Any], str]:
+    """The prompt of a one-step agent workflow (plan, research): the template, the goal or
+    question under `key`, and an optional context section."""
+    def make(t: Any) -> str:
+        extra = f"\n## Context\n\n{context.strip()}\n" if context.strip() else ""
+        return prompt_text(template, **{key: text.strip()}, context=extra)
+    return make
+
 
 def slugify(text: str, fallback: str = "item", limit: int = 48) -> str:
     """A lowercase [a-z0-9-] slug, usable in node ids, branch names and paths."""

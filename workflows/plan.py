@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
-from engine import Ctx, Node, Task, TaskCtx, workflow
+from engine import Ctx, Node, Task, workflow
 
-from ._support import prompt_text
+from ._support import one_agent_prompt
 
 
 class PlanStep(BaseModel):
@@ -50,10 +50,7 @@ def render_plan(plan: Plan) -> str:
 
 
 def plan_prompt(goal: str, context: str = ""):
-    def make(t: TaskCtx) -> str:
-        extra = f"\n## Context\n\n{context.strip()}\n" if context.strip() else ""
-        return prompt_text("plan", goal=goal.strip(), context=extra)
-    return make
+    return one_agent_prompt("plan", "goal", goal, context)
 
 
 def plan_task(id: str, goal: str, context: str = "") -> Task:

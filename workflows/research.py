@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, field_validator
 
-from engine import Ctx, Node, Task, TaskCtx, workflow
+from engine import Ctx, Node, Task, workflow
 
-from ._support import prompt_text
+from ._support import one_agent_prompt
 
 
 class Finding(BaseModel):
@@ -49,10 +49,7 @@ def render_report(r: Report) -> str:
 
 
 def research_prompt(question: str, context: str = ""):
-    def make(t: TaskCtx) -> str:
-        extra = f"\n## Context\n\n{context.strip()}\n" if context.strip() else ""
-        return prompt_text("research", question=question.strip(), context=extra)
-    return make
+    return one_agent_prompt("research", "question", question, context)
 
 
 def research_task(id: str, question: str, context: str = "") -> Task:
