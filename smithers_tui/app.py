@@ -250,7 +250,8 @@ class SmithersApp(App[int]):
     BINDINGS = [
         Binding("q", "quit", "Quit", id="quit"),
         Binding("question_mark,f1", "help", "Keys", id="help"),
-        Binding("colon", "command_palette", "Commands", show=False, id="palette"),
+        Binding("ctrl+p", "command_palette", "Commands", show=False, id="palette", priority=True),
+        Binding("colon", "command_palette", "Commands", show=False, id="palette.colon"),
         Binding("a", "inbox", "Approvals", id="inbox"),
     ]
 
@@ -378,7 +379,8 @@ class SmithersApp(App[int]):
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        await self.host.close()
+        """Quit: screens and their workers go first, then the host stops runs resumably (on_unmount)."""
+        self.workers.cancel_all()
         self.exit(0)
 
 

@@ -10,7 +10,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
+from .modal import Modal
 from textual.widgets import Button, Input, Label, Static
 
 from engine.report import run_report
@@ -21,7 +21,7 @@ ON_DENY = {"fail": "denying fails the run", "skip": "denying skips the gated par
            "continue": "denying records the decision and the run goes on"}
 
 
-class ApprovalScreen(ModalScreen[str]):
+class ApprovalScreen(Modal[str]):
     CSS_PATH = "approval.tcss"
     HELP_TITLE = "Approval"
     BINDINGS = [
@@ -35,6 +35,7 @@ class ApprovalScreen(ModalScreen[str]):
         super().__init__()
         self.run_id, self.node, self.iteration = run_id, node, iteration
         self.deciding = False
+        self.closing = False
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -58,7 +59,7 @@ class ApprovalScreen(ModalScreen[str]):
         reader = self.app.host.reader  # type: ignore[attr-defined]
         gate = await self.gate_row()
         if gate is None:
-            self.dismiss("gone")
+            self.close("gone")
             return
         if gate["decision"]:
             self.closed_elsewhere(gate)
@@ -110,13 +111,19 @@ class ApprovalScreen(ModalScreen[str]):
     @work(exclusive=True, group="approval-check")
     async def check_elsewhere(self) -> None:
         gate = await self.gate_row()
-        if gate and gate["decision"] and not self.deciding:
+        if gate and gate["decision"] and not self.deciding and not self.closing:
             self.closed_elsewhere(gate)
 
     def closed_elsewhere(self, gate: dict[str, Any]) -> None:
         self.notify(f"gate {key_label(self.node, self.iteration)} of run {self.run_id} was {gate['decision']} "
                     f"elsewhere by {gate['decided_by']}" + (f" ({gate['note']})" if gate.get("note") else ""))
-        self.dismiss("decided elsewhere")
+        self.close("decided elsewhere")
+
+    def close(self, result: str) -> None:
+        """Dismiss once (a decision seen twice must not close the screen underneath)."""
+        if not self.closing:
+            self.closing = True
+            self.dismiss(result)
 
     def action_note(self) -> None:
         self.query_one("#note", Input).focus()
@@ -131,7 +138,7 @@ class ApprovalScreen(ModalScreen[str]):
             self.action_decide(event.button.id == "approve")
 
     def action_later(self) -> None:
-        self.dismiss("later")
+        self.close("later")
 
     def action_decide(self, approved: bool) -> None:
         if not self.deciding:
@@ -145,4 +152,4 @@ class ApprovalScreen(ModalScreen[str]):
         said = await app.attempt(app.host.decide(self.run_id, self.node, self.iteration, approved, note))
         if said:
             self.notify(said)
-        self.dismiss("decided")
+        self.close("decided")

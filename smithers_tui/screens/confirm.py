@@ -4,11 +4,11 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from .modal import Modal
 from textual.widgets import Button, Label, Static
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class ConfirmScreen(Modal[bool]):
     CSS_PATH = "confirm.tcss"
     BINDINGS = [
         Binding("y,enter", "answer(True)", "Yes", id="confirm.yes"),

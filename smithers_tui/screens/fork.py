@@ -8,11 +8,11 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from .modal import Modal
 from textual.widgets import Button, Label, SelectionList, Static, TextArea
 
 
-class ForkScreen(ModalScreen[dict[str, Any] | None]):
+class ForkScreen(Modal[dict[str, Any] | None]):
     CSS_PATH = "fork.tcss"
     HELP_TITLE = "Fork"
     BINDINGS = [

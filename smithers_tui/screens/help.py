@@ -7,13 +7,15 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
+
+from .modal import Modal
 from textual.widgets import DataTable, Label, Static
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(Modal[None]):
     CSS_PATH = "help.tcss"
-    BINDINGS = [Binding("escape,q", "close", "Close", id="help.close")]
+    BINDINGS = [Binding("escape,q,f1,question_mark", "close", "Close", id="help.close")]
 
     def __init__(self, under: Screen[Any]) -> None:
         super().__init__()
@@ -38,20 +40,22 @@ class HelpScreen(ModalScreen[None]):
 
 
 def collect(screen: Screen[Any]) -> list[tuple[str, str, str]]:
-    """(keys, description, binding id) of every binding active on a screen, grouped by action."""
+    """(keys, description, binding id) of every binding on a screen, its focused widget and the
+    app — shadowed ones too — grouped by binding."""
     app = screen.app
-    seen: dict[tuple[Any, str], list[Any]] = {}
-    order: list[tuple[Any, str]] = []
-    for key, active in screen.active_bindings.items():
-        b = active.binding
-        k = (active.node, b.action)
-        if k not in seen:
-            seen[k] = [[], b]
-            order.append(k)
-        seen[k][0].append(app.get_key_display(b) if b.key == key else key)
+    seen: dict[tuple[Any, str, str], list[Any]] = {}
+    order: list[tuple[Any, str, str]] = []
+    for namespace, bindings in screen._modal_binding_chain:
+        for key, b in bindings:
+            if app._check_action_state(b.action, namespace) is False:
+                continue
+            k = (namespace, b.action, b.id or b.description)
+            if k not in seen:
+                seen[k] = [[], b]
+                order.append(k)
+            seen[k][0].append(app.get_key_display(b))
     rows = []
     for k in order:
         keys, b = seen[k]
         rows.append((" ".join(dict.fromkeys(keys)), b.description or b.action, b.id or ""))
-    rows.append(("ctrl+p", "Command palette", "palette"))
     return rows

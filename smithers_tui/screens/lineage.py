@@ -8,7 +8,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
+from .modal import Modal
 from textual.widgets import Label, Static, Tree
 
 from engine.timetravel import lineage
@@ -16,7 +16,7 @@ from engine.timetravel import lineage
 from ..widgets.fmt import RUN_STYLE
 
 
-class LineageScreen(ModalScreen[None]):
+class LineageScreen(Modal[None]):
     CSS_PATH = "lineage.tcss"
     HELP_TITLE = "Lineage"
     BINDINGS = [Binding("escape", "close", "Close", id="lineage.close"),
