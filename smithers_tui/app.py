@@ -252,7 +252,7 @@ class SmithersApp(App[int]):
         Binding("question_mark,f1", "help", "Keys", id="help"),
         Binding("ctrl+p", "command_palette", "Commands", show=False, id="palette", priority=True),
         Binding("colon", "command_palette", "Commands", show=False, id="palette.colon"),
-        Binding("a", "inbox", "Approvals", id="inbox"),
+        Binding("a", "inbox", "Approvals", show=False, id="inbox"),
     ]
 
     def __init__(self, db_path: Path | str, *, project: Path | str | None = None, clock: Clock | None = None,

@@ -70,7 +70,7 @@ class InboxScreen(Screen[None]):
             elif run.get("owner_id") and owner_alive(run):
                 g["_owner"] = f"pid {run['owner_pid']}"
             else:
-                g["_owner"] = "nobody (resumes here)"
+                g["_owner"] = "nobody"
         self.gates = gates
         if not self.query(DataTable):  # closing
             return

@@ -40,8 +40,8 @@ class RunScreen(Screen[None]):
     HELP_TITLE = "Run"
     BINDINGS = [
         Binding("escape", "back", "Back", id="back"),
-        Binding("left_square_bracket", "frame(-1)", "Earlier frame", id="run.earlier"),
-        Binding("right_square_bracket", "frame(1)", "Later frame", id="run.later"),
+        Binding("left_square_bracket", "frame(-1)", "Earlier", id="run.earlier"),
+        Binding("right_square_bracket", "frame(1)", "Later", id="run.later"),
         Binding("home", "jump('first')", "First frame", show=False, id="run.first", priority=True),
         Binding("end", "jump('last')", "Live", show=False, id="run.live", priority=True),
         Binding("f", "fork", "Fork", id="run.fork"),
@@ -126,7 +126,7 @@ class RunScreen(Screen[None]):
             i["agent"], i["model"] = a.get("agent") or i.get("agent"), a.get("model") or i.get("model")
             i["started"] = a["started_at"]
             fin = a.get("finished_at")
-            i["finished"] = fin if fin and (cutoff is None or fin <= cutoff) else None
+            i["finished"] = fin if fin and (cutoff is None or fin <= cutoff) else cutoff
         self.info = info
         self.children_runs = [dict(r) for r in await reader.fetchall(
             "SELECT id, kind, parent_frame, status FROM runs WHERE parent_run_id=? ORDER BY created_at", (self.run_id,))]

@@ -35,6 +35,7 @@ class RunsScreen(Screen[None]):
         Binding("enter", "open", "Open", id="runs.open"),
         Binding("n", "new", "New run", id="runs.new"),
         Binding("slash", "filter", "Filter", id="runs.filter"),
+        Binding("a", "app.inbox", "Approvals", id="runs.inbox"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="runs.clear_filter"),
         Binding("j", "cursor(1)", "Down", show=False, id="runs.down"),
         Binding("k", "cursor(-1)", "Up", show=False, id="runs.up"),
@@ -103,7 +104,7 @@ class RunsScreen(Screen[None]):
         status = r["status"]
         step = ", ".join(r["_running"][:2]) + (f" +{len(r['_running']) - 2}" if len(r["_running"]) > 2 else "")
         if status == "waiting" and not step:
-            step = "waiting for approval"
+            step = "gate waiting"
         elif status == "failed" and r.get("error"):
             step = r["error"]
         elif status == "rewound":

@@ -79,7 +79,7 @@ class AgentPane(Vertical, can_focus=True):
     AgentPane:focus { border: round $accent; }
     AgentPane > .pane-head { height: 1; color: $text-muted; }
     AgentPane > .pane-prompt { height: auto; max-height: 2; color: $text-muted; text-style: italic; }
-    AgentPane > RichLog { height: 1fr; background: transparent; scrollbar-size-vertical: 1; }
+    AgentPane > RichLog { height: 1fr; background: transparent; scrollbar-size-vertical: 1; overflow-x: hidden; }
     AgentPane > .pane-tail { height: auto; max-height: 3; color: $text; }
     """
 
@@ -96,7 +96,7 @@ class AgentPane(Vertical, can_focus=True):
     def compose(self) -> ComposeResult:
         yield Static("", classes="pane-head")
         yield Static("", classes="pane-prompt")
-        yield RichLog(max_lines=1000, wrap=True, markup=False, auto_scroll=True)
+        yield RichLog(max_lines=1000, wrap=True, markup=False, auto_scroll=True, min_width=10)
         yield Static("", classes="pane-tail")
 
     def on_mount(self) -> None:

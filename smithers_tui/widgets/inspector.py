@@ -104,7 +104,8 @@ class Inspector(VerticalScroll, can_focus=True):
             for a in attempts:
                 t.add_row(str(a["attempt"]), a.get("outcome") or "running", self.clock.stamp(a["started_at"]),
                           self.clock.since(a["started_at"], a.get("finished_at")),
-                          (a.get("agent") or "") + (f"/{a['model']}" if a.get("model") else ""),
+                          (a.get("agent") or "") + (f"/{a['model']}" if a.get("model") and a["model"] != a.get("agent")
+                                                    else ""),
                           tokens((a.get("tokens_in") or 0) + (a.get("tokens_out") or 0)) if a.get("tokens_in") else "",
                           cost(a.get("cost_usd")) if a.get("cost_usd") else "",
                           Text(short_json(a.get("error") or "", 200), style="red1"))

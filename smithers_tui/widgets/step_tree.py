@@ -140,7 +140,7 @@ class Layout:
         if kind in ("task", "gate"):
             key = (nid, it)
             self.placed.add(key)  # type: ignore[arg-type]
-            name = nid if not (it or numbered) else f"{nid} #{it}"
+            name = f"{nid} #{it}" if it > 0 or (numbered and it >= 0) else nid
             self.add(f"{path}/{nid}#{it}", parent, self.leaf_label(key, name, "◇ " if kind == "gate" else ""),  # type: ignore[arg-type]
                      key, False)  # type: ignore[arg-type]
             return

@@ -1,0 +1,166 @@
+"""`python -m smithers_tui.screenshots DIR` (make screenshots): drive the real app through real
+runs (a temporary project and database, the demo agent) and write one SVG per screen to DIR."""
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any, Callable
+
+SIZE = (120, 36)
+
+RELEASE = '''
+"""release: plan, build in rounds, three reviewers in parallel, a human gate, release notes."""
+from pydantic import BaseModel, Field
+from engine import Approval, Loop, Parallel, Sequence, Task, workflow
+
+
+class ReleaseInput(BaseModel):
+    version: str = Field("1.4.0", description="the version to release")
+    rounds: int = Field(3, ge=1, le=10, description="build rounds before review")
+    notes_style: str = Field("short", description="how the release notes read")
+
+
+class Build(BaseModel):
+    round: int
+    passed: bool
+
+
+class Review(BaseModel):
+    approved: bool
+    feedback: str
+
+
+def build(ctx):
+    prev = ctx.latest("build")
+    n = (prev.round if prev else 0) + 1
+    ctx.log(f"building round {n}")
+    return Build(round=n, passed=n >= ctx.input.rounds)
+
+
+@workflow(name="release", input=ReleaseInput)
+def release(ctx):
+    """Build in rounds until green, three parallel reviews, a human gate, then release notes."""
+    last = ctx.latest("build")
+    return Sequence(
+        Task("plan", agent="planner", prompt=f"Plan the release of {ctx.input.version}"),
+        Loop("builds", Task("build", run=build, output=Build), until=last is not None and last.passed,
+             max_iterations=10),
+        Parallel(*[Task(f"review-{lens}", agent="reviewer", output=Review,
+                        prompt=f"Review release {ctx.input.version} for {lens}")
+                   for lens in ("correctness", "security", "docs")]),
+        Approval("ship", message=f"Ship {ctx.input.version} to production?"),
+        Task("notes", agent="default", prompt=f"Write {ctx.input.notes_style} release notes for {ctx.input.version}"),
+    )
+'''
+
+
+async def until(pilot: Any, cond: Callable[[], Any], limit: int = 600) -> None:
+    for _ in range(limit):
+        if cond():
+            return
+        await pilot.pause(0.025)
+    raise RuntimeError("the app did not get there")
+
+
+async def seed(db: Path, project: Path) -> None:
+    """Runs made before the app opens, as `smithers run` would: one finished, one at its gate."""
+    from engine.loader import load_target
+    from engine.runtime import Engine
+    from engine.store import Store
+
+    store = await Store.open(db)
+    try:
+        eng = Engine(store, agent_override="demo")
+        from workflows import builtin
+
+        wf, target = builtin()["hello"]
+        ex = await eng.start(wf, target, {"name": "Ada", "times": 4}, workdir=project)
+        await ex.execute()
+        wf, target = load_target(f"file:{project / '.smithers' / 'workflows' / 'release.py'}:release")
+        ex = await eng.start(wf, target, {"version": "1.3.2", "rounds": 2}, workdir=project)
+        await ex.execute(stop_when_waiting=True)
+        await eng.close()
+    finally:
+        await store.close()
+
+
+async def shoot(out: Path) -> list[str]:
+    from .app import SmithersApp
+    from .screens.agents import AgentsScreen
+    from .screens.approval import ApprovalScreen
+    from .screens.inbox import InboxScreen
+    from .screens.launcher import LauncherScreen
+    from .screens.run import RunScreen
+    from .screens.runs import RunsScreen
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="smithers-shots-") as tmp:
+        project = Path(tmp)
+        (project / ".smithers" / "workflows").mkdir(parents=True)
+        (project / ".smithers" / "workflows" / "release.py").write_text(textwrap.dedent(RELEASE).lstrip())
+        db = project / ".smithers" / "smithers.db"
+        await seed(db, project)
+        app = SmithersApp(db, project=project, agent_override="demo")
+
+        def save(name: str) -> None:
+            app.save_screenshot(f"{name}.svg", path=str(out))
+            written.append(f"{name}.svg")
+
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
+            await pilot.pause(0.3)
+            save("runs")
+            app.action_new_run("release")
+            await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.loaded)
+            await pilot.pause(0.3)
+            save("launcher")
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: isinstance(app.screen, ApprovalScreen) and app.screen.loaded)
+            await pilot.pause(0.3)
+            save("approval")
+            run_id = app.screen.run_id
+            await pilot.press("escape")
+            run = app.screen
+            assert isinstance(run, RunScreen)
+            await until(pilot, lambda: run.loaded)
+            run.query_one("#tree").select_key(("review-security", 0))
+            await pilot.pause(0.5)
+            save("run")
+            for _ in range(5):
+                await pilot.press("left_square_bracket")
+            await until(pilot, lambda: run.past is not None and run.report and run.report["frame"] == run.past)
+            await pilot.pause(0.4)
+            save("run-past")
+            await pilot.press("end")
+            await pilot.press("g")
+            await until(pilot, lambda: isinstance(app.screen, AgentsScreen) and app.screen.loaded
+                        and len(app.screen.panes) >= 3)
+            await pilot.pause(0.6)
+            save("agents")
+            await pilot.press("escape")
+            await pilot.press("question_mark")
+            await pilot.pause(0.3)
+            save("help")
+            await pilot.press("escape")
+            await pilot.press("a")
+            await until(pilot, lambda: isinstance(app.screen, InboxScreen) and app.screen.loaded)
+            await pilot.pause(0.3)
+            save("inbox")
+            del run_id
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0] if args else "screenshots")
+    written = asyncio.run(shoot(out))
+    print(f"wrote {', '.join(written)} to {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
