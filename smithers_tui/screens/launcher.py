@@ -116,7 +116,7 @@ class LauncherScreen(Screen[None]):
         self.chosen = name
         wf, target = self.found[name]
         self.query_one("#wf-title", Static).update(Text(wf.name, style="bold"))
-        where = "built-in workflow" if target.startswith("module:") else f"from {target.split(':')[1]}"
+        where = "built-in workflow" if target.startswith("module:") else f"from {self.relative(target.split(':')[1])}"
         self.query_one("#wf-desc", Static).update(Text.assemble((wf.description or "no description", ""),
                                                                 (f"\n{where}", "grey50")))
         holder = self.query_one("#form-holder")
@@ -127,6 +127,13 @@ class LauncherScreen(Screen[None]):
     async def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         if event.option.id:
             await self.choose(event.option.id)
+
+    def relative(self, path: str) -> str:
+        from pathlib import Path
+
+        project = self.app.project  # type: ignore[attr-defined]
+        p = Path(path)
+        return str(p.relative_to(project)) if p.is_relative_to(project) else path
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         form = self.query(InputForm)

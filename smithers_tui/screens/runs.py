@@ -57,7 +57,9 @@ class RunsScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = str(self.app.host.db_path)  # type: ignore[attr-defined]
+        app: Any = self.app
+        db = app.host.db_path
+        self.sub_title = str(db.relative_to(app.project) if db.is_relative_to(app.project) else db)
         t = self.query_one(DataTable)
         for label, key, width in COLUMNS:
             t.add_column(label, key=key, width=width)

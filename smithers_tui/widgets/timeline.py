@@ -35,7 +35,8 @@ def describe(frame: int, at: float, delta: dict[str, Any]) -> Mark:
     for k, v in nodes.items():
         if v[0] == "loop":
             continue
-        name = k[:-2] if k.endswith("#0") else k
+        nid, _, it = k.rpartition("#")
+        name = nid if it == "0" else f"{nid}[{it}]"
         by_state.setdefault(v[1], []).append(name)
     status = delta.get("r")
     parts = []
