@@ -13,18 +13,20 @@ import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
+from typing import TYPE_CHECKING
+
 from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 
-from engine.errors import SmithersError
-from engine.events import Event
-from engine.runtime import Engine
-from engine.store import Store
-
 from .screens.palette import SmithersCommands
 from .widgets.agent_pane import AgentHub
 from .widgets.fmt import Clock, key_label
+
+if TYPE_CHECKING:  # the engine is imported after the first paint (Host.open)
+    from engine.events import Event
+    from engine.runtime import Engine
+    from engine.store import Store
 
 log = logging.getLogger("smithers.app")
 T = TypeVar("T")
@@ -64,8 +66,11 @@ class Host:
         self.last_seq = 0
         self._closed = False
         self._follower: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
 
     async def open(self) -> None:
+        from engine.runtime import Engine
+        from engine.store import Store
         from engine.store.shared import open_shared
 
         self.store = await Store.open(self.db_path)
@@ -75,6 +80,7 @@ class Host:
         self.last_seq = await self.reader.last_event_seq()
         await self.reader.changed()
         self._follower = asyncio.create_task(self._follow(), name="smithers follower")
+        self.ready.set()
 
     # --- live events -------------------------------------------------------------------------
     def _on_bus(self, ev: Event) -> None:
@@ -111,6 +117,8 @@ class Host:
         if not demo or self.agent_override == "demo":
             return self.engine
         if self._demo is None:
+            from engine.runtime import Engine
+
             self._demo = Engine(self.store, agent_override="demo")
             self._demo.bus = self.engine.bus
         return self._demo
@@ -140,6 +148,8 @@ class Host:
         self.tasks[ex.run_id] = asyncio.create_task(self._execute(ex), name=f"run {ex.run_id}")
 
     async def _execute(self, ex: Any) -> None:
+        from engine.errors import SmithersError
+
         rid = ex.run_id
         try:
             status = await ex.execute(stop_when_waiting=False)
@@ -267,13 +277,22 @@ class SmithersApp(App[int]):
         self._wf_cache: dict[str, Any] = {}
         self.later: set[tuple[str, str, int]] = set()  # gates the user chose to decide later
 
-    async def on_mount(self) -> None:
+    def on_mount(self) -> None:
         from .screens.runs import RunsScreen
 
-        await self.host.open()
         if self._keymap_override is not None:
             self.set_keymap(self._keymap_override)
-        self.push_screen(RunsScreen())
+        self.push_screen(RunsScreen())  # painted at once; it fills in when the database is open
+        self.run_worker(self._boot(), group="boot")
+
+    async def _boot(self) -> None:
+        from engine.errors import SmithersError
+
+        try:
+            await self.host.open()
+        except SmithersError as e:
+            self.notify(str(e), severity="error", timeout=30)
+            return
         self.run_worker(self._load_settings, thread=True, group="settings", exit_on_error=False)
 
     def _load_settings(self) -> None:
@@ -291,12 +310,14 @@ class SmithersApp(App[int]):
         await self.host.close()
 
     # --- helpers for screens -------------------------------------------------------------------
-    def broadcast(self, events: list[Event]) -> None:
+    def broadcast(self, events: list["Event"]) -> None:
         for screen in self.screen_stack:
             screen.post_message(StoreChanged(events))
 
     async def attempt(self, work: Awaitable[T]) -> T | None:
         """Await engine work; a failure becomes a one-line notification, never a crash."""
+        from engine.errors import SmithersError
+
         try:
             return await work
         except SmithersError as e:

@@ -63,6 +63,7 @@ class AgentsScreen(Screen[None]):
     @work(group="agents-seed")
     async def seed(self) -> None:
         """Agent events stored before this screen opened (tool calls, messages, prompts)."""
+        await self.app.host.ready.wait()  # type: ignore[attr-defined]
         reader = self.app.host.reader  # type: ignore[attr-defined]
         rows = await reader.fetchall("SELECT * FROM events WHERE run_id=? AND type='agent' ORDER BY seq LIMIT 20000",
                                      (self.run_id,))
@@ -109,11 +110,12 @@ class AgentsScreen(Screen[None]):
                 pane.set_state(self.states.get((k[1], k[2]), "running"))
             self.call_after_refresh(self._no_log_focus)
         cols, rows = grid_shape(len(self.panes))
-        grid.styles.grid_size_columns = cols
-        grid.styles.grid_size_rows = rows
+        if (grid.styles.grid_size_columns, grid.styles.grid_size_rows) != (cols, rows):
+            grid.styles.grid_size_columns = cols
+            grid.styles.grid_size_rows = rows
         self.query_one("#empty").display = not self.panes
         running = sum(1 for k in self.panes if self.states.get((k[1], k[2]), "running") == "running")
-        self.query_one("#agents-head", Static).update(Text.assemble(
+        self.query_one("#agents-head", Static).update(layout=False, content=Text.assemble(
             (f" {self.title_text or 'run ' + self.run_id}", "bold"), f"  ·  {len(self.panes)} agent pane(s)  ·  ",
             (f"{running} running", "bold dodger_blue1" if running else "grey58"),
             ("  ·  tab next  ·  z maximise  ·  enter open the step", "grey58")))

@@ -56,6 +56,7 @@ class ApprovalScreen(Modal[str]):
 
     @work(exclusive=True, group="approval-load")
     async def load(self) -> None:
+        await self.app.host.ready.wait()  # type: ignore[attr-defined]
         reader = self.app.host.reader  # type: ignore[attr-defined]
         gate = await self.gate_row()
         if gate is None:

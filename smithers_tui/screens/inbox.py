@@ -58,6 +58,7 @@ class InboxScreen(Screen[None]):
 
     @work(exclusive=True, group="inbox-load")
     async def reload(self) -> None:
+        await self.app.host.ready.wait()  # type: ignore[attr-defined]
         from engine.lease import owner_alive
 
         reader = self.app.host.reader  # type: ignore[attr-defined]

@@ -108,6 +108,7 @@ class RunScreen(Screen[None]):
     # --- loading -------------------------------------------------------------------------------
     @work(exclusive=True, group="run-load")
     async def reload(self) -> None:
+        await self.app.host.ready.wait()  # type: ignore[attr-defined]
         reader = self.host.reader
         frame = self.past
         rep = await self.app.attempt(run_report(reader, self.run_id, frame))  # type: ignore[attr-defined]

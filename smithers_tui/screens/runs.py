@@ -80,6 +80,7 @@ class RunsScreen(Screen[None]):
 
     @work(exclusive=True, group="runs-load")
     async def reload(self) -> None:
+        await self.app.host.ready.wait()  # type: ignore[attr-defined]
         reader = self.app.host.reader  # type: ignore[attr-defined]
         runs = await reader.list_runs(limit=500)
         stats: dict[str, Any] = {}

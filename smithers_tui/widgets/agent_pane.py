@@ -78,9 +78,9 @@ class AgentPane(Vertical, can_focus=True):
     AgentPane { border: round $panel-lighten-2; height: 1fr; }
     AgentPane:focus { border: round $accent; }
     AgentPane > .pane-head { height: 1; color: $text-muted; }
-    AgentPane > .pane-prompt { height: auto; max-height: 2; color: $text-muted; text-style: italic; }
+    AgentPane > .pane-prompt { height: 1; color: $text-muted; text-style: italic; }
     AgentPane > RichLog { height: 1fr; background: transparent; scrollbar-size-vertical: 1; overflow-x: hidden; }
-    AgentPane > .pane-tail { height: auto; max-height: 3; color: $text; }
+    AgentPane > .pane-tail { height: 1; color: $text; }
     """
 
     def __init__(self, hub: AgentHub, key: PaneKey) -> None:
@@ -91,6 +91,7 @@ class AgentPane(Vertical, can_focus=True):
         self.streamed = False  # tokens came before the final message
         self.state = "running"
         self.prompt_shown = False
+        self._head_seen: tuple[int, str] = (-1, "")
         self.border_title = key_label(key[1], key[2])
 
     def compose(self) -> ComposeResult:
@@ -114,10 +115,11 @@ class AgentPane(Vertical, can_focus=True):
         head = Text.assemble((f"{g} {self.state}", c), "  ", (buf.agent if buf else "", "bold"),
                              f"  {buf.tool_calls if buf else 0} tool calls")
         for w in self.query(".pane-head"):
-            w.update(head)  # type: ignore[attr-defined]
+            w.update(head, layout=False)  # type: ignore[attr-defined]
         if buf is not None and buf.prompt:
             for w in self.query(".pane-prompt"):
-                w.update(Text("prompt: " + " ".join(buf.prompt.split())[:300]))  # type: ignore[attr-defined]
+                w.update(Text("prompt: " + " ".join(buf.prompt.split())[:300], no_wrap=True, overflow="ellipsis"),
+                         layout=False)  # type: ignore[attr-defined]
                 self.prompt_shown = True
 
     def drain(self) -> None:
@@ -149,7 +151,10 @@ class AgentPane(Vertical, can_focus=True):
                 continue
             first = text if len(text) < 2000 else text[:2000] + " …"
             lines.append(Text(PREFIX.get(kind, "") + first, style=STYLE.get(kind, "")))
-        for t in lines[-400:]:
-            log.write(t)
-        self.query_one(".pane-tail", Static).update(Text(self.partial[-400:]))
-        self._head()
+        if lines:  # one write (one render) for everything since the last repaint
+            log.write(Text("\n").join(lines[-400:]))
+        tail = Text(self.partial[-400:], no_wrap=True, overflow="ellipsis")
+        self.query_one(".pane-tail", Static).update(tail, layout=False)  # fixed height: no relayout
+        if (buf.tool_calls, buf.agent) != self._head_seen:
+            self._head_seen = (buf.tool_calls, buf.agent)
+            self._head()

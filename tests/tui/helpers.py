@@ -139,4 +139,4 @@ async def ready(pilot: Any, app: Any) -> None:
     """The app has opened its database and shows the runs."""
     from smithers_tui.screens.runs import RunsScreen
 
-    await until(pilot, lambda: isinstance(app.screen, RunsScreen), "the runs screen")
+    await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded, "the runs screen")
