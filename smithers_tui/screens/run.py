@@ -53,7 +53,6 @@ class RunScreen(Screen[None]):
         Binding("L", "lineage", "Lineage", show=False, id="run.lineage"),
         Binding("c", "cancel", "Cancel run", show=False, id="run.cancel"),
         Binding("s", "resume", "Resume run", show=False, id="run.resume"),
-        Binding("b", "board", "Board", show=False, id="run.board"),
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -391,11 +390,6 @@ class RunScreen(Screen[None]):
 
         self.app.push_screen(AgentsScreen(self.run_id))
 
-    def action_board(self) -> None:
-        from .kanban import KanbanScreen
-
-        self.app.push_screen(KanbanScreen(self.run_id))
-
     def action_parent(self) -> None:
         parent = (self.report or {}).get("parent_run_id")
         if parent:
@@ -440,8 +434,7 @@ class RunScreen(Screen[None]):
                ("Lineage", "forks, rewinds and replays around this run", self.action_lineage),
                ("Cancel this run", "stop it for good", self.action_cancel),
                ("Resume this run", "continue it in this app", self.action_resume),
-               ("Live", "return to the newest frame", lambda: self.action_jump("last")),
-               ("Board", "the kanban board of this run", self.action_board)]
+               ("Live", "return to the newest frame", lambda: self.action_jump("last"))]
         if (self.report or {}).get("parent_run_id"):
             out.append((f"Open parent run {self.report['parent_run_id']}", "", self.action_parent))  # type: ignore[index]
         for n in (self.report or {}).get("nodes", []):
