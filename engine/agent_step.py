@@ -30,7 +30,7 @@ async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
 
     task = r.node
     try:
-        agent = resolve_agent(task.agent, ex.engine.settings_for(ex.workdir))  # type: ignore[union-attr]
+        agent = resolve_agent(task.agent, ex.engine.settings_for(ex.workdir, ex.agent_override))  # type: ignore[union-attr]
     except (AgentUnavailable, ConfigError) as e:
         raise AgentStepError(str(e), retryable=False) from None
     ok, why = agent.available()

@@ -44,6 +44,7 @@ class RunExecutor:
         self.workdir = Path(run["workdir"])
         meta = json.loads(run.get("meta") or "{}")
         self.max_concurrency: int = meta.get("max_concurrency") or engine.max_concurrency
+        self.agent_override: str | None = meta.get("agent_override")  # e.g. a run started with --agent demo
         inp = wf.validate_input(json.loads(run["input"])) if wf.input else json.loads(run["input"])
         self.ctx = Ctx(self.run_id, inp, state, {}, self.workdir)
         self.frame: int = run["frame"]
@@ -477,7 +478,6 @@ class RunExecutor:
         decision = {"approved": approved, "by": d["decided_by"], "note": d["note"], "at": d["decided_at"]}
         on_deny = (rec.data or {}).get("on_deny", "fail")
         self.delta.approvals.append({"key": key, "message": d["message"], "on_deny": on_deny, "applied": True})
-        self.delta.event("approval_decided", key, **decision)
         data = {**(rec.data or {}), "approved": approved, "decision": decision}
         if rec.kind == "task":  # a gated task: approved -> it runs; denied -> skipped or failed
             if approved:

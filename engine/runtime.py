@@ -41,7 +41,7 @@ class Engine:
         self.poll_interval = poll_interval
         self.settings = settings  # engine.config.Settings; loaded per project when None
         self.agent_override = agent_override
-        self._settings: dict[Path, Any] = {}
+        self._settings: dict[tuple[Path, str | None], Any] = {}
         self.active: dict[str, RunExecutor] = {}
         from .agent_step import run_agent
         from .worktree import run_worktree
@@ -51,16 +51,18 @@ class Engine:
         self._watcher: asyncio.Task[None] | None = None
         self.on_commit: Callable[[str, int, RunState], None] | None = None  # for tests
 
-    def settings_for(self, project: Path) -> Any:
-        """Settings for agents: the ones given, else `.smithers/config.toml` of the run's directory."""
+    def settings_for(self, project: Path, agent_override: str | None = None) -> Any:
+        """Settings for agents: the ones given, else `.smithers/config.toml` of the run's directory;
+        `agent_override` (the run's, e.g. "demo") replaces every agent."""
+        override = self.agent_override or agent_override
         if self.settings is not None:
-            return self.settings
-        if project not in self._settings:
+            return self.settings.model_copy(update={"agent_override": override}) if override else self.settings
+        if (project, override) not in self._settings:
             from .config import load_settings
 
-            extra = {"agent_override": self.agent_override} if self.agent_override else {}
-            self._settings[project] = load_settings(project, **extra)
-        return self._settings[project]
+            self._settings[(project, override)] = load_settings(project, **({"agent_override": override}
+                                                                              if override else {}))
+        return self._settings[(project, override)]
 
     # --- starting and resuming -----------------------------------------------------------------
     async def start(self, wf: WorkflowDef, target: str, input_data: Any = None, *, run_id: str | None = None,
@@ -83,7 +85,8 @@ class Engine:
                "input": dumps(inp.model_dump(mode="json") if inp is not None else (input_data or {})),
                "status": RUN_RUNNING, "workdir": str((workdir or Path.cwd()).resolve()),
                "created_at": now, "updated_at": now, "frame": 0,
-               "meta": dumps({"max_concurrency": max_concurrency or self.max_concurrency}),
+               "meta": dumps({"max_concurrency": max_concurrency or self.max_concurrency,
+                              **({"agent_override": self.agent_override} if self.agent_override else {})}),
                **self.owner.columns(now)}
         ops = self.store.insert_run_ops(row)
         ops += Store.keyframe_ops(run_id, 0, RunState(), RUN_RUNNING)
@@ -225,11 +228,14 @@ class Engine:
     async def _watch(self) -> None:
         """Notice decisions and cancel requests written by other processes (PRAGMA data_version:
         one cheap query per poll interval, nothing when nothing changed)."""
+        seen = await self.store.data_version()
         while self.active:
             await asyncio.sleep(self.poll_interval)
             try:
-                if not await self.store.changed():
+                version = await self.store.data_version()
+                if version == seen:
                     continue
+                seen = version
                 for ex in list(self.active.values()):
                     await ex.check_external()
             except Exception:  # the watcher must outlive a transient database error

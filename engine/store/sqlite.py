@@ -105,10 +105,16 @@ class Store:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    async def changed(self) -> bool:
-        """Has another connection committed since the last call? (cheap: PRAGMA data_version)"""
+    async def data_version(self) -> int:
+        """Changes whenever another connection commits (PRAGMA data_version): compare with the last
+        value you saw to know whether to look again."""
         row = await (await self.conn.execute("PRAGMA data_version")).fetchone()
-        v = row[0]
+        return row[0]
+
+    async def changed(self) -> bool:
+        """Has another connection committed since this Store's last call? For a single consumer per
+        Store (the app's reader); others should keep their own data_version()."""
+        v = await self.data_version()
         changed = v != self._data_version
         self._data_version = v
         return changed
@@ -309,6 +315,12 @@ class Store:
                 won = cur.rowcount == 1
                 row = conn.execute("SELECT * FROM approvals WHERE run_id=? AND node_id=? AND iteration=?",
                                    (run_id, node_id, iteration)).fetchone()
+                if won:  # in the log at once, whether or not a process runs the run now
+                    conn.execute("INSERT INTO events (run_id,frame,at,type,node_id,iteration,data) "
+                                 "SELECT id, frame, ?, 'approval_decided', ?, ?, ? FROM runs WHERE id=?",
+                                 (row["decided_at"], node_id, iteration,
+                                  dumps({"approved": approved, "by": by, "note": note, "at": row["decided_at"]}),
+                                  run_id))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
