@@ -174,6 +174,7 @@ def profiled(coro_fn: Any, *args: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--profile", choices=["overhead", "fan-out", "resume", "disk"])
+    p.add_argument("--engine-only", action="store_true", help="skip the app's figures (about a minute)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="smithers-bench-") as d:
         tmp = Path(d)
@@ -204,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
              took < 0.25)
         per, total = asyncio.run(disk(tmp))
         line("disk, 2,000 steps x 2 KB output:", f"{per:.2f}x", f"target <= 3x; {total / 1e6:.1f} MB in all", per <= 3)
+    if not args.engine_only:
+        print()
+        from bench import tui
+
+        tui.main()
     return 0
 
 
