@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -98,3 +101,49 @@ def line_of(path: str | Path, marker: str) -> int:
     lines = [i for i, text in enumerate(Path(path).read_text().splitlines(), 1) if text.rstrip().endswith(marker)]
     assert len(lines) == 1, f"marker {marker!r} found on lines {lines}"
     return lines[0]
+
+
+# --- side-effect logs and git, for workflow files written by the tests -------------------------
+
+# Workflow source that defines mark(ctx): every compute step that calls it appends
+# "<run> <node>#<iteration>" to side.log beside the workflow file when it really runs.
+MARK = """
+from pathlib import Path
+
+SIDE = Path(__file__).with_name("side.log")
+
+
+def mark(ctx, value=None):
+    with open(SIDE, "a") as f:
+        f.write(f"{ctx.run_id} {ctx.node_id}#{ctx.iteration}\\n")
+    return value if value is not None else f"{ctx.node_id} ran"
+"""
+
+
+def ran(folder: Path, run_id: str) -> Any:
+    """(node, iteration) -> how many times the step really ran in run `run_id` (from side.log)."""
+    from collections import Counter
+
+    path = folder / "side.log"
+    out: Counter = Counter()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rid, key = line.split(" ")
+            if rid == run_id:
+                nid, it = key.rsplit("#", 1)
+                out[(nid, int(it))] += 1
+    return out
+
+
+def task_outputs(rep: dict) -> dict[tuple[str, int], object]:
+    """(node, iteration) -> output, for the task nodes of a `show --json` report."""
+    return {(n["id"], n["iteration"]): n["output"] for n in rep["nodes"] if n["kind"] == "task"}
+
+
+def sh(cwd: Path, *args: str) -> str:
+    """git, with an identity given on the command line (CI machines may have none)."""
+    done = subprocess.run(["git", "-c", "user.name=Test User", "-c", "user.email=test@example.com", *args],
+                          cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout
+

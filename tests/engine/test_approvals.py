@@ -16,22 +16,10 @@ from pathlib import Path
 import pytest
 
 from engine.loader import load_target
-from tests.support import Smithers, report
+from tests.support import MARK, Smithers, report
 
 # --- workflows (files, so that subprocesses and resume load exactly the same code) ---------------
 
-# A side-effect log: every compute step appends "<run> <node>#<iteration>" when it really runs.
-MARK = """
-from pathlib import Path
-
-SIDE = Path(__file__).with_name("side.log")
-
-
-def mark(ctx, value=None):
-    with open(SIDE, "a") as f:
-        f.write(f"{ctx.run_id} {ctx.node_id}#{ctx.iteration}\\n")
-    return value if value is not None else f"{ctx.node_id} ran"
-"""
 
 GATED = MARK + """
 from engine import Approval, Branch, Sequence, Task, workflow

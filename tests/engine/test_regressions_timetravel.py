@@ -4,25 +4,12 @@ fixed); its docstring says where it was and what the fix was."""
 from __future__ import annotations
 
 import json
-import subprocess
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.support import Smithers
+from tests.support import MARK, Smithers, ran, sh, task_outputs
 
-MARK = """
-from pathlib import Path
-
-SIDE = Path(__file__).with_name("side.log")
-
-
-def mark(ctx, value=None):
-    with open(SIDE, "a") as f:
-        f.write(f"{ctx.run_id} {ctx.node_id}#{ctx.iteration}\\n")
-    return value if value is not None else f"{ctx.node_id} ran"
-"""
 
 GATED = MARK + """
 from engine import Approval, Sequence, Task, workflow
@@ -148,22 +135,10 @@ def write(folder: Path, name: str, source: str) -> Path:
     return path
 
 
-def ran(folder: Path, run_id: str) -> Counter:
-    path = folder / "side.log"
-    if not path.exists():
-        return Counter()
-    return Counter(line.split(" ", 1)[1] for line in path.read_text().splitlines() if line.split(" ", 1)[0] == run_id)
 
 
-def outputs(rep: dict) -> dict[tuple[str, int], object]:
-    return {(n["id"], n["iteration"]): n["output"] for n in rep["nodes"] if n["kind"] == "task"}
 
 
-def sh(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-c", "user.name=Test User", "-c", "user.email=test@example.com", *args],
-                          cwd=cwd, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 @pytest.fixture
@@ -277,9 +252,9 @@ def test_fork_with_input_that_makes_a_running_loop_stop_earlier(tmp_path, smithe
     n = next(f["frame"] for f in frames if "step#1 done" in f["changes"])
     done = smithers("fork", "o", "--frame", str(n), "--input", '{"rounds": 2}', "--run-id", "fe", "--run", "--json")
     assert done.returncode == 0, done.stderr
-    out = outputs(json.loads(done.stdout))
+    out = task_outputs(json.loads(done.stdout))
     assert [k for k in out if k[0] == "step"] == [("step", 0), ("step", 1)]
-    assert "step#2" not in ran(tmp_path, "fe")
+    assert ("step", 2) not in ran(tmp_path, "fe")
     assert out[("p0", 0)] == "p0:8"
 
 
@@ -297,7 +272,7 @@ def test_fork_where_a_loop_goes_on_reruns_the_readers_of_its_latest_output(tmp_p
     done = smithers("fork", "o", "--frame", str(last), "--input", '{"rounds": 5}', "--run-id", "fr", "--run",
                     "--json")
     assert done.returncode == 0, done.stderr
-    out = outputs(json.loads(done.stdout))
+    out = task_outputs(json.loads(done.stdout))
     assert out[("step", 4)] == 20
     assert [out[(f"p{i}", 0)] for i in range(3)] == ["p0:20", "p1:20", "p2:20"]
     assert out[("final", 0)] == [10, "p0:20", "p1:20", "p2:20"]
@@ -315,7 +290,7 @@ def test_fork_with_changed_input_reruns_a_step_whose_callable_closes_over_the_in
     last = smithers.json("show", "c")["last_frame"]
     done = smithers("fork", "c", "--frame", str(last), "--input", '{"n": 5}', "--run-id", "c5", "--run", "--json")
     assert done.returncode == 0, done.stderr
-    assert outputs(json.loads(done.stdout))[("double", 0)] == 10
+    assert task_outputs(json.loads(done.stdout))[("double", 0)] == 10
 
 
 # --- worktrees ----------------------------------------------------------------------------------
@@ -354,7 +329,7 @@ def test_fork_with_reset_of_a_step_in_a_worktree_restores_the_files_from_before_
     assert done.returncode == 0, done.stderr
     rep = json.loads(done.stdout)
     parent = cli.json("show", "o")
-    assert outputs(rep)[("edit", 0)] == outputs(parent)[("edit", 0)]  # same files after the step
+    assert task_outputs(rep)[("edit", 0)] == task_outputs(parent)[("edit", 0)]  # same files after the step
     files = {r: sorted(sh(repo, "ls-tree", "-r", "--name-only", f"refs/smithers/{r}/edit/0").split())
              for r in ("o", "rs")}
     assert files["rs"] == files["o"]
@@ -409,13 +384,13 @@ def test_a_fork_from_before_a_named_worktree_existed_does_not_reuse_the_original
     wf = write(tmp_path, "wt_path.py", WT_PATH)
     done = cli("run", wf, "--run-id", "o", "--json")
     assert done.returncode == 0, done.stderr
-    original = outputs(json.loads(done.stdout))
+    original = task_outputs(json.loads(done.stdout))
     assert original[("e1", 0)] == ["README", "users_last_change.txt"]
     kept = repo / "wt-dir"
     kept_files = sorted(p.name for p in kept.iterdir() if p.name != ".git")
     done = cli("fork", "o", "--frame", "1", "--run-id", "f", "--run", "--json")
     assert done.returncode == 0, done.stderr
-    assert outputs(json.loads(done.stdout))[("e1", 0)] == original[("e1", 0)]
+    assert task_outputs(json.loads(done.stdout))[("e1", 0)] == original[("e1", 0)]
     assert sorted(p.name for p in kept.iterdir() if p.name != ".git") == kept_files
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from engine.errors import BadInput
 from engine.loader import load_target
-from tests.support import Smithers, report
+from tests.support import ran, report, task_outputs
 
 TT = """
 import time
@@ -92,21 +92,8 @@ EXPECTED = {("prep", 0): "prep", ("scale", 0): 10, ("step", 0): 4, ("step", 1): 
             ("p0", 0): "p0:12", ("p1", 0): "p1:12", ("p2", 0): "p2:12", ("final", 0): [10, "p0:12", "p1:12", "p2:12"]}
 
 
-def ran(folder: Path, run_id: str) -> Counter:
-    """(node, iteration) -> how many times the step really ran in run `run_id`."""
-    path = folder / "side.log"
-    out: Counter = Counter()
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rid, key = line.split(" ")
-            if rid == run_id:
-                nid, it = key.rsplit("#", 1)
-                out[(nid, int(it))] += 1
-    return out
 
 
-def task_outputs(rep: dict) -> dict[tuple[str, int], object]:
-    return {(n["id"], n["iteration"]): n["output"] for n in rep["nodes"] if n["kind"] == "task"}
 
 
 @pytest.fixture

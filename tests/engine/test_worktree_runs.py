@@ -16,7 +16,7 @@ import pytest
 
 from engine import git
 from engine.loader import load_target
-from tests.support import Smithers, report
+from tests.support import Smithers, report, sh
 
 WT = """
 from pathlib import Path
@@ -60,11 +60,6 @@ def wt(ctx):
 """
 
 
-def sh(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-c", "user.name=Test User", "-c", "user.email=test@example.com", *args],
-                          cwd=cwd, capture_output=True, text=True)
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture
