@@ -48,6 +48,7 @@ class RunScreen(Screen[None]):
         Binding("r", "rewind", "Rewind", id="run.rewind"),
         Binding("R", "replay", "Replay", id="run.replay"),
         Binding("g", "agents", "Agents", id="run.agents"),
+        Binding("b", "board", "Board", id="run.board"),  # kanban runs only (check_action)
         Binding("d", "decide", "Decide gate", show=False, id="run.decide"),
         Binding("p", "parent", "Parent run", show=False, id="run.parent"),
         Binding("L", "lineage", "Lineage", show=False, id="run.lineage"),
@@ -55,9 +56,10 @@ class RunScreen(Screen[None]):
         Binding("s", "resume", "Resume run", show=False, id="run.resume"),
     ]
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, focus: Key | None = None) -> None:
         super().__init__()
         self.run_id = run_id
+        self.focus_key = focus  # a step to select once the tree is shown (the board opens a ticket's)
         self.report: dict[str, Any] | None = None
         self.past: int | None = None  # the frame shown, when scrubbed back
         self.frame_at: dict[int, float] = {}
@@ -134,8 +136,15 @@ class RunScreen(Screen[None]):
         if self.skel_ids != ids:
             self.skel = await self._skeleton(rep)
             self.skel_ids = ids
+        was_kanban = (self.report or {}).get("workflow") == "kanban"
         self.report = rep
         self.show()
+        if was_kanban != (rep["workflow"] == "kanban"):
+            self.refresh_bindings()
+        if self.focus_key is not None:
+            key, self.focus_key = self.focus_key, None
+            tree = self.query_one(RunTree)
+            tree.call_after_refresh(tree.select_key, key)
         self.loaded = True
 
     async def _frames(self) -> None:
@@ -389,6 +398,17 @@ class RunScreen(Screen[None]):
         from .agents import AgentsScreen
 
         self.app.push_screen(AgentsScreen(self.run_id))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "board":
+            return (self.report or {}).get("workflow") == "kanban"
+        return True
+
+    def action_board(self) -> None:
+        from .board import BoardScreen
+
+        if (self.report or {}).get("workflow") == "kanban":
+            self.app.push_screen(BoardScreen(self.run_id))
 
     def action_parent(self) -> None:
         parent = (self.report or {}).get("parent_run_id")
