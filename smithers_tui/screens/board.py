@@ -112,12 +112,13 @@ def cards_of(rep: dict[str, Any]) -> list[Card]:
 def card_text(c: Card, selected: bool) -> Panel:
     check = (Text("– no check yet", "grey50") if c.check is None else
              Text("✔ check passed", "green3") if c.check else Text("✖ check failed", "red1"))
-    lines = [Text(c.title, "bold"), Text(c.slug, "grey58"),
-             Text.assemble((f"round {c.round} of {c.max_rounds}", ""), "  ", check),
-             Text("⎇ " + c.branch + ("  merged" if c.merged else ""), "magenta" if c.merged else "grey70")]
+    lines = [Text(c.title, "bold"), Text(c.slug, "grey58"), Text(f"round {c.round} of {c.max_rounds}"), check,
+             Text("⎇ " + c.branch, "grey70")]
+    if c.merged:
+        lines.append(Text("merged", "magenta"))
     if c.note:
         lines.append(Text(c.note, "yellow" if c.column == "Done" else "red1"))
-    return Panel(Group(*lines), border_style="bold yellow" if selected else "grey42", padding=(0, 1))
+    return Panel(Group(*lines), border_style="bold yellow" if selected else "grey42", padding=(0, 1), expand=True)
 
 
 class Column(VerticalScroll, can_focus=False):
@@ -223,7 +224,7 @@ class BoardScreen(Screen[None]):
             body.update(Group(*[card_text(c, c is sel) for c in cards]) if cards else Text("—", "grey42"))
             self.query_one(f"#col-{i}").set_class(i == self.col, "current")
         g, colour = RUN_STYLE.get(rep["status"], ("?", "white"))
-        head = Text.assemble((f" {g} {rep['status']} ", f"bold {colour}"), ("kanban", "bold"), ("  run ", "grey58"),
+        head = Text.assemble((f" {g} {rep['status']} ", f"bold {colour}"), ("kanban", "bold"), (" · run ", "grey58"),
                              (rep["run_id"], "bold"), ("  ·  ", "grey58"),
                              "  ".join(f"{name.lower()} {len(self.column_cards(i))}" for i, name in enumerate(COLUMNS)))
         if not self.cards:

@@ -109,3 +109,44 @@ def test_columns_follow_the_nodes() -> None:
     assert col(("ticket-a", 0, "failed", None)) == "Failed"
     card = cards_of(rep(("ticket-a-implement", 1, "running", None), ("ticket-a-check", 0, "done", {"passed": False})))[0]
     assert card.round == 2 and card.check is False and card.focus == ("ticket-a-implement", 1)
+
+
+def seed_kanban(db: Path, project: Path) -> None:
+    """A finished kanban run (kb-1) made through another connection: two tickets done, one out of rounds."""
+    import asyncio
+
+    from engine.runtime import Engine
+    from smithers_tui.targets import all_workflows
+    from tests.tui.helpers import connect
+
+    (project / ".smithers" / "tickets" / "signup.md").write_text(
+        "---\ntest_command: \"false\"\n---\n# Sign-up page\n\nAdd a sign-up page.\n")
+
+    async def go() -> None:
+        store = await connect(db)
+        try:
+            eng = Engine(store, max_concurrency=1, agent_override="demo")
+            wf, target = all_workflows(project)["kanban"]
+            ex = await eng.start(wf, target, INPUT, run_id="kb-1", workdir=project)
+            assert await ex.execute() == "finished", ex.error
+            await eng.close()
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def test_board_screen(snap_compare: Any, db: Path, kanban_project: Path) -> None:
+    seed_kanban(db, kanban_project)
+
+    async def before(pilot: Any) -> None:
+        app = pilot.app
+        await ready(pilot, app)
+        app.push_screen(BoardScreen("kb-1"))
+        await until(pilot, lambda: isinstance(app.screen, BoardScreen) and app.screen.loaded
+                    and len(app.screen.cards) == 3)
+        await pilot.press("l")  # to the Failed column
+        await pilot.pause(0.2)
+        assert columns(app.screen) == {"login": "Done", "logout": "Done", "signup": "Failed"}
+
+    assert snap_compare(make_app(db, kanban_project), terminal_size=(120, 36), run_before=before)
