@@ -87,10 +87,35 @@ async def seed(db: Path, project: Path) -> None:
         await store.close()
 
 
+TICKETS = {
+    "login-form.md": "# Login form\n\nA login form with e-mail and password.\n",
+    "logout.md": "# Logout button\n\nA logout button in the header.\n",
+    "signup.md": "---\ntest_command: \"false\"\n---\n# Sign-up page\n\nA sign-up page.\n",
+}
+
+
+def kanban_repo(project: Path) -> None:
+    """The project as a git repository with three tickets, for the board (run last)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "GIT_AUTHOR_NAME": "demo", "GIT_AUTHOR_EMAIL": "demo@example.invalid",
+           "GIT_COMMITTER_NAME": "demo", "GIT_COMMITTER_EMAIL": "demo@example.invalid"}
+    tickets = project / ".smithers" / "tickets"
+    tickets.mkdir(parents=True, exist_ok=True)
+    for name, text in TICKETS.items():
+        (tickets / name).write_text(text)
+    (project / ".gitignore").write_text(".smithers/\n.worktrees/\n")
+    (project / "README.md").write_text("demo\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "start"]):
+        subprocess.run(["git", *args], cwd=project, check=True, capture_output=True, env=env)
+
+
 async def shoot(out: Path) -> list[str]:
     from .app import SmithersApp
     from .screens.agents import AgentsScreen
     from .screens.approval import ApprovalScreen
+    from .screens.board import BoardScreen
     from .screens.inbox import InboxScreen
     from .screens.launcher import LauncherScreen
     from .screens.run import RunScreen
@@ -103,6 +128,7 @@ async def shoot(out: Path) -> list[str]:
         (project / ".smithers" / "workflows").mkdir(parents=True)
         (project / ".smithers" / "workflows" / "release.py").write_text(textwrap.dedent(RELEASE).lstrip())
         db = project / ".smithers" / "smithers.db"
+        kanban_repo(project)
         await seed(db, project)
         app = SmithersApp(db, project=project, agent_override="demo")
 
@@ -150,6 +176,18 @@ async def shoot(out: Path) -> list[str]:
             await until(pilot, lambda: isinstance(app.screen, InboxScreen) and app.screen.loaded)
             await pilot.pause(0.3)
             save("inbox")
+            await pilot.press("escape")
+            wf, target = (await asyncio.to_thread(app.workflows))["kanban"]
+            kb = await app.host.start(wf, target, {"test_command": "true", "max_rounds": 2,
+                                                   "reviewers": ["correctness"]}, demo=True)
+            await until(pilot, lambda: not app.host.executing(kb))
+            app.open_run(kb)
+            await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded
+                        and app.screen.report["run_id"] == kb)
+            await pilot.press("b")
+            await until(pilot, lambda: isinstance(app.screen, BoardScreen) and app.screen.loaded)
+            await pilot.pause(0.3)
+            save("board")
             del run_id
     return written
 
