@@ -10,13 +10,29 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
 from textual.screen import Screen
-from textual.widgets import Footer, Header, RichLog, Static
+from textual.widgets import Footer, Header, Static
 
 from engine.store.sqlite import row_to_event
 
-from ..widgets.agent_pane import AgentPane, PaneKey
+from ..widgets.agent_pane import REPAINT_S, AgentPane, PaneKey
 
 MAX_PANES = 12
+
+
+class PaneFooter(Footer):
+    """The footer, rebuilt only when the keys it shows change: moving the focus between panes
+    (tab) changes no key, and rebuilding it would lay the whole screen out again on every tab."""
+
+    _shown: tuple[Any, ...] | None = None
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        shown = tuple((key, b.action, b.description, b.show, enabled, tooltip)
+                      for key, (_node, b, enabled, tooltip) in screen.active_bindings.items())
+        if shown == self._shown and self._bindings_ready:
+            return
+        if screen.app.app_focus and self.is_attached and screen is self.screen:
+            self._shown = shown  # the footer rebuilds for these keys
+        super().bindings_changed(screen)
 
 
 def grid_shape(n: int) -> tuple[int, int]:
@@ -49,7 +65,7 @@ class AgentsScreen(Screen[None]):
         yield Static("", id="agents-head")
         yield Grid(id="grid")
         yield Static("No agent has run in this run yet. Agent steps stream here as they work.", id="empty")
-        yield Footer()
+        yield PaneFooter()
 
     @property
     def hub(self) -> Any:
@@ -59,6 +75,12 @@ class AgentsScreen(Screen[None]):
         self.sub_title = f"agents of run {self.run_id}"
         self.seed()
         self.set_interval(0.5, self.refresh_panes)
+        self.set_interval(REPAINT_S, self.drain_panes)  # one timer for every pane
+
+    def drain_panes(self) -> None:
+        """Every pane takes what its agent said since the last tick; only changed panes repaint."""
+        for pane in self.panes.values():
+            pane.drain()
 
     @work(group="agents-seed")
     async def seed(self) -> None:
@@ -108,7 +130,6 @@ class AgentsScreen(Screen[None]):
                 self.panes[k] = pane
                 grid.mount(pane)
                 pane.set_state(self.states.get((k[1], k[2]), "running"))
-            self.call_after_refresh(self._no_log_focus)
         cols, rows = grid_shape(len(self.panes))
         if (grid.styles.grid_size_columns, grid.styles.grid_size_rows) != (cols, rows):
             grid.styles.grid_size_columns = cols
@@ -121,10 +142,6 @@ class AgentsScreen(Screen[None]):
             ("  ·  tab next  ·  z maximise  ·  enter open the step", "grey58")))
         if self.panes and not isinstance(self.focused, AgentPane):
             next(iter(self.panes.values())).focus()
-
-    def _no_log_focus(self) -> None:
-        for log in self.query(RichLog):
-            log.can_focus = False
 
     def action_cycle(self, d: int) -> None:
         panes = list(self.panes.values())

@@ -28,7 +28,7 @@ async def test_agent_panes_stream_each_agent_in_a_grid(db: Path, project: Path) 
         await until(pilot, lambda: isinstance(app.screen, AgentsScreen) and len(app.screen.panes) == 2, "two panes")
         screen = app.screen
         await until(pilot, lambda: all(p.seen > 0 for p in screen.panes.values()), "the panes to fill")
-        texts = {p.key[1]: "\n".join(line.text for line in p.query_one("RichLog").lines) for p in screen.panes.values()}
+        texts = {p.key[1]: p.text() for p in screen.panes.values()}
         assert "[demo agent]" in texts["alpha"] and "alpha" in texts["alpha"]
         assert "beta" in texts["beta"]
         assert screen.query_one("#grid").styles.grid_size_columns == 2
