@@ -9,6 +9,7 @@ from workers and show failures as one-line notifications.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
@@ -293,6 +294,9 @@ class SmithersApp(App[int]):
         except SmithersError as e:
             self.notify(str(e), severity="error", timeout=30)
             return
+        # What exists now (modules, the first screen) lives as long as the app: keep it out of the
+        # cyclic collector, whose full passes otherwise stall key presses while agents stream.
+        gc.freeze()
         self.run_worker(self._load_settings, thread=True, group="settings", exit_on_error=False)
 
     def _load_settings(self) -> None:
