@@ -6,6 +6,7 @@ prompt, corrective retries). Binaries are looked up on PATH, then in tools/node_
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import os
@@ -87,8 +88,9 @@ class CLIAgent(Agent):
         return False, f"`{self.binary}` not found on PATH or in tools/node_modules/.bin: {self.install_hint}"
 
     # -- subclass hooks ------------------------------------------------------------------
+    @abc.abstractmethod
     def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
-        raise NotImplementedError
+        """The argv of one invocation."""
 
     def on_line(self, line: str, st: RunState, emit: Emit) -> None:
         emit(AgentEvent(kind="message", text=line, agent=self.name))

@@ -3,12 +3,10 @@ LLM server scripted per test (routed by the prompt, so parallel agents get their
 an engine in this process whose agents reach the fake server through `.smithers/config.toml`."""
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import textwrap
@@ -155,34 +153,12 @@ def edit(path: str, search: str, replace: str) -> tuple[str, dict]:
     return ("edit_file", {"path": path, "search": search, "replace": replace})
 
 
-# -- network guard, server, engine -----------------------------------------------------------------
-
-def _local(host: object) -> bool:
-    if host in ("localhost", "", None):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
+# -- environment, server, engine -----------------------------------------------------------------
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workflow tests never reach the network: only loopback addresses may be used."""
-    real_connect, real_gai = socket.socket.connect, socket.getaddrinfo
-
-    def connect(self, address):  # type: ignore[no-untyped-def]
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
-            raise ConnectionRefusedError(f"test tried to reach the network: {address}")
-        return real_connect(self, address)
-
-    def getaddrinfo(host, *args, **kw):  # type: ignore[no-untyped-def]
-        if not _local(host.decode() if isinstance(host, bytes) else host):
-            raise socket.gaierror(f"test tried to resolve {host!r}: no network in tests")
-        return real_gai(host, *args, **kw)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+def workflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SMITHERS_* settings leaking in; a git identity for the workflows' commits; the fake key.
+    (The network guard is suite-wide, in tests/conftest.py.)"""
     for var in list(os.environ):
         if var.startswith("SMITHERS_"):
             monkeypatch.delenv(var)

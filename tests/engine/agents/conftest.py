@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -78,37 +76,3 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def _local(host: object) -> bool:
-    if host in ("localhost", "", None):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never reach the network: only loopback addresses (and unix sockets) may be used."""
-    real_connect, real_connect_ex, real_gai = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
-
-    def check(sock: socket.socket, address: object) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):  # type: ignore[index]
-            raise ConnectionRefusedError(f"test tried to reach the network: {address}")
-
-    def connect(self, address):  # type: ignore[no-untyped-def]
-        check(self, address)
-        return real_connect(self, address)
-
-    def connect_ex(self, address):  # type: ignore[no-untyped-def]
-        check(self, address)
-        return real_connect_ex(self, address)
-
-    def getaddrinfo(host, *args, **kw):  # type: ignore[no-untyped-def]
-        if not _local(host.decode() if isinstance(host, bytes) else host):
-            raise socket.gaierror(f"test tried to resolve {host!r}: no network in tests")
-        return real_gai(host, *args, **kw)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
