@@ -147,3 +147,42 @@ def sh(cwd: Path, *args: str) -> str:
     assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
     return done.stdout
 
+
+def blocks_once(seconds: float = 60) -> str:
+    """Workflow source whose middle step blocks for `seconds` on its first execution only (a marker
+    file beside the workflow remembers it) and returns "attempt N": for killing and taking over."""
+    return f"""
+import time
+from pathlib import Path
+from engine import Sequence, Task, workflow
+
+MARK = Path(__file__).with_name("blocked-once")
+
+
+def block(ctx):
+    if not MARK.exists():
+        MARK.write_text("x")
+        time.sleep({seconds})
+    return f"attempt {{ctx.attempt}}"
+
+
+@workflow
+def blocks(ctx):
+    return Sequence(Task("first", value=1), Task("block", run=block), Task("last", value=3))
+"""
+
+
+async def interrupt_when(ex: Any, reached: Any) -> None:
+    """Run `ex` until the asyncio.Event `reached` is set by a step, then kill its loop the way a
+    crash would (the task is cancelled mid-step; nothing is marked)."""
+    import asyncio
+
+    task = asyncio.create_task(ex.execute())
+    await asyncio.wait_for(reached.wait(), 10)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return
+    raise AssertionError("the run ended before it could be interrupted")
+

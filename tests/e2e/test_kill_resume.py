@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Smithers
+from tests.support import Smithers, blocks_once
 
 MAX_CONCURRENCY = 4  # the engine's default, which `smithers run` uses
 ROUNDS = 15
@@ -76,26 +76,6 @@ def durable(ctx):
     )
 """
 
-# Blocks for a minute on its first execution (remembered by a marker file), quick afterwards.
-BLOCKS_ONCE = """
-import time
-from pathlib import Path
-from engine import Sequence, Task, workflow
-
-MARK = Path(__file__).with_name("blocked-once")
-
-
-def block(ctx):
-    if not MARK.exists():
-        MARK.write_text("x")
-        time.sleep(60)
-    return f"attempt {ctx.attempt}"
-
-
-@workflow
-def blocks(ctx):
-    return Sequence(Task("first", value=1), Task("block", run=block), Task("last", value=3))
-"""
 
 EXPECTED_TASKS = ({("think", i) for i in range(ROUNDS)} | {("check", i) for i in range(ROUNDS)}
                   | {(f"wide{i}", 0) for i in range(WIDE)} | {("total", 0)})
@@ -228,7 +208,7 @@ def test_kill_and_resume_until_finished_runs_every_step_once(tmp_path, seed):
 def spawn_blocking(tmp_path: Path, run_id: str):
     cli = Smithers(tmp_path, tmp_path / "smithers.db")
     wf = tmp_path / "blocks.py"
-    wf.write_text(BLOCKS_ONCE)
+    wf.write_text(blocks_once())
     proc = cli.spawn("run", wf, "--run-id", run_id, "--quiet")
     wait_for(lambda: (tmp_path / "blocked-once").exists() or proc.poll() is not None, what="the step to block")
     assert proc.poll() is None, proc.communicate()

@@ -5,7 +5,6 @@ other programs rely on (show, frames, logs, ps, workflows)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.store.schema import SCHEMA_VERSION
-from tests.support import clean_env
+from tests.support import blocks_once, clean_env
 
 COUNTER = """
 from pydantic import BaseModel
@@ -48,26 +47,6 @@ def fails(ctx):
     return Sequence(Task("a", value=1), Task("b", run=boom, retries=0))
 """
 
-# Blocks on its first execution (a marker file remembers it), returns at once afterwards.
-BLOCKS_ONCE = """
-import time
-from pathlib import Path
-from engine import Sequence, Task, workflow
-
-MARK = Path(__file__).with_name("blocked-once")
-
-
-def block(ctx):
-    if not MARK.exists():
-        MARK.write_text("x")
-        time.sleep(60)
-    return "went on"
-
-
-@workflow
-def blocks(ctx):
-    return Sequence(Task("first", value=1), Task("block", run=block), Task("last", value=3))
-"""
 
 SLEEPS = """
 import asyncio
@@ -374,7 +353,7 @@ def kill_when_blocked(smithers, path: Path, run_id: str, tmp_path: Path) -> None
 
 
 def test_resume_after_kill_goes_on_from_the_last_frame(smithers, write_workflow, tmp_path):
-    path = write_workflow("blocks.py", BLOCKS_ONCE)
+    path = write_workflow("blocks.py", blocks_once())
     kill_when_blocked(smithers, path, "k1", tmp_path)
     before = smithers.json("show", "k1")
     assert before["status"] == "running"
@@ -384,12 +363,12 @@ def test_resume_after_kill_goes_on_from_the_last_frame(smithers, write_workflow,
     rep = json.loads(done.stdout)
     nodes = {n["id"]: n for n in rep["nodes"]}
     assert rep["status"] == "finished"
-    assert (nodes["block"]["attempts"], nodes["block"]["output"]) == (2, "went on")
+    assert (nodes["block"]["attempts"], nodes["block"]["output"]) == (2, "attempt 2")
     assert nodes["last"]["output"] == 3
 
 
 def test_resume_of_a_changed_workflow_needs_accept_changes(smithers, write_workflow, tmp_path):
-    path = write_workflow("blocks.py", BLOCKS_ONCE)
+    path = write_workflow("blocks.py", blocks_once())
     kill_when_blocked(smithers, path, "k2", tmp_path)
     frame = smithers.json("show", "k2")["frame"]
     path.write_text(path.read_text() + "\n# changed\n")

@@ -15,7 +15,7 @@ from engine import Loop, Parallel, Sequence, Task, workflow
 from engine.errors import SchemaTooNew
 from engine.store import Store
 from engine.store.schema import SCHEMA_VERSION
-from tests.support import line_of, nodes_of, report, run_workflow, target_of
+from tests.support import blocks_once, interrupt_when, line_of, nodes_of, report, run_workflow, target_of
 
 CALLS: Counter = Counter()
 FLAKY = {"fail": True}
@@ -192,11 +192,7 @@ async def test_an_attempt_in_flight_at_a_crash_is_recorded_as_interrupted(engine
     eng, store = engine
     GATE["started"] = asyncio.Event()
     ex = await eng.start(interrupted, target_of(interrupted))
-    task = asyncio.create_task(ex.execute())
-    await asyncio.wait_for(GATE["started"].wait(), 10)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await interrupt_when(ex, GATE["started"])
     ex2 = await eng.resume(ex.run_id)
     assert await asyncio.wait_for(ex2.execute(), 10) == "finished"
     attempts = sorted(await store.attempts(ex.run_id), key=lambda a: a["attempt"])
@@ -248,25 +244,6 @@ def test_cli_leaves_a_newer_database_byte_identical(smithers, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["newer.db"]
 
 
-BLOCKS_A_WHILE = """
-import time
-from pathlib import Path
-from engine import Sequence, Task, workflow
-
-MARK = Path(__file__).with_name("blocked-once")
-
-
-def block(ctx):
-    if not MARK.exists():
-        MARK.write_text("x")
-        time.sleep(2)
-    return f"attempt {ctx.attempt}"
-
-
-@workflow
-def blocks(ctx):
-    return Sequence(Task("first", value=1), Task("block", run=block), Task("last", value=3))
-"""
 
 
 def test_an_owner_displaced_by_force_stops_with_one_line_and_writes_nothing(smithers, write_workflow, tmp_path):
@@ -282,7 +259,7 @@ def test_an_owner_displaced_by_force_stops_with_one_line_and_writes_nothing(smit
     import signal as _signal
     import time as _time
 
-    path = write_workflow("blocks.py", BLOCKS_A_WHILE)
+    path = write_workflow("blocks.py", blocks_once(2))
     old = smithers.spawn("run", path, "--run-id", "fence", "--quiet")
     try:
         deadline = _time.monotonic() + 20

@@ -12,7 +12,7 @@ import pytest
 from engine import Loop, Parallel, Sequence, Task, workflow
 from engine.errors import BadInput, LeaseHeld
 from engine.runtime import Engine
-from tests.support import events_of, nodes_of, report, run_workflow, target_of
+from tests.support import events_of, interrupt_when, nodes_of, report, run_workflow, target_of
 
 # Module-level state for the workflows that get resumed: resume loads the workflow again from the
 # recorded target (`module:test_runtime:NAME`), i.e. this very module.
@@ -325,11 +325,7 @@ async def test_resume_after_the_loop_died_reruns_only_the_step_in_flight(engine)
     eng, store = engine
     GATE["started"] = asyncio.Event()
     ex = await eng.start(interrupted, target_of(interrupted))
-    task = asyncio.create_task(ex.execute())
-    await asyncio.wait_for(GATE["started"].wait(), 10)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await interrupt_when(ex, GATE["started"])
     assert dict(CALLS) == {"s": 1, "g": 1}
     ex2 = await eng.resume(ex.run_id)
     assert await asyncio.wait_for(ex2.execute(), 10) == "finished"

@@ -14,7 +14,7 @@ from engine import Loop, Parallel, Sequence, Task, workflow
 from engine.errors import NotADatabase, SchemaTooNew
 from engine.store import Store
 from engine.store.schema import SCHEMA_VERSION
-from tests.support import run_workflow, target_of
+from tests.support import interrupt_when, run_workflow, target_of
 
 
 class Score(BaseModel):
@@ -187,11 +187,7 @@ async def test_frames_stay_exact_across_an_interrupted_loop_and_its_resume(engin
         (frame, copy.deepcopy({k: r.as_list() for k, r in state.nodes.items()}), copy.deepcopy(state.outputs)))
     STOP["reached"] = asyncio.Event()
     ex = await eng.start(stalling, target_of(stalling))
-    task = asyncio.create_task(ex.execute())
-    await asyncio.wait_for(STOP["reached"].wait(), 10)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await interrupt_when(ex, STOP["reached"])
     ex2 = await eng.resume(ex.run_id)
     assert await asyncio.wait_for(ex2.execute(), 10) == "finished"
     # the cancel may land while a commit is in flight: that frame is saved but was not observed
