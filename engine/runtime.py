@@ -66,8 +66,10 @@ class Engine:
 
     # --- starting and resuming -----------------------------------------------------------------
     async def start(self, wf: WorkflowDef, target: str, input_data: Any = None, *, run_id: str | None = None,
-                    workdir: Path | None = None, max_concurrency: int | None = None) -> "RunExecutor":
-        """Create a run (frame 0), take its lease, and return its executor (not yet running)."""
+                    workdir: Path | None = None, max_concurrency: int | None = None,
+                    agent_override: str | None = None) -> "RunExecutor":
+        """Create a run (frame 0), take its lease, and return its executor (not yet running).
+        `agent_override` (e.g. "demo") replaces every agent of this run, here and on resume elsewhere."""
         if max_concurrency is not None and max_concurrency < 1:
             raise BadInput(f"--max-concurrency must be at least 1 (got {max_concurrency})")
         try:
@@ -79,6 +81,7 @@ class Engine:
         if await self.store.fetchone("SELECT id FROM runs WHERE id=?", (run_id,)):
             raise BadInput(f"a run {run_id!r} already exists: choose another --run-id or resume it")
         now = time.time()
+        override = self.agent_override or agent_override
         row = {"id": run_id, "workflow": wf.name, "target": target,
                "source_path": str(wf.source_path) if wf.source_path else None,
                "source_hash": source_hash(wf.source_path),
@@ -86,7 +89,7 @@ class Engine:
                "status": RUN_RUNNING, "workdir": str((workdir or Path.cwd()).resolve()),
                "created_at": now, "updated_at": now, "frame": 0,
                "meta": dumps({"max_concurrency": max_concurrency or self.max_concurrency,
-                              **({"agent_override": self.agent_override} if self.agent_override else {})}),
+                              **({"agent_override": override} if override else {})}),
                **self.owner.columns(now)}
         ops = self.store.insert_run_ops(row)
         ops += Store.keyframe_ops(run_id, 0, RunState(), RUN_RUNNING)
