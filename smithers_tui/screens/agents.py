@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from engine.store.sqlite import row_to_event
-
-from ..widgets.agent_pane import REPAINT_S, AgentPane, PaneKey
+from ..app import StoreChanged
+from ..base import LETTER_KEYS, AppScreen, background
+from ..widgets.agent_pane import REPAINT_S, AgentHub, AgentPane, PaneKey
 
 MAX_PANES = 12
 
@@ -40,7 +39,7 @@ def grid_shape(n: int) -> tuple[int, int]:
     return cols, max(1, -(-n // cols))
 
 
-class AgentsScreen(Screen[None]):
+class AgentsScreen(AppScreen[None]):
     CSS_PATH = "agents.tcss"
     HELP_TITLE = "Agents"
     BINDINGS = [
@@ -49,6 +48,7 @@ class AgentsScreen(Screen[None]):
         Binding("z", "maximise", "Maximise", id="agents.maximise"),
         Binding("enter", "open_step", "Open step", id="agents.open_step"),
         Binding("escape", "back", "Back", id="back"),
+        *LETTER_KEYS,
     ]
 
     def __init__(self, run_id: str, only: list[PaneKey] | None = None, title: str | None = None) -> None:
@@ -68,8 +68,8 @@ class AgentsScreen(Screen[None]):
         yield PaneFooter()
 
     @property
-    def hub(self) -> Any:
-        return self.app.host.agents  # type: ignore[attr-defined]
+    def hub(self) -> AgentHub:
+        return self.app.host.agents
 
     def on_mount(self) -> None:
         self.sub_title = f"agents of run {self.run_id}"
@@ -82,11 +82,13 @@ class AgentsScreen(Screen[None]):
         for pane in self.panes.values():
             pane.drain()
 
-    @work(group="agents-seed")
+    @background(group="agents-seed")
     async def seed(self) -> None:
         """Agent events stored before this screen opened (tool calls, messages, prompts)."""
-        await self.app.host.ready.wait()  # type: ignore[attr-defined]
-        reader = self.app.host.reader  # type: ignore[attr-defined]
+        from engine.store.sqlite import row_to_event
+
+        await self.app.host.ready.wait()
+        reader = self.app.host.reader
         rows = await reader.fetchall("SELECT * FROM events WHERE run_id=? AND type='agent' ORDER BY seq LIMIT 20000",
                                      (self.run_id,))
         fresh: dict[PaneKey, list[Any]] = {}
@@ -102,12 +104,16 @@ class AgentsScreen(Screen[None]):
         self.refresh_panes()
         self.loaded = True
 
-    def on_store_changed(self, msg: Any) -> None:
+    def on_store_changed(self, msg: StoreChanged) -> None:
         if self.run_id in msg.run_ids:
-            self.run_worker(self.load_states(), exclusive=True, group="agents-states")
+            self.reload_states()
+
+    @background(group="agents-states", exclusive=True)
+    async def reload_states(self) -> None:
+        await self.load_states()
 
     async def load_states(self) -> None:
-        reader = self.app.host.reader  # type: ignore[attr-defined]
+        reader = self.app.host.reader
         rows = await reader.fetchall("SELECT node_id, iteration, state FROM nodes WHERE run_id=?", (self.run_id,))
         self.states = {(r["node_id"], r["iteration"]): r["state"] for r in rows}
         for key, pane in self.panes.items():
@@ -178,7 +184,7 @@ class AgentsScreen(Screen[None]):
             self.app.pop_screen()
             select(under)
         else:
-            self.app.open_run(pane.key[0])  # type: ignore[attr-defined]
+            self.app.open_run(pane.key[0], focus=(node, it))
 
     def action_back(self) -> None:
         if self.maximized is not None:

@@ -6,22 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from .modal import Modal
 from textual.widgets import Button, Input, Label, Static
 
-from engine.report import run_report
-
+from ..app import StoreChanged
+from ..base import AppModal, background
 from ..widgets.fmt import NODE_STYLE, key_label, short_json
 
 ON_DENY = {"fail": "denying fails the run", "skip": "denying skips the gated part and the run goes on",
            "continue": "denying records the decision and the run goes on"}
 
 
-class ApprovalScreen(Modal[str]):
+class ApprovalScreen(AppModal[str]):
     CSS_PATH = "approval.tcss"
     HELP_TITLE = "Approval"
     BINDINGS = [
@@ -54,10 +52,12 @@ class ApprovalScreen(Modal[str]):
         self.query_one("#approve").focus()
         self.load()
 
-    @work(exclusive=True, group="approval-load")
+    @background(group="approval-load", exclusive=True)
     async def load(self) -> None:
-        await self.app.host.ready.wait()  # type: ignore[attr-defined]
-        reader = self.app.host.reader  # type: ignore[attr-defined]
+        from engine.report import run_report
+
+        await self.app.host.ready.wait()
+        reader = self.app.host.reader
         gate = await self.gate_row()
         if gate is None:
             self.close("gone")
@@ -100,16 +100,16 @@ class ApprovalScreen(Modal[str]):
         self.loaded = True
 
     async def gate_row(self) -> dict[str, Any] | None:
-        reader = self.app.host.reader  # type: ignore[attr-defined]
+        reader = self.app.host.reader
         rows = await reader.fetchall("SELECT * FROM approvals WHERE run_id=? AND node_id=? AND iteration=?",
                                      (self.run_id, self.node, self.iteration))
         return dict(rows[0]) if rows else None
 
-    def on_store_changed(self, _msg: Any) -> None:
+    def on_store_changed(self, _msg: StoreChanged) -> None:
         if not self.deciding:
             self.check_elsewhere()
 
-    @work(exclusive=True, group="approval-check")
+    @background(group="approval-check", exclusive=True)
     async def check_elsewhere(self) -> None:
         gate = await self.gate_row()
         if gate and gate["decision"] and not self.deciding and not self.closing:
@@ -146,11 +146,13 @@ class ApprovalScreen(Modal[str]):
             self.deciding = True
             self.decide(approved)
 
-    @work(exclusive=True, group="approval-decide")
+    @background(group="approval-decide", exclusive=True)
     async def decide(self, approved: bool) -> None:
-        app: Any = self.app
         note = self.query_one("#note", Input).value.strip() or None
-        said = await app.attempt(app.host.decide(self.run_id, self.node, self.iteration, approved, note))
-        if said:
-            self.notify(said)
+        try:
+            said = await self.app.host.decide(self.run_id, self.node, self.iteration, approved, note)
+        except BaseException:
+            self.deciding = False  # the decision failed (said by the app's error handler): the prompt stays
+            raise
+        self.notify(said)
         self.close("decided")

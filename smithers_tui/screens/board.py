@@ -13,16 +13,14 @@ from typing import Any
 from rich.console import Group
 from rich.panel import Panel
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.css.query import NoMatches
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Static
 
-from engine.report import run_report
-
+from ..app import StoreChanged
+from ..base import LETTER_KEYS, AppScreen, background
 from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE
 
 Key = tuple[str, int]
@@ -125,7 +123,7 @@ class Column(VerticalScroll, can_focus=False):
     pass
 
 
-class BoardScreen(Screen[None]):
+class BoardScreen(AppScreen[None]):
     CSS_PATH = "board.tcss"
     HELP_TITLE = "Board"
     BINDINGS = [
@@ -135,6 +133,7 @@ class BoardScreen(Screen[None]):
         Binding("right,l", "column(1)", "Column right", show=False, id="board.right"),
         Binding("up,k", "card(-1)", "Card up", show=False, id="board.up"),
         Binding("down,j", "card(1)", "Card down", show=False, id="board.down"),
+        *LETTER_KEYS,
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -162,10 +161,6 @@ class BoardScreen(Screen[None]):
         self.reload()
         self.set_interval(1.0, self.tick)
 
-    @property
-    def host(self) -> Any:
-        return self.app.host  # type: ignore[attr-defined]
-
     def tick(self) -> None:
         if self.report and self.report["status"] in ACTIVE_RUN:
             self.reload()
@@ -173,16 +168,17 @@ class BoardScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         self.reload()
 
-    def on_store_changed(self, msg: Any) -> None:
+    def on_store_changed(self, msg: StoreChanged) -> None:
         if not msg.events or self.run_id in msg.run_ids:
             self.reload()
 
-    @work(exclusive=True, group="board-load")
+    @background(group="board-load", exclusive=True)
     async def reload(self) -> None:
-        await self.host.ready.wait()
-        rep = await self.app.attempt(run_report(self.host.reader, self.run_id))  # type: ignore[attr-defined]
-        if rep is None:
-            return
+        from engine.report import run_report
+
+        host = self.app.host
+        await host.ready.wait()
+        rep = await run_report(host.reader, self.run_id)
         self.report = rep
         self.cards = cards_of(rep)
         self.show()

@@ -4,19 +4,16 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from .modal import Modal
 from textual.widgets import Label, Static, Tree
 
-from engine.timetravel import lineage
-
+from ..base import AppModal, background
 from ..widgets.fmt import RUN_STYLE
 
 
-class LineageScreen(Modal[None]):
+class LineageScreen(AppModal[None]):
     CSS_PATH = "lineage.tcss"
     HELP_TITLE = "Lineage"
     BINDINGS = [Binding("escape", "close", "Close", id="lineage.close"),
@@ -40,12 +37,11 @@ class LineageScreen(Modal[None]):
         t.focus()
         self.load()
 
-    @work
+    @background(group="lineage-load", exclusive=True)
     async def load(self) -> None:
-        app: Any = self.app
-        tree_data = await app.attempt(lineage(app.host.reader, self.run_id))
-        if tree_data is None:
-            return
+        from engine.timetravel import lineage
+
+        tree_data = await lineage(self.app.host.reader, self.run_id)
         t = self.query_one(Tree)
 
         def add(parent: Any, node: dict[str, Any]) -> None:
@@ -69,7 +65,7 @@ class LineageScreen(Modal[None]):
         if rid:
             self.dismiss(None)
             if rid != self.run_id:
-                self.app.open_run(rid)  # type: ignore[attr-defined]
+                self.app.open_run(rid)
 
     def action_down(self) -> None:
         self.query_one(Tree).action_cursor_down()

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.widgets import Input, Label, Select, Static, Switch
 
 
@@ -43,9 +43,11 @@ def field_kind(ann: Any) -> tuple[str, list[Any], bool]:
     return "json", [], optional
 
 
-class InputForm(VerticalScroll):
+class InputForm(Vertical, can_focus=False):
+    """The fields of an input model; the container scrolling it is the screen's (it never takes the focus)."""
+
     DEFAULT_CSS = """
-    InputForm { height: auto; max-height: 100%; }
+    InputForm { height: auto; }
     InputForm .field { height: auto; margin-bottom: 1; }
     InputForm .field-label { color: $text; }
     InputForm .field-help { color: $text-muted; }
@@ -103,19 +105,20 @@ class InputForm(VerticalScroll):
                 if w.value is not Select.BLANK:
                     data[name] = w.value
                 continue
-            text = w.value.strip() if isinstance(w, Input) else ""
+            raw = w.value if isinstance(w, Input) else ""
+            text = raw.strip()
             if text == "":
                 if self.model.model_fields[name].is_required() and not optional:
                     errors[name] = "required"
                 continue
             try:
-                data[name] = json.loads(text) if kind in ("json", "int", "float") else w.value  # type: ignore[union-attr]
+                data[name] = json.loads(text) if kind in ("json", "int", "float") else raw
             except json.JSONDecodeError as e:
                 errors[name] = f"not valid JSON: {e.msg} at column {e.colno}"
         return data, errors
 
-    def validated(self) -> dict[str, Any] | None:
-        """The input if it validates; otherwise None, with a message under each bad field."""
+    def validated(self, quiet: bool = False) -> dict[str, Any] | None:
+        """The input if it validates; otherwise None, with a message under each bad field (none when quiet)."""
         data, errors = self.raw()
         if not errors and self.model is not None:
             try:
@@ -125,8 +128,9 @@ class InputForm(VerticalScroll):
                     loc = str(err["loc"][0]) if err["loc"] else ""
                     msg = err["msg"] + (f" (at {'.'.join(map(str, err['loc'][1:]))})" if len(err["loc"]) > 1 else "")
                     errors.setdefault(loc if loc in self.kinds else next(iter(self.kinds), ""), msg)
-        for name in self.kinds:
-            self.query_one(f"#error-{name}", Static).update(("✖ " + errors[name]) if name in errors else "")
+        if not quiet:
+            for name in self.kinds:
+                self.query_one(f"#error-{name}", Static).update(("✖ " + errors[name]) if name in errors else "")
         return None if errors else data
 
     def error_count(self) -> int:

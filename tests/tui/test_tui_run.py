@@ -15,27 +15,12 @@ from smithers_tui.screens.run import RunScreen
 from smithers_tui.widgets.inspector import Inspector
 from smithers_tui.widgets.step_tree import StepTree
 from smithers_tui.widgets.timeline import FrameTimeline
-from tests.tui.helpers import ready, make_app, run_row, seed, until
+from tests.tui.helpers import make_app, open_run, run_row, run_shown, seed, until
 
 
 def labels(app) -> list[str]:
     tree = app.screen.query_one(StepTree)
-    return [r.label.plain for r in tree._rows]
-
-
-async def open_run(pilot, app, run_id: str, dismiss_prompt: bool = True) -> RunScreen:
-    await ready(pilot, app)
-    app.open_run(run_id)
-    await until(pilot, lambda: isinstance(app.screen, (RunScreen, ApprovalScreen)), "the run screen")
-    if dismiss_prompt:
-        run = app.screen_stack[-1]
-        if not isinstance(run, ApprovalScreen):
-            await pilot.pause(0.2)
-        if isinstance(app.screen, ApprovalScreen):
-            await pilot.press("escape")  # decide later
-    screen = next(s for s in reversed(app.screen_stack) if isinstance(s, RunScreen))
-    await until(pilot, lambda: screen.loaded, "the run to load")
-    return screen
+    return [r.label.plain for r in tree.rows]
 
 
 async def test_tree_shows_nesting_states_and_the_inspector_the_step(db: Path, project: Path) -> None:
@@ -53,7 +38,7 @@ async def test_tree_shows_nesting_states_and_the_inspector_the_step(db: Path, pr
         assert "5/6 steps" in str(screen.query_one("#run-head").render())
         tree = screen.query_one(StepTree)
         assert tree.select_key(("count", 1))
-        await until(pilot, lambda: '"n": 2' in screen.query_one(Inspector).plain(), "the inspector")
+        await until(pilot, lambda: "n: 2" in screen.query_one(Inspector).plain(), "the inspector")
         text = screen.query_one(Inspector).plain()
         assert "Attempts" in text and "node_finished" in text
 
@@ -67,16 +52,16 @@ async def test_scrubbing_shows_the_past_and_end_returns_to_live(db: Path, projec
         last = tl.last
         assert last > 3 and tl.live
         await pilot.press("left_square_bracket")
-        await until(pilot, lambda: screen.past == last - 1 and screen.report["frame"] == last - 1, "one frame back")
+        await until(pilot, lambda: screen.past == last - 1 and screen.model.view_frame == last - 1, "one frame back")
         assert screen.has_class("past") and screen.query_one("#past-banner").display
         await pilot.press("home")
-        await until(pilot, lambda: screen.report["frame"] == 0, "frame 0")
+        await until(pilot, lambda: screen.model.view_frame == 0, "frame 0")
         assert all(r.startswith(("○", "·")) or "other" in r for r in labels(app) if "plan" in r or "count" in r)
         await pilot.press("right_square_bracket", "right_square_bracket")
-        await until(pilot, lambda: screen.report["frame"] == 2, "frame 2")
+        await until(pilot, lambda: screen.model.view_frame == 2, "frame 2")
         assert any(r.startswith("✔ plan") for r in labels(app))
         await pilot.press("end")
-        await until(pilot, lambda: screen.past is None and screen.report["frame"] == last, "live again")
+        await until(pilot, lambda: screen.past is None and screen.model.view_frame == last, "live again")
         assert not screen.has_class("past")
         tl.focus()
         await pilot.press("left")
@@ -90,7 +75,7 @@ async def test_fork_from_a_past_frame_with_changed_input_and_a_reset(db: Path, p
         screen = await open_run(pilot, app, "r1")
         last = screen.query_one(FrameTimeline).last
         await pilot.press("left_square_bracket")
-        await until(pilot, lambda: screen.report["frame"] == last - 1, "scrubbed")
+        await until(pilot, lambda: screen.model.view_frame == last - 1, "scrubbed")
         await pilot.press("f")
         await until(pilot, lambda: isinstance(app.screen, ForkScreen), "the fork modal")
         fork = app.screen
@@ -139,15 +124,17 @@ async def test_rewind_asks_then_takes_over_and_replay_branches(db: Path, project
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_run(pilot, app, "r1")
         await pilot.press("home", "right_square_bracket", "right_square_bracket")
-        await until(pilot, lambda: screen.report["frame"] == 2, "frame 2")
+        await until(pilot, lambda: screen.model.view_frame == 2, "frame 2")
         await pilot.press("R")
-        await until(pilot, lambda: getattr(app.screen, "run_id", None) == "branch-1", "the replay")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the replay question")
+        assert "after frame 2" in str(app.screen.query_one("#message").render())
+        await pilot.press("y")
+        await run_shown(pilot, app, "branch-1")
         assert (await run_row(db, "branch-1"))["kind"] == "replay"
-        if isinstance(app.screen, ApprovalScreen):
-            await pilot.press("escape")
-        await pilot.pause()
-        app.pop_screen()  # back to r1
-        await until(pilot, lambda: app.screen is screen, "back on r1")
+        assert (await run_row(db, "branch-1"))["parent_frame"] == 2
+        screen = await open_run(pilot, app, "r1")  # the replay took r1's place: open it again
+        await pilot.press("home", "right_square_bracket", "right_square_bracket")
+        await until(pilot, lambda: screen.model.view_frame == 2, "frame 2 again")
         await pilot.press("r")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the rewind question")
         await pilot.press("y")
@@ -162,12 +149,8 @@ async def test_lineage_lists_branches_and_p_opens_the_parent(db: Path, project: 
     app = make_app(db, project)
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_run(pilot, app, "r1")
-        await pilot.press("R")
-        await until(pilot, lambda: getattr(app.screen, "run_id", None) == "branch-1", "the replay")
-        if isinstance(app.screen, ApprovalScreen):
-            await pilot.press("escape")
-        child = next(s for s in reversed(app.screen_stack) if isinstance(s, RunScreen))
-        await until(pilot, lambda: child.loaded and child.report["run_id"] == "branch-1", "child loaded")
+        await pilot.press("R", "y")
+        child = await run_shown(pilot, app, "branch-1")
         assert "replay of r1" in str(child.query_one("#run-head").render())
         await pilot.press("L")
         await until(pilot, lambda: isinstance(app.screen, LineageScreen), "lineage")
@@ -179,3 +162,6 @@ async def test_lineage_lists_branches_and_p_opens_the_parent(db: Path, project: 
         await pilot.press("p")
         await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.run_id == "r1"
                     and app.screen is not screen, "the parent (its gate was put off: no prompt again)")
+        assert len(app.screen_stack) == 3  # the parent took the child's place: esc goes back to the runs
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "RunsScreen"
