@@ -33,6 +33,12 @@ class AppScreen(Screen[R]):
 
     app = getters.app(SmithersApp)
 
+    @property
+    def on_top(self) -> bool:
+        """Is this the screen the user sees? (Textual's `is_current` is also true of the screen
+        right under the top one.)"""
+        return self.is_attached and self.app.screen is self
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state is WorkerState.ERROR:
             self.app.worker_failed(event.worker)

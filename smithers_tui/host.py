@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the engine is imported after the first paint (Host.open)
 log = logging.getLogger("smithers.app")
 
 Notify = Callable[[str, str], None]  # message, severity
-Broadcast = Callable[[list["Event"]], None]
+Broadcast = Callable[[set[str]], None]  # the runs with new events (none: something else changed)
 
 
 class Host:
@@ -85,23 +85,26 @@ class Host:
             self.agents.feed(ev)
 
     async def _follow(self) -> None:
-        """Read what was written (here or by another process) by sequence number; tell the app."""
+        """Notice what was written (here or by another process): which runs have new events, and
+        the agent output of runs executed elsewhere (the ones executed here come from the bus).
+        Only the heads of events are read — a run committing thousands of frames a second costs
+        the app a small read every poll, not one parsed event each."""
         reader = self.reader
         while not self._closed:
             await asyncio.sleep(self.poll)
             try:
                 if not await reader.changed():
                     continue
-                while True:
-                    evs = await reader.events(after=self.last_seq, limit=5000)
-                    if evs:
-                        self.last_seq = evs[-1].seq
-                    for ev in evs:  # agents of runs executed here come live from the bus instead
-                        if ev.type == "agent" and ev.run_id not in self.local_runs:
-                            self.agents.feed(ev)
-                    self.broadcast(evs)
-                    if len(evs) < 5000:
-                        break
+                heads = await reader.fetchall("SELECT seq, run_id, type FROM events WHERE seq>? ORDER BY seq",
+                                              (self.last_seq,))
+                if heads:
+                    first, self.last_seq = self.last_seq, heads[-1]["seq"]
+                    remote = {h["run_id"] for h in heads if h["type"] == "agent" and h["run_id"] not in self.local_runs}
+                    if remote:
+                        for ev in await reader.events(after=first, limit=len(heads)):
+                            if ev.type == "agent" and ev.run_id in remote:
+                                self.agents.feed(ev)
+                self.broadcast({h["run_id"] for h in heads})
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a transient database error (disk busy, locked) must not stop following

@@ -8,30 +8,15 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
+
+from ..widgets.footer import Footer
 
 from ..app import StoreChanged
 from ..base import LETTER_KEYS, AppScreen, background
 from ..widgets.agent_pane import REPAINT_S, AgentHub, AgentPane, PaneKey
 
 MAX_PANES = 12
-
-
-class PaneFooter(Footer):
-    """The footer, rebuilt only when the keys it shows change: moving the focus between panes
-    (tab) changes no key, and rebuilding it would lay the whole screen out again on every tab."""
-
-    _shown: tuple[Any, ...] | None = None
-
-    def bindings_changed(self, screen: Screen[Any]) -> None:
-        shown = tuple((key, b.action, b.description, b.show, enabled, tooltip)
-                      for key, (_node, b, enabled, tooltip) in screen.active_bindings.items())
-        if shown == self._shown and self._bindings_ready:
-            return
-        if screen.app.app_focus and self.is_attached and screen is self.screen:
-            self._shown = shown  # the footer rebuilds for these keys
-        super().bindings_changed(screen)
 
 
 def grid_shape(n: int) -> tuple[int, int]:
@@ -65,7 +50,7 @@ class AgentsScreen(AppScreen[None]):
         yield Static("", id="agents-head")
         yield Grid(id="grid")
         yield Static("No agent has run in this run yet. Agent steps stream here as they work.", id="empty")
-        yield PaneFooter()
+        yield Footer()
 
     @property
     def hub(self) -> AgentHub:

@@ -17,9 +17,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.css.query import NoMatches
-from textual.widgets import Footer, Header, Label, Static
+from textual.widgets import Header, Label, Static
 
 from ..app import StoreChanged
+from ..widgets.footer import Footer
 from ..base import LETTER_KEYS, AppScreen, background
 from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE
 
@@ -169,7 +170,7 @@ class BoardScreen(AppScreen[None]):
         self.reload()
 
     def on_store_changed(self, msg: StoreChanged) -> None:
-        if not msg.events or self.run_id in msg.run_ids:
+        if msg.concerns(self.run_id):
             self.reload()
 
     @background(group="board-load", exclusive=True)

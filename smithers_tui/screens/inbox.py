@@ -7,9 +7,10 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
 from ..app import StoreChanged
+from ..widgets.footer import Footer
 from ..base import LETTER_KEYS, AppScreen, background
 from ..widgets.filter import FilterBar
 from ..widgets.fmt import key_label

@@ -15,9 +15,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Footer, Header, Input, Label, OptionList, Static, Switch
+from textual.widgets import Button, Header, Input, Label, OptionList, Static, Switch
 from textual.widgets.option_list import Option
 
+from ..widgets.footer import Footer
 from ..base import AppScreen, background
 from ..catalog import Entry, Listing
 from ..widgets.filter import FilterBar

@@ -5,8 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
-from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
 
 if TYPE_CHECKING:
     from ..app import SmithersApp
@@ -15,11 +15,10 @@ if TYPE_CHECKING:
 Command = tuple[str, str, Callable[[], Any], str]
 
 
-def with_key(title: Text | str, key: str) -> Text:
-    t = Text(title) if isinstance(title, str) else title.copy()
-    if key:
-        t.append(f"   {key}", style="dim")
-    return t
+def with_key(title: Content | str, key: str) -> Content:
+    """The command's title, and the key that does the same on this screen, dimmed."""
+    t = Content(title) if isinstance(title, str) else title
+    return Content.assemble(t, (f"   {key}", "dim")) if key else t
 
 
 class SmithersCommands(Provider):

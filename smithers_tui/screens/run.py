@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,9 +20,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.widgets import Footer, Header, Input, Static
+from textual.timer import Timer
+from textual.widgets import Header, Input, Static
 
 from ..app import StoreChanged
+from ..widgets.footer import Footer
 from ..base import LETTER_KEYS, AppScreen, background
 from ..runmodel import Key, Mark, Rec, RunModel, parse_key
 from ..widgets.filter import FilterBar
@@ -31,6 +34,9 @@ from ..widgets.step_tree import Layout, Row, Skel, StepTree, skeleton
 from ..widgets.timeline import FrameTimeline
 
 REFRESH_S = 0.25  # at most four reads of new frames a second, however fast the run commits
+REFRESH_MAX_S = 2.0
+INSPECT_S = 1.0
+CURSOR_REST_S = 0.12  # the inspector reads the step under the cursor once the cursor rests this long  # the selected step, while it keeps changing, is read again at most once a second
 FINAL_RUN = ("finished", "failed", "cancelled", "rewound")
 
 
@@ -96,6 +102,11 @@ class RunScreen(AppScreen[None]):
         self.loaded = False
         self._dirty = asyncio.Event()
         self._inspected: tuple[Any, ...] | None = None
+        self._inspected_at = 0.0  # when the inspector last read its step (monotonic)
+        self._inspect_timer: Timer | None = None
+        self._head = Text("")
+        self._busy = 0.0  # seconds of work on the event loop in the current refresh
+        self._head_lines = 0
 
     # --- the past ------------------------------------------------------------------------------
     @property
@@ -146,7 +157,7 @@ class RunScreen(AppScreen[None]):
         self._dirty.set()
 
     def on_store_changed(self, msg: StoreChanged) -> None:
-        if not msg.events or self.run_id in msg.run_ids or any(c["id"] in msg.run_ids for c in self.children_runs):
+        if msg.concerns(self.run_id) or any(c["id"] in msg.run_ids for c in self.children_runs):
             self._dirty.set()
 
     # --- loading -------------------------------------------------------------------------------
@@ -158,10 +169,16 @@ class RunScreen(AppScreen[None]):
         await self.load_base()
         while True:
             self._dirty.clear()
+            self._busy = 0.0
             await self.load_new()
+            t0 = time.perf_counter()
             self.show()
+            cost = self._busy + time.perf_counter() - t0
             await self._dirty.wait()
-            await asyncio.sleep(REFRESH_S)
+            # The work of a refresh on this event loop (not its reads, which wait in another thread)
+            # may take a tenth of the time at most: on a huge run the screen updates less often,
+            # and a run in this same event loop keeps its speed.
+            await asyncio.sleep(min(REFRESH_MAX_S, max(REFRESH_S, 9 * cost)))
 
     async def load_base(self) -> None:
         reader = self.app.host.reader
@@ -175,10 +192,12 @@ class RunScreen(AppScreen[None]):
         rows = await reader.fetchall("SELECT frame, at, delta FROM frames WHERE run_id=? AND frame>=? ORDER BY frame",
                                      (self.run_id, len(self.model.marks)))
         new: list[Mark] = []
+        t0 = time.perf_counter()
         for r in rows:
             m = self.model.add(r["frame"], r["at"], json.loads(r["delta"]))
             if m is not None:
                 new.append(m)
+        self._busy += time.perf_counter() - t0
         if new or not self.loaded:
             self.approvals = await reader.approvals(self.run_id, open_only=False)
             self.children_runs = [dict(r) for r in await reader.fetchall(
@@ -361,7 +380,11 @@ class RunScreen(AppScreen[None]):
             lines.append(Text(f" ✖ {' '.join(str(run['error']).split())}", style="red1"))
         for ln in lines:
             ln.truncate(avail, overflow="ellipsis")
-        self.query_one("#run-head", Static).update(Text("\n").join(lines))
+        head = self.query_one("#run-head", Static)
+        text = Text("\n").join(lines)
+        if text != self._head:
+            head.update(text, layout=len(lines) != self._head_lines)
+            self._head, self._head_lines = text, len(lines)
 
     # --- the selected step ---------------------------------------------------------------------
     def selected_key(self) -> Key | None:
@@ -369,7 +392,10 @@ class RunScreen(AppScreen[None]):
         return row.key if row is not None else None
 
     def on_tree_node_highlighted(self, _event: Any) -> None:
-        self.inspect_selected()
+        """The cursor moved: the inspector follows once it rests (holding j reads nothing per row)."""
+        if self._inspect_timer is not None:
+            self._inspect_timer.stop()
+        self._inspect_timer = self.set_timer(CURSOR_REST_S, self.inspect_selected)
 
     def inspect_selected(self) -> None:
         key = self.selected_key()
@@ -384,10 +410,15 @@ class RunScreen(AppScreen[None]):
             what = "has not started" + (" at this frame" if self.past is not None else " yet")
             insp.show_text(f"{key_label(*key) if key[1] >= 0 else key[0]} {what}")
             return
-        stamp = (key, rec, self.model.view_frame, self.past, self.approvals_of(key))
-        if stamp != self._inspected:
-            self._inspected = stamp
-            self.inspect(key, rec)
+        stamp = (key, rec, self.past, self.approvals_of(key))
+        if stamp == self._inspected:
+            return
+        now = time.monotonic()
+        same_step = self._inspected is not None and self._inspected[0] == key and self.past is None
+        if same_step and now - self._inspected_at < INSPECT_S:
+            return  # the step shown changes as fast as the run commits: read it again at most once a second
+        self._inspected, self._inspected_at = stamp, now
+        self.inspect(key, rec)
 
     def approvals_of(self, key: Key) -> tuple[Any, ...]:
         return tuple((a["decision"], a["decided_at"]) for a in self.approvals
@@ -446,7 +477,7 @@ class RunScreen(AppScreen[None]):
 
     # --- approvals -----------------------------------------------------------------------------
     def maybe_prompt(self) -> None:
-        if self.prompting is not None or not self.is_current:
+        if self.prompting is not None or not self.on_top:
             return
         later = self.app.later
         waiting = [k for k, r in self.model.live.items()

@@ -3,14 +3,17 @@ error, waiting gates, tokens and cost. Runs of other processes appear and move t
 owner is gone shows as `interrupted` (s resumes it), never as running with a clock counting."""
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
 from ..app import StoreChanged
+from ..widgets.footer import Footer
 from ..base import LETTER_KEYS, AppScreen, background
 from ..widgets.filter import FilterBar
 from ..widgets.fmt import ACTIVE_RUN, cost, key_label, run_glyph, run_view, tokens
@@ -29,6 +32,9 @@ COLUMNS = [
     Col("tokens", "tokens", 6, 7, keep=30, right=True),
     Col("cost", "cost", 6, 8, keep=20, right=True),
 ]
+
+REFRESH_S = 0.5
+REFRESH_MAX_S = 3.0
 
 STATS_SQL = {
     "steps": "SELECT run_id, sum(state='done' OR state='skipped') AS done, count(*) AS known FROM nodes "
@@ -60,7 +66,7 @@ class RunsScreen(AppScreen[None]):
         super().__init__()
         self.runs: list[dict[str, Any]] = []
         self.loaded = False
-        self.stale = False  # something changed while another screen was on top
+        self._dirty = asyncio.Event()
 
     def compose(self) -> ComposeResult:
         prefs = self.app.prefs
@@ -79,27 +85,40 @@ class RunsScreen(AppScreen[None]):
         self.sub_title = str(db.relative_to(project) if db.is_relative_to(project) else db)
         self.table.set_filter(self.query_one(FilterBar).value)
         self.table.focus()
-        self.reload()
+        self.refresher()
         self.set_interval(1.0, self.tick)
 
+    def reload(self) -> None:
+        self._dirty.set()
+
     def on_screen_resume(self) -> None:
-        self.reload()
+        self._dirty.set()
 
     def on_store_changed(self, _msg: StoreChanged) -> None:
-        if self.is_current:
-            self.reload()
-        else:  # read when it shows again: a screen underneath must not slow the engine down
-            self.stale = True
+        self._dirty.set()
 
     def tick(self) -> None:
-        if self.is_current and (self.stale or any(r["status"] in ACTIVE_RUN for r in self.runs)):
-            self.reload()
+        """Durations of active runs move on; their owners may have gone."""
+        if any(r["status"] in ACTIVE_RUN for r in self.runs):
+            self._dirty.set()
 
-    @background(group="runs-load", exclusive=True)
-    async def reload(self) -> None:
+    @background(group="runs-refresh", exclusive=True)
+    async def refresher(self) -> None:
+        """Read the runs when something changed and this screen is the one shown (a screen underneath
+        costs nothing: it reads again when it shows), at most every REFRESH_S and at most a tenth of
+        the time, so a run in this same event loop keeps its speed."""
+        await self.app.host.ready.wait()
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if not self.on_top:
+                continue  # on_screen_resume sets it again
+            t0 = time.perf_counter()
+            await self.load()
+            await asyncio.sleep(min(REFRESH_MAX_S, max(REFRESH_S, 9 * (time.perf_counter() - t0))))
+
+    async def load(self) -> None:
         host = self.app.host
-        await host.ready.wait()
-        self.stale = False
         reader = host.reader
         runs = await reader.list_runs(limit=500)
         stats: dict[str, Any] = {}
@@ -240,6 +259,6 @@ class RunsScreen(AppScreen[None]):
         if run is not None:
             if run["_view"] in ACTIVE_RUN:
                 out.append((f"Cancel run {rid}", "stop it for good", self.action_cancel, "c"))
-            if run["_view"] in ("interrupted", "failed") or (run["_view"] == "waiting" and not self.app.host.executing(rid)):
+            if run["_view"] in ("interrupted", "failed"):
                 out.append((f"Resume run {rid}", "continue it in this app", self.action_resume, "s"))
         return out

@@ -12,8 +12,7 @@ from rich.console import Group, RenderableType
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from .textview import TextView
 
 from ..runmodel import Rec
 from .fmt import NODE_STYLE, Clock, cost, key_label, short_json, tokens
@@ -109,31 +108,28 @@ def event_detail(data: dict[str, Any], clock: Clock) -> str:
     return " ".join(bits)
 
 
-class Inspector(VerticalScroll, can_focus=True):
-    DEFAULT_CSS = """
-    Inspector { padding: 0 1; scrollbar-size-vertical: 1; }
-    Inspector > Static { width: 100%; }
-    """
+class Inspector(TextView):
+    DEFAULT_CSS = "Inspector { padding: 0 1; }"
 
     def __init__(self, clock: Clock, **kw: Any) -> None:
-        super().__init__(**kw)
+        super().__init__(Text("select a step", style="grey58"), **kw)
         self.clock = clock
-        self.body = Static("select a step", markup=False)
         self.shown: RenderableType = Text("")
-
-    def compose(self) -> Any:
-        yield self.body
+        self.shown_for: Any = None  # what is shown (a step's key): the scroll stays when it is shown again
 
     def show_text(self, text: str) -> None:
         self.shown = Text(text, style="grey58")
-        self.body.update(self.shown)
+        self.shown_for = None
+        self.set(self.shown)
 
-    def show_parts(self, parts: list[RenderableType]) -> None:
+    def show_parts(self, parts: list[RenderableType], about: Any = None) -> None:
         self.shown = Group(*parts)
-        self.body.update(self.shown)
+        same = about is not None and about == self.shown_for
+        self.shown_for = about
+        self.set(self.shown, keep_scroll=same)
 
     def show(self, v: StepView) -> None:
-        self.show_parts(self.parts(v))
+        self.show_parts(self.parts(v), about=v.key)
 
     def plain(self) -> str:
         """What the inspector shows, as plain text (for tests and screen readers)."""

@@ -253,6 +253,11 @@ class StepTree(Tree[Row]):
         self._by_path: dict[str, TreeNode[Row]] = {}
         self.collapsed: set[str] = set()
 
+    def get_label_width(self, node: TreeNode[Row]) -> int:
+        """The label's width without rendering it (Textual renders every label on every change of the
+        tree to size it; a long run's tree changes a few times a second)."""
+        return node.label.cell_len + 2
+
     def on_tree_node_collapsed(self, event: Tree.NodeCollapsed[Row]) -> None:
         if event.node.data is not None:
             self.collapsed.add(event.node.data.path)

@@ -233,3 +233,23 @@ async def run_shown(pilot: Any, app: Any, run_id: str, *, prompt: str = "later")
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is screen, "the prompt put off")
     return screen
+
+
+async def palette(pilot: Any, query: str, expect: str, key: str = "ctrl+p") -> None:
+    """Open the command palette, type `query`, wait for the first hit to read `expect`, run it."""
+    from textual.command import CommandList, CommandPalette
+
+    app = pilot.app
+    await pilot.press(key)
+    await until(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
+    await pilot.press(*query)
+
+    def first_hit() -> str:
+        hits = app.screen.query(CommandList)
+        if not hits or not hits.first().option_count:
+            return ""
+        option = hits.first().highlighted_option or hits.first().get_option_at_index(0)
+        return str(option.prompt)
+
+    await until(pilot, lambda: expect in first_hit(), f"the palette to offer {expect!r}")
+    await pilot.press("enter")

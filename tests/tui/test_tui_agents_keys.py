@@ -13,7 +13,7 @@ from smithers_tui.screens.help import HelpScreen
 from smithers_tui.screens.launcher import LauncherScreen
 from smithers_tui.screens.run import RunScreen
 from smithers_tui.widgets.agent_pane import AgentPane
-from tests.tui.helpers import make_app, ready, run_row, seed, target, until
+from tests.tui.helpers import make_app, palette, ready, run_row, seed, target, until
 
 
 async def test_agent_panes_stream_each_agent_in_a_grid(db: Path, project: Path) -> None:
@@ -71,17 +71,11 @@ async def test_palette_offers_what_fits_and_runs_it(db: Path, project: Path) -> 
     app = make_app(db, project)
     async with app.run_test(size=(120, 36)) as pilot:
         await ready(pilot, app)
-        await pilot.press("ctrl+p")
-        await pilot.press(*"launch flow")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await palette(pilot, "launch flow", "Launch flow")
         await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.loaded, "the launcher")
         assert app.screen.chosen == "flow"
         await pilot.press("escape")
-        await pilot.press("colon")
-        await pilot.press(*"approve ship")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await palette(pilot, "approve ship", "Approve ship", key="colon")
         await until(pilot, lambda: not app.host.executing("w1") and any("approved" in n.message
                                                                          for n in app._notifications), "approved")
         await until(pilot, lambda: not app.host.executing("w1"), "the run to finish here")

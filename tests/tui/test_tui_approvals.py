@@ -37,7 +37,7 @@ async def test_prompt_approves_a_run_nobody_owns_and_resumes_it_here(db: Path, p
         assert "count[1]" in context and "denying fails the run" in context
         await pilot.press("y")
         await until(pilot, lambda: isinstance(app.screen, RunScreen), "the prompt to close")
-        await until(pilot, lambda: app.screen.report and app.screen.report["status"] == "finished", "the run to finish")
+        await until(pilot, lambda: app.screen.run and app.screen.run["status"] == "finished", "the run to finish")
         gate = await gate_row(db, "w1")
         assert gate["decision"] == "approved"
         assert (await run_row(db, "w1"))["owner_id"] is None  # finished: lease released
@@ -54,8 +54,8 @@ async def test_deny_with_a_note_fails_the_run(db: Path, project: Path) -> None:
         assert app.screen.query_one("#note", Input).has_focus
         await pilot.press(*"not yet", "enter")
         await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.report
-                    and app.screen.report["status"] == "failed", "the run to fail")
+        await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.run
+                    and app.screen.run["status"] == "failed", "the run to fail")
         gate = await gate_row(db, "w1")
         assert (gate["decision"], gate["note"]) == ("denied", "not yet")
 

@@ -33,7 +33,7 @@ def git_project(project: Path) -> None:
 async def start_kanban(app: Any, run_id: str = "kb-1") -> str:
     import asyncio
 
-    wf, target = (await asyncio.to_thread(app.workflows))["kanban"]
+    wf, target = (await app.workflows())["kanban"]
     return await app.host.start(wf, target, INPUT, demo=True, run_id=run_id)
 
 
@@ -54,7 +54,7 @@ async def test_cards_move_to_done_and_enter_opens_the_ticket(db: Path, kanban_pr
         run_id = await start_kanban(app)
         app.open_run(run_id)
         await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded
-                    and app.screen.report["workflow"] == "kanban", "the run screen")
+                    and app.screen.run["workflow"] == "kanban", "the run screen")
         run = app.screen
         await pilot.press("b")
         await until(pilot, lambda: isinstance(app.screen, BoardScreen) and app.screen.loaded, "the board")
@@ -146,7 +146,7 @@ def test_board_screen(snap_compare: Any, db: Path, kanban_project: Path) -> None
         await until(pilot, lambda: isinstance(app.screen, BoardScreen) and app.screen.loaded
                     and len(app.screen.cards) == 3)
         await pilot.press("l")  # to the Failed column
-        await pilot.pause(0.2)
+        await until(pilot, lambda: app.screen.col == 4)
         assert columns(app.screen) == {"login": "Done", "logout": "Done", "signup": "Failed"}
 
     assert snap_compare(make_app(db, kanban_project), terminal_size=(120, 36), run_before=before)

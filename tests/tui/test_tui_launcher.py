@@ -28,8 +28,8 @@ async def test_launch_validates_the_form_then_starts_and_opens_the_run(db: Path,
         rounds = screen.query_one("#field-rounds", Input)
         rounds.value = "0"
         await pilot.press("ctrl+s")
-        await pilot.pause()
-        assert "greater than or equal to 1" in str(screen.query_one("#error-rounds", Static).render())
+        await until(pilot, lambda: "greater than or equal to 1" in str(screen.query_one("#error-rounds", Static).render()),
+                    "the field's message")
         assert isinstance(app.screen, LauncherScreen)  # nothing started
         rounds.value = "1"
         screen.query_one("#field-topic", Input).value = "launch"
@@ -55,4 +55,4 @@ async def test_workflow_without_input_says_so(db: Path, project: Path) -> None:
         assert "takes no input" in str(app.screen.query_one(".empty", Static).render())
         await pilot.press("ctrl+s")
         await until(pilot, lambda: isinstance(app.screen, RunScreen), "the run")
-        await until(pilot, lambda: app.screen.report and app.screen.report["status"] == "finished", "finished")
+        await until(pilot, lambda: app.screen.run and app.screen.run["status"] == "finished", "finished")
