@@ -96,6 +96,7 @@ class SmithersApp(App[int]):
         # has headless. Every 10,000 keeps the young generation small and the pauses short.
         gc.set_threshold(10_000, 10, 10)
         self.run_worker(self._load_settings, thread=True, group="settings", exit_on_error=False)
+        self.run_worker(self.catalog.load, thread=True, group="catalog", exit_on_error=False)  # n opens at once
 
     def _load_settings(self) -> None:
         from engine.config import ConfigError, load_settings

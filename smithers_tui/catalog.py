@@ -60,6 +60,11 @@ class Catalog:
             out.append((p.name, st.st_size, st.st_mtime_ns))
         return tuple(out)
 
+    @property
+    def listing(self) -> Listing | None:
+        """The last listing read (None before the first)."""
+        return self._listing
+
     def stale(self) -> bool:
         return self._listing is None or self._listing.signature != self.signature()
 

@@ -43,6 +43,7 @@ class AgentsScreen(AppScreen[None]):
         self.title_text = title
         self.panes: dict[PaneKey, AgentPane] = {}
         self.states: dict[tuple[str, int], str] = {}
+        self.agent_steps: list[PaneKey] = []
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -101,12 +102,20 @@ class AgentsScreen(AppScreen[None]):
         reader = self.app.host.reader
         rows = await reader.fetchall("SELECT node_id, iteration, state FROM nodes WHERE run_id=?", (self.run_id,))
         self.states = {(r["node_id"], r["iteration"]): r["state"] for r in rows}
+        # every agent step that started, even before it said anything (a run executed in another
+        # process stores its agents' first words only with its next frame)
+        started = await reader.fetchall("SELECT DISTINCT node_id, iteration FROM events WHERE run_id=? AND "
+                                        "type='node_started' AND json_extract(data, '$.kind')='agent'", (self.run_id,))
+        self.agent_steps = [(self.run_id, r["node_id"], r["iteration"] or 0) for r in started]
         for key, pane in self.panes.items():
             pane.set_state(self.states.get((key[1], key[2]), "running"))
 
     def wanted(self) -> list[PaneKey]:
-        keys = self.only if self.only is not None else self.hub.for_run(self.run_id)
-        keys = [k for k in keys if k in self.hub.buffers] if self.only is None else keys
+        if self.only is not None:
+            keys = self.only
+        else:
+            keys = self.hub.for_run(self.run_id)
+            keys = [k for k in self.agent_steps if k not in keys and self.states.get((k[1], k[2])) == "running"] + keys
         running = [k for k in keys if self.states.get((k[1], k[2]), "running") == "running"]
         rest = [k for k in reversed(keys) if k not in running]
         return (running + rest)[:MAX_PANES]

@@ -28,7 +28,8 @@ from ..widgets.input_form import InputForm
 class WorkflowList(OptionList):
     BINDINGS = [Binding("j", "cursor_down", "Down", show=False, id="launcher.down"),
                 Binding("k", "cursor_up", "Up", show=False, id="launcher.up"),
-                Binding("slash", "screen.filter", "Filter", show=False, id="launcher.filter")]
+                Binding("slash", "screen.filter", "Filter", show=False, id="launcher.filter"),
+                Binding("tab", "screen.focus_form", "To the form", show=False, id="launcher.to_form")]
 
 
 class FormHolder(VerticalScroll, can_focus=False):
@@ -52,7 +53,9 @@ class LauncherScreen(AppScreen[None]):
         self.chosen: str | None = None
         self.problems: list[str] = []
         self.loaded = False
-        self.checked = False  # the launch checks of the chosen workflow are done
+        self.form_for: str | None = None  # the workflow whose form is shown
+        self.checked_for: str | None = None  # the workflow whose launch checks are done
+        self.focus_form_when_ready = False  # tab came before the form was there
 
     @property
     def found(self) -> dict[str, tuple[Any, str]]:
@@ -88,6 +91,10 @@ class LauncherScreen(AppScreen[None]):
         self.query_one("#workflows").focus()
         rel = self.relative(str(self.app.project / ".smithers" / "workflows"))
         self.query_one("#where", Static).update(Text(f"project workflows: {rel}/*.py", style="grey50"))
+        catalog = self.app.catalog
+        if catalog.listing is not None and not catalog.stale():  # read at start-up: the list is there at once
+            self.listing = catalog.listing
+            self.show_list()
         self.load()
         self.set_interval(1.0, self.watch_files)
 
@@ -98,15 +105,17 @@ class LauncherScreen(AppScreen[None]):
     @background(group="launcher-load", exclusive=True)
     async def load(self) -> None:
         host = self.app.host
-        first = self.listing is None
+        first = not self.loaded
         self.listing = await asyncio.to_thread(self.app.catalog.load)
         if host.model_configured is None:
             await asyncio.to_thread(host.check_model)
         self.show_list()
         self.agent_note()
         names = [e.name for e in self.shown if e.wf is not None]
+        ol = self.query_one(WorkflowList)
+        moved = ol.highlighted_option.id if ol.highlighted_option is not None else None
         if first and names:
-            pick = self.preselect if self.preselect in names else self.chosen or names[0]
+            pick = self.preselect if self.preselect in names else moved if moved in names else names[0]
             await self.choose(pick)
             if self.preselect in names:
                 self.focus_form()
@@ -137,6 +146,8 @@ class LauncherScreen(AppScreen[None]):
         ids = [e.name for e in self.shown]
         if highlighted in ids:
             ol.highlighted = ids.index(highlighted)
+        elif ids:  # the first one (or the one asked for) is highlighted at once, so ↓ moves to the second
+            ol.highlighted = ids.index(self.preselect) if self.preselect in ids else 0
 
     def agent_note(self) -> None:
         host = self.app.host
@@ -162,17 +173,20 @@ class LauncherScreen(AppScreen[None]):
         if entry is None:
             return
         self.chosen = name
-        holder = self.query_one(FormHolder)
-        await holder.remove_children()
-        self.problems, self.checked = [], False
+        self.problems, self.checked_for, self.form_for = [], None, None
         self.query_one("#checks", Static).update("")
         self.query_one("#start-status", Static).update("")
+        holder = self.query_one(FormHolder)
+        await holder.remove_children()
+        if self.chosen != name:  # another one was chosen meanwhile
+            return
         if entry.wf is None:
             self.query_one("#wf-title", Static).update(Text(f"{name}: does not load", style="bold red1"))
             self.query_one("#wf-desc", Static).update(Text.assemble(
                 (entry.error or "", "red1"), (f"\n{self.relative(str(entry.path))} — fix it and save: the list "
                                                "updates by itself", "grey50")))
             self.query_one("#agent-box").display = False
+            self.form_for = name
             return
         wf = entry.wf
         self.query_one("#wf-title", Static).update(Text(wf.name, style="bold"))
@@ -180,11 +194,22 @@ class LauncherScreen(AppScreen[None]):
         self.query_one("#wf-desc", Static).update(Text.assemble((wf.description or "no description", ""),
                                                                 (f"\n{where}", "grey50")))
         await holder.mount(InputForm(wf.input))
+        self.form_for = name
+        if self.focus_form_when_ready:
+            self.focus_form_when_ready = False
+            self.focus_form()
         self.check()
 
     def focus_form(self) -> None:
+        """The first field of the form (the Start button when the workflow takes no input)."""
+        if self.form_for != self.chosen:  # the form is being built: focus it once it is there
+            self.focus_form_when_ready = True
+            return
         fields = self.query(InputForm).first().query("Input, Switch, Select") if self.query(InputForm) else None
         (fields.first() if fields else self.query_one("#start")).focus()
+
+    def action_focus_form(self) -> None:
+        self.focus_form()
 
     async def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         if event.option.id:
@@ -240,7 +265,7 @@ class LauncherScreen(AppScreen[None]):
             return
         self.query_one("#agent-box").display = need.agents
         self.problems = found
-        self.checked = True
+        self.checked_for = name
         self.query_one("#checks", Static).update(
             Text("\n").join(Text.assemble(("✖ ", "bold red1"), (p, "red1")) for p in found) if found else "")
 

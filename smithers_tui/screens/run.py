@@ -74,6 +74,7 @@ class RunScreen(AppScreen[None]):
         Binding("g", "agents", "Agents", id="run.agents"),
         Binding("b", "board", "Board", id="run.board"),
         Binding("D", "diff", "Diff", show=False, id="run.diff"),
+        Binding("i", "run_info", "Run info", show=False, id="run.info"),
         Binding("slash", "search", "Search steps", show=False, id="run.search"),
         Binding("n", "match(1)", "Next match", show=False, id="run.next_match"),
         Binding("N", "match(-1)", "Previous match", show=False, id="run.previous_match"),
@@ -99,6 +100,7 @@ class RunScreen(AppScreen[None]):
         self.skel_ids: frozenset[str] | None = None
         self.prompting: Key | None = None
         self.follow = True  # keep the running step in view until the cursor moves
+        self.run_info = False  # the inspector shows the run (i) rather than the selected step
         self.loaded = False
         self._dirty = asyncio.Event()
         self._inspected: tuple[Any, ...] | None = None
@@ -393,6 +395,7 @@ class RunScreen(AppScreen[None]):
 
     def on_tree_node_highlighted(self, _event: Any) -> None:
         """The cursor moved: the inspector follows once it rests (holding j reads nothing per row)."""
+        self.run_info = False
         if self._inspect_timer is not None:
             self._inspect_timer.stop()
         self._inspect_timer = self.set_timer(CURSOR_REST_S, self.inspect_selected)
@@ -400,9 +403,17 @@ class RunScreen(AppScreen[None]):
     def inspect_selected(self) -> None:
         key = self.selected_key()
         insp = self.query_one(Inspector)
-        if key is None:
+        if self.run_info:
             self._inspected = None
             self.show_run_summary(insp)
+            return
+        if key is None:
+            self._inspected = None
+            row = self.tree.selected_row
+            if row is not None and row.group:
+                self.show_group(insp, row)
+            else:
+                self.show_run_summary(insp)
             return
         rec = self.shown_nodes().get(key)
         if rec is None:
@@ -424,6 +435,24 @@ class RunScreen(AppScreen[None]):
         return tuple((a["decision"], a["decided_at"]) for a in self.approvals
                      if (a["node_id"], a["iteration"]) == key)
 
+    def show_group(self, insp: Inspector, row: Row) -> None:
+        """A group row (parallel, an iteration, other steps): what its steps are doing."""
+        below = [r for r in self.tree.rows if r.path.startswith(row.path + "/") and not r.group]
+        counts: dict[str, int] = {}
+        for r in below:
+            counts[r.sig[1]] = counts.get(r.sig[1], 0) + 1
+        parts: list[Any] = [Text.assemble((row.name, "bold"), (f"  {row.sig[4]}", "grey58")),
+                            Text(", ".join(f"{n} {state.replace('_', ' ').replace('not yet', 'not started')}"
+                                           for state, n in sorted(counts.items())) or "no step yet", style="grey70"),
+                            Text("\nselect a step inside it for its attempts, output and events; i shows the run",
+                                 style="grey50")]
+        insp.show_parts(parts)
+
+    def action_run_info(self) -> None:
+        """The run itself in the inspector (its input, error, lineage) until the cursor moves."""
+        self.run_info = True
+        self.inspect_selected()
+
     def show_run_summary(self, insp: Inspector) -> None:
         run = self.run
         if run is None:
@@ -431,9 +460,14 @@ class RunScreen(AppScreen[None]):
             return
         from ..widgets.inspector import section, value_view
 
-        parts: list[Any] = [Text.assemble((f"run {run['id']}", "bold"), (f"  {run['workflow']}  {self.view}", "grey58"))]
+        clock = self.app.clock
+        parts: list[Any] = [Text.assemble((f"run {run['id']}", "bold"), (f"  {run['workflow']}  {self.view}", "grey58")),
+                            Text(f"started {clock.stamp(run['created_at'])}  ·  {self.model.last} frames  ·  in "
+                                 f"{run['workdir']}", style="grey58")]
         if run["error"]:
-            parts.append(Text(f"error: {run['error']}", style="red1"))
+            parts.append(Text.assemble(("error: ", "bold red1"), (str(run["error"]), "red1")))
+        if run["parent_run_id"]:
+            parts.append(Text(f"{run['kind']} of {run['parent_run_id']} at frame {run['parent_frame']}", "magenta"))
         parts.append(section("Input"))
         parts += value_view(json.loads(run["input"]))
         parts.append(Text("\nselect a step to see its attempts, output and events", style="grey50"))
@@ -764,40 +798,10 @@ class RunScreen(AppScreen[None]):
         self.notify(f"run {self.run_id}: {said}")
 
     def action_resume(self) -> None:
-        if self.run is not None and self.run["status"] in ("finished", "cancelled"):
-            self.notify(f"run {self.run_id} is {self.run['status']}: nothing to resume — f forks it from the frame "
-                        "shown (scrub with [ and ]) to run it again")
-            return
-        self.do_resume(False)
+        from .actions import resume
 
-    @background(group="run-resume")
-    async def do_resume(self, accept_changes: bool) -> None:
-        from engine.errors import SourceChanged
-
-        host = self.app.host
-        if host.executing(self.run_id):
-            self.notify(f"run {self.run_id} is already running here")
-            return
-        try:
-            await host.resume(self.run_id, accept_changes=accept_changes)
-        except SourceChanged as e:
-            self.ask_accept_changes(str(e))
-            return
-        self.notify(f"run {self.run_id} resumed here")
-        self._dirty.set()
-
-    def ask_accept_changes(self, why: str) -> None:
-        from .confirm import ConfirmScreen
-
-        msg = (f"{why.split(':')[0]}. Resume with the changed workflow? Finished steps stay finished; what "
-               "runs from now on uses the new code.")
-
-        def done(ok: bool | None) -> None:
-            if ok:
-                self.do_resume(True)
-
-        self.app.push_screen(ConfirmScreen("The workflow changed", msg, yes="Accept changes and resume",
-                                           no="Not now", purpose="accept"), done)
+        if self.run is not None:
+            resume(self, self.run_id, self.run["status"], self._dirty.set)
 
     def palette_commands(self) -> list[Any]:
         frame = self.shown_frame()

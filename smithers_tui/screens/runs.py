@@ -59,6 +59,7 @@ class RunsScreen(AppScreen[None]):
         Binding("k", "cursor(-1)", "Up", show=False, id="runs.up"),
         Binding("c", "cancel", "Cancel run", show=False, id="runs.cancel"),
         Binding("s", "resume", "Resume run", show=False, id="runs.resume"),
+        Binding("C", "columns", "Columns", show=False, id="runs.columns"),
         *LETTER_KEYS,
     ]
 
@@ -83,6 +84,7 @@ class RunsScreen(AppScreen[None]):
     def on_mount(self) -> None:
         db, project = self.app.host.db_path, self.app.project
         self.sub_title = str(db.relative_to(project) if db.is_relative_to(project) else db)
+        self.table.hidden = set(self.app.prefs.get("runs.hidden", []))
         self.table.set_filter(self.query_one(FilterBar).value)
         self.table.focus()
         self.refresher()
@@ -211,6 +213,16 @@ class RunsScreen(AppScreen[None]):
         self.app.prefs.set("runs.sort", event.column)
         self.app.prefs.set("runs.sort_reverse", event.reverse)
 
+    def action_columns(self) -> None:
+        from .columns import ColumnsScreen
+
+        def chosen(hidden: set[str] | None) -> None:
+            if hidden is not None:
+                self.app.prefs.set("runs.hidden", sorted(hidden))
+                self.table.set_hidden(hidden)
+
+        self.app.push_screen(ColumnsScreen(COLUMNS, self.table.hidden), chosen)
+
     # --- actions -------------------------------------------------------------------------------
     def action_cursor(self, d: int) -> None:
         t = self.table
@@ -238,22 +250,16 @@ class RunsScreen(AppScreen[None]):
         self.notify(f"run {rid}: {said}")
 
     def action_resume(self) -> None:
-        rid = self.current_id()
-        if rid:
-            self.resume_run(rid)
+        from .actions import resume
 
-    @background(group="runs-resume")
-    async def resume_run(self, rid: str) -> None:
-        host = self.app.host
-        if host.executing(rid):
-            self.notify(f"run {rid} is already running here")
-            return
-        await host.resume(rid)
-        self.notify(f"run {rid} resumed here")
+        run = next((r for r in self.runs if r["id"] == self.current_id()), None)
+        if run is not None:
+            resume(self, run["id"], run["status"], self.reload)
 
     def palette_commands(self) -> list[Any]:
         rid = self.current_id()
         out = [("Filter runs", "type to narrow the list", self.action_filter, "/"),
+               ("Choose the columns", "show or hide columns of the list (kept for next time)", self.action_columns, "C"),
                ("Sort runs by the next column", "o again for the next, O reverses", self.table.action_sort_next, "o")]
         run = next((r for r in self.runs if r["id"] == rid), None)
         if run is not None:

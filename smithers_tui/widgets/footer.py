@@ -24,3 +24,6 @@ class Footer(TextualFooter):
         if screen.app.app_focus and self.is_attached and screen is self.screen:
             self._shown = shown  # the footer rebuilds for these keys
         super().bindings_changed(screen)
+
+    def on_resize(self) -> None:
+        self.compact = self.size.width < 110  # narrow terminals: keys closer together, more of them shown

@@ -62,7 +62,7 @@ class ListTable(DataTable[Text]):
 
     DEFAULT_CSS = "ListTable { scrollbar-size-vertical: 1; }"
     BINDINGS = [
-        Binding("o", "sort_next", "Sort", id="list.sort"),
+        Binding("o", "sort_next", "Sort", show=False, id="list.sort"),
         Binding("O", "sort_reverse", "Reverse sort", show=False, id="list.sort_reverse"),
     ]
 
@@ -81,6 +81,7 @@ class ListTable(DataTable[Text]):
         self.words: list[str] = []
         self.sort_column = sort if sort in {c.key for c in columns} else None
         self.sort_reverse = reverse
+        self.hidden: set[str] = set()  # columns the user chose not to see
         self._layout: tuple[tuple[str, int], ...] = ()
         self._cells: dict[str, list[Text]] = {}
 
@@ -88,6 +89,10 @@ class ListTable(DataTable[Text]):
     def show(self, items: list[Item]) -> None:
         self.items = items
         self._refresh_rows()
+
+    def set_hidden(self, hidden: set[str]) -> None:
+        self.hidden = set(hidden)
+        self._refresh_rows(force=True)
 
     def set_filter(self, text: str) -> None:
         self.words = text.lower().split()
@@ -133,7 +138,10 @@ class ListTable(DataTable[Text]):
             widest = max((cell_len(plain(r.cells.get(c.key, ""))) for r in rows), default=0)
             w = max(widest, labels[c.key], c.min)
             natural[c.key] = min(w, c.max) if c.max else w
-        shown = list(self.spec)
+        # columns with nothing to say in any row (all empty or "-") step aside first
+        empty = {c.key for c in self.spec if c.keep < 90 and rows and
+                 all(plain(r.cells.get(c.key, "")).strip() in ("", "-") for r in rows)}
+        shown = [c for c in self.spec if c.key not in empty and c.key not in self.hidden]
         while len(shown) > 1 and sum(c.min + pad for c in shown) > width:
             shown.remove(min(shown, key=lambda c: c.keep))
         widths = {c.key: (c.min if c.flex else natural[c.key]) for c in shown}
