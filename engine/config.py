@@ -8,6 +8,7 @@
     fallback = ["claude-code", "default"]
     [engine]
     max_concurrency = 4
+    durability = "full"         # or "normal": faster commits, the last ones may be lost on power loss
     [keys]
     quit = "ctrl+q"
 
@@ -81,6 +82,7 @@ class AgentConfig(BaseModel):
 
 class EngineSettings(BaseModel):
     max_concurrency: int = 4
+    durability: Literal["full", "normal"] = "full"  # full: every commit fsynced (survives an OS crash)
 
 
 class Settings(BaseSettings):
@@ -236,3 +238,4 @@ def list_agents(settings: Settings | None = None) -> list[dict[str, Any]]:
         row.update(usable=ok, why=why)
         rows.append(row)
     return rows
+

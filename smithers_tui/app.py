@@ -30,16 +30,13 @@ log = logging.getLogger("smithers.app")
 
 
 class StoreChanged(Message):
-    """Something was written to the database: `run_ids` are the runs with new events; when there are
-    none (`anything`), something else changed (a decision recorded by another process...)."""
+    """Something was written to the database (by this process or another): each screen reads what
+    concerns it, cheaply (new frames since the last it read...). `agents_of` are the runs whose
+    agents said something new."""
 
-    def __init__(self, run_ids: set[str]) -> None:
+    def __init__(self, agents_of: set[str]) -> None:
         super().__init__()
-        self.run_ids = run_ids
-        self.anything = not run_ids
-
-    def concerns(self, run_id: str) -> bool:
-        return self.anything or run_id in self.run_ids
+        self.agents_of = agents_of
 
 
 class SmithersApp(App[int]):
@@ -65,7 +62,6 @@ class SmithersApp(App[int]):
                          broadcast=self.broadcast, new_id=new_id, poll=poll)
         self.catalog = Catalog(self.project)
         self._keymap_override = keymap
-        self._wf_cache: dict[str, Any] = {}
         self.later: set[tuple[str, str, int]] = set()  # gates the user chose to decide later
         theme = self.prefs.get("theme")
         if isinstance(theme, str) and theme in self.available_themes:
@@ -164,15 +160,6 @@ class SmithersApp(App[int]):
     async def workflows(self) -> dict[str, tuple[WorkflowDef, str]]:
         """Built-in and project workflows that load (project files re-read when they change)."""
         return (await asyncio.to_thread(self.catalog.load)).usable()
-
-    def workflow_for(self, target: str) -> WorkflowDef:
-        """The workflow a run recorded (loads its module: call from a thread). Cached per target."""
-        if target not in self._wf_cache:
-            from engine.loader import load_target
-
-            self._wf_cache[target] = load_target(target)[0]
-        wf: WorkflowDef = self._wf_cache[target]
-        return wf
 
     # --- actions -------------------------------------------------------------------------------
     def action_new_run(self, workflow: str | None = None) -> None:

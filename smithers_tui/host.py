@@ -1,10 +1,11 @@
 """The engine, hosted in the app's event loop.
 
 `Host` owns the engine side of the app: one Engine on its own connection (the per-run agent
-override lives in each run's meta, so demo runs and model runs share it), a second connection the
-screens read through (its PRAGMA data_version tells when anything - this process or another -
-wrote), the tasks executing runs here, and the follower that reads new events by sequence number
-and hands them to the app, which tells every screen (`StoreChanged`).
+override lives in each run's meta, so demo runs and model runs share it), a second, read-only
+connection the screens read through (`view`, the same façade over it: reports, outlines, frames,
+runs, lineage, diffs; reads never wait behind commits), the tasks executing runs here, and the
+follower that notices what was written (here or by another process) and tells the app, which
+tells every screen (`StoreChanged`).
 """
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ if TYPE_CHECKING:  # the engine is imported after the first paint (Host.open)
     from engine.run import RunExecutor
     from engine.runtime import Engine
     from engine.store import Store
+    from engine.timetravel import ForkInfo
 
 log = logging.getLogger("smithers.app")
 
 Notify = Callable[[str, str], None]  # message, severity
-Broadcast = Callable[[set[str]], None]  # the runs with new events (none: something else changed)
+Broadcast = Callable[[set[str]], None]  # something was written; the runs whose agents spoke
 
 
 class Host:
@@ -42,6 +44,7 @@ class Host:
         self._store: Store | None = None
         self._reader: Store | None = None
         self._engine: Engine | None = None
+        self._view: Engine | None = None
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.local_runs: set[str] = set()  # runs executed (at some point) by this app
         self.quiet_end: set[str] = set()
@@ -64,14 +67,21 @@ class Host:
         assert self._engine is not None, "the database is not open yet: await host.ready first"
         return self._engine
 
+    @property
+    def view(self) -> Engine:
+        """The engine's façade over the read-only connection: what the screens show."""
+        assert self._view is not None, "the database is not open yet: await host.ready first"
+        return self._view
+
     async def open(self) -> None:
+        from engine.project import durability
         from engine.runtime import Engine
         from engine.store import Store
-        from engine.store.shared import open_shared
 
-        self._store = await Store.open(self.db_path)
-        self._reader = await open_shared(self.db_path)  # a 2nd Store.open would drop the 1st one's file locks
+        self._store = await Store.open(self.db_path, durability=durability(self.project))
+        self._reader = await Store.open(self.db_path, readonly=True)  # reads never wait behind commits
         self._engine = Engine(self._store, agent_override=self.agent_override)
+        self._view = Engine(self._reader)
         self._engine.bus.subscribe(self._on_bus)
         self.last_seq = await self._reader.last_event_seq()
         await self._reader.changed()
@@ -85,26 +95,24 @@ class Host:
             self.agents.feed(ev)
 
     async def _follow(self) -> None:
-        """Notice what was written (here or by another process): which runs have new events, and
-        the agent output of runs executed elsewhere (the ones executed here come from the bus).
-        Only the heads of events are read — a run committing thousands of frames a second costs
-        the app a small read every poll, not one parsed event each."""
+        """Notice what was written (here or by another process) and tell the app; feed the agent
+        panes what agents of runs executed elsewhere said (those executed here come from the bus).
+        Only agent events are read: a run committing thousands of frames a second costs the app one
+        small read per poll, and each screen reads what concerns it."""
         reader = self.reader
         while not self._closed:
             await asyncio.sleep(self.poll)
             try:
                 if not await reader.changed():
                     continue
-                heads = await reader.fetchall("SELECT seq, run_id, type FROM events WHERE seq>? ORDER BY seq",
-                                              (self.last_seq,))
-                if heads:
-                    first, self.last_seq = self.last_seq, heads[-1]["seq"]
-                    remote = {h["run_id"] for h in heads if h["type"] == "agent" and h["run_id"] not in self.local_runs}
-                    if remote:
-                        for ev in await reader.events(after=first, limit=len(heads)):
-                            if ev.type == "agent" and ev.run_id in remote:
-                                self.agents.feed(ev)
-                self.broadcast({h["run_id"] for h in heads})
+                upto = await reader.last_event_seq()
+                runs: set[str] = set()
+                for ev in await reader.events(after=self.last_seq, types=["agent"], limit=20000):
+                    if ev.seq <= upto and ev.run_id not in self.local_runs:
+                        self.agents.feed(ev)
+                        runs.add(ev.run_id)
+                self.last_seq = upto
+                self.broadcast(runs)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a transient database error (disk busy, locked) must not stop following
@@ -169,37 +177,35 @@ class Host:
 
     async def decide(self, run_id: str, node: str, iteration: int, approved: bool, note: str | None = None) -> str:
         """Record a decision; a run nobody runs goes on here, one another live process owns is left to it."""
-        from engine.lease import owner_alive
-
-        row = await self.engine.decide(run_id, node, iteration, approved, note=note or None)
-        said = f"gate {key_label(node, iteration)} of run {run_id} {row['decision']}"
-        if run_id in self.tasks:
-            return said
-        run = await self.reader.get_run(run_id)
-        if run["status"] not in ("waiting", "running"):
-            return said
-        if run["owner_id"] and owner_alive(run):
-            return f"{said}; its owner (pid {run['owner_pid']} on {run['owner_host']}) goes on with it"
-        await self.resume(run_id)
-        return f"{said}; continuing the run here"
+        d = await self.engine.decide(run_id, node, iteration, approved, note=note or None,
+                                     resume=run_id not in self.tasks)
+        said = f"gate {key_label(node, iteration)} of run {run_id} {d.gate.decision}"
+        if d.executor is not None:
+            self.execute(d.executor)
+            return f"{said}; continuing the run here"
+        if run_id not in self.tasks and d.owner_alive:
+            run = await self.reader.get_run(run_id)
+            if run.owner is not None:
+                return f"{said}; its owner (pid {run.owner.pid} on {run.owner.host}) goes on with it"
+        return said
 
     async def cancel(self, run_id: str) -> str:
         return await self.engine.cancel(run_id)
 
-    async def fork(self, run_id: str, frame: int | None, *, input: Any = None, reset: Any = ()) -> dict[str, Any]:
+    async def fork(self, run_id: str, frame: int | None, *, input: Any = None, reset: Any = ()) -> ForkInfo:
         info = await self.engine.fork(run_id, frame, input=input, reset=reset, new_id=self.new_id())
-        await self.resume(info["run_id"])
+        await self.resume(info.run_id)
         return info
 
-    async def rewind(self, run_id: str, frame: int) -> dict[str, Any]:
+    async def rewind(self, run_id: str, frame: int) -> ForkInfo:
         self.quiet_end.add(run_id)
         info = await self.engine.rewind(run_id, frame, new_id=self.new_id())
-        await self.resume(info["run_id"])
+        await self.resume(info.run_id)
         return info
 
-    async def replay(self, run_id: str, frame: int) -> dict[str, Any]:
+    async def replay(self, run_id: str, frame: int) -> ForkInfo:
         info = await self.engine.replay(run_id, frame, new_id=self.new_id())
-        await self.resume(info["run_id"])
+        await self.resume(info.run_id)
         return info
 
     async def close(self) -> None:
@@ -209,11 +215,12 @@ class Host:
         self._closed = True
         if self._follower:
             self._follower.cancel()
-        if self._engine is not None:
-            try:
-                await self._engine.close()
-            except Exception as e:  # closing goes on: the connections must still be closed
-                log.warning("engine close: %s", e)
+        for eng in (self._engine, self._view):
+            if eng is not None:
+                try:
+                    await eng.close()
+                except Exception as e:  # closing goes on: the connections must still be closed
+                    log.warning("engine close: %s", e)
         for t in list(self.tasks.values()):
             t.cancel()
         if self.tasks:

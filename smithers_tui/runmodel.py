@@ -3,16 +3,21 @@ frame shown, and when each step started and ended — built from the frames them
 at a time, so following a long run costs what the new frames cost, and scrubbing one frame back
 or forth costs what that frame changed (each frame keeps the records it replaced).
 
-Pure: no I/O, no Textual. The run screen feeds it frames read from the store (`add`) and moves
+Pure: no I/O, no Textual. The run screen feeds it the frames the store reads (`add`) and moves
 the shown frame (`seek`).
 """
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Callable
 
-Key = tuple[str, int]
+from engine.state import Key, NodeRecord
+
+if TYPE_CHECKING:
+    from engine.frame import FrameDelta
+
+Rec = NodeRecord  # a node's record in a frame: kind, state, attempts, error, data (loop counters, worktree)
 
 FINAL = ("done", "failed", "skipped", "cancelled")
 
@@ -29,21 +34,6 @@ CLASSES: dict[str, tuple[str, str]] = {
     "other": ("·", "grey42"),
 }
 ORDER = list(CLASSES)
-
-
-@dataclass(slots=True, frozen=True)
-class Rec:
-    """A node's record in a frame: kind, state, attempts, error, data (loop counters, worktree)."""
-
-    kind: str
-    state: str
-    attempts: int = 0
-    error: str | None = None
-    data: dict[str, Any] | None = None
-
-    @classmethod
-    def of(cls, v: list[Any]) -> "Rec":
-        return cls(v[0], v[1], v[2] if len(v) > 2 else 0, v[3] if len(v) > 3 else None, v[4] if len(v) > 4 else None)
 
 
 @dataclass(slots=True)
@@ -70,7 +60,7 @@ def name_of(key: Key) -> str:
     return key[0] if key[1] == 0 else f"{key[0]}[{key[1]}]"
 
 
-def classify(frame: int, at: float, delta: dict[str, Any], changes: dict[Key, Rec],
+def classify(frame: int, at: float, delta: FrameDelta, changes: dict[Key, Rec],
              prev: dict[Key, Rec | None]) -> Mark:
     kinds: set[str] = set()
     by_state: dict[str, list[str]] = {}
@@ -93,10 +83,10 @@ def classify(frame: int, at: float, delta: dict[str, Any], changes: dict[Key, Re
             kinds.add("cancel")
         if old is not None and old.state == "waiting_approval" and rec.state != "waiting_approval":
             kinds.add("decision")
-    status = delta.get("r")
+    status = delta.status
     parts = []
-    if "fork" in delta:
-        f = delta["fork"] or {}
+    if delta.fork is not None:
+        f = delta.fork
         kinds.add("fork")
         parts.append(f"{f.get('kind', 'fork')} of {f.get('from_run')} at frame {f.get('from_frame')}: "
                      f"{f.get('carried', 0)} outputs carried")
@@ -146,11 +136,11 @@ class RunModel:
     def at(self, frame: int) -> float:
         return self.marks[frame].at if 0 <= frame < len(self.marks) else 0.0
 
-    def add(self, frame: int, at: float, delta: dict[str, Any]) -> Mark | None:
+    def add(self, frame: int, at: float, delta: FrameDelta) -> Mark | None:
         """Append frame `frame` (frames come in order; one already held is ignored)."""
         if frame != len(self.marks):
             return None
-        changes = {parse_key(k): Rec.of(v) for k, v in (delta.get("n") or {}).items()}
+        changes = dict(delta.nodes)
         prev = {k: self.live.get(k) for k in changes}
         for key, rec in changes.items():
             self.live[key] = rec
@@ -159,7 +149,7 @@ class RunModel:
                 h.append((frame, rec.state))
         mark = classify(frame, at, delta, changes, prev)
         self.marks.append(mark)
-        self.statuses.append(delta.get("r") or (self.statuses[-1] if self.statuses else "running"))
+        self.statuses.append(str(delta.status or (self.statuses[-1] if self.statuses else "running")))
         self.changes.append(changes)
         self.prevs.append(prev)
         if self.following:
@@ -222,13 +212,3 @@ class RunModel:
     def changed_at(self, frame: int) -> frozenset[Key]:
         return frozenset(self.changes[frame]) if 0 <= frame < len(self.changes) else frozenset()
 
-    def counts(self, nodes: Iterable[Rec]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for r in nodes:
-            out[r.state] = out.get(r.state, 0) + 1
-        return out
-
-
-def parse_key(s: str) -> Key:
-    node_id, _, it = s.rpartition("#")
-    return node_id, int(it)

@@ -44,6 +44,7 @@ class AgentsScreen(AppScreen[None]):
         self.panes: dict[PaneKey, AgentPane] = {}
         self.states: dict[tuple[str, int], str] = {}
         self.agent_steps: list[PaneKey] = []
+        self._started_seq = 0
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -71,15 +72,10 @@ class AgentsScreen(AppScreen[None]):
     @background(group="agents-seed")
     async def seed(self) -> None:
         """Agent events stored before this screen opened (tool calls, messages, prompts)."""
-        from engine.store.sqlite import row_to_event
-
         await self.app.host.ready.wait()
         reader = self.app.host.reader
-        rows = await reader.fetchall("SELECT * FROM events WHERE run_id=? AND type='agent' ORDER BY seq LIMIT 20000",
-                                     (self.run_id,))
         fresh: dict[PaneKey, list[Any]] = {}
-        for r in rows:
-            ev = row_to_event(r)
+        for ev in await reader.events(self.run_id, types=["agent"], limit=20000):
             key = (ev.run_id, ev.node_id or "", ev.iteration or 0)
             if not self.hub.seeded(key) or key in fresh:
                 fresh.setdefault(key, []).append(ev)
@@ -90,8 +86,8 @@ class AgentsScreen(AppScreen[None]):
         self.refresh_panes()
         self.loaded = True
 
-    def on_store_changed(self, msg: StoreChanged) -> None:
-        if self.run_id in msg.run_ids:
+    def on_store_changed(self, _msg: StoreChanged) -> None:
+        if self.on_top:
             self.reload_states()
 
     @background(group="agents-states", exclusive=True)
@@ -100,13 +96,15 @@ class AgentsScreen(AppScreen[None]):
 
     async def load_states(self) -> None:
         reader = self.app.host.reader
-        rows = await reader.fetchall("SELECT node_id, iteration, state FROM nodes WHERE run_id=?", (self.run_id,))
-        self.states = {(r["node_id"], r["iteration"]): r["state"] for r in rows}
+        self.states = {k: str(rec.state) for k, rec in (await reader.load_state(self.run_id)).nodes.items()}
         # every agent step that started, even before it said anything (a run executed in another
         # process stores its agents' first words only with its next frame)
-        started = await reader.fetchall("SELECT DISTINCT node_id, iteration FROM events WHERE run_id=? AND "
-                                        "type='node_started' AND json_extract(data, '$.kind')='agent'", (self.run_id,))
-        self.agent_steps = [(self.run_id, r["node_id"], r["iteration"] or 0) for r in started]
+        started = await reader.events(self.run_id, after=self._started_seq, types=["node_started"], limit=20000)
+        for ev in started:
+            self._started_seq = max(self._started_seq, ev.seq)
+            key = (self.run_id, ev.node_id or "", ev.iteration or 0)
+            if ev.data.get("kind") == "agent" and key not in self.agent_steps:
+                self.agent_steps.append(key)
         for key, pane in self.panes.items():
             pane.set_state(self.states.get((key[1], key[2]), "running"))
 

@@ -3,7 +3,7 @@ approving or denying does; y approves, n denies, with an optional note. A decisi
 elsewhere (the CLI, another app) closes it."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,6 +14,9 @@ from textual.widgets import Button, Input, Label, Static
 from ..app import StoreChanged
 from ..base import AppModal, background
 from ..widgets.fmt import NODE_STYLE, key_label, short_json
+
+if TYPE_CHECKING:
+    from engine.records import ApprovalRecord
 
 ON_DENY = {"fail": "denying fails the run", "skip": "denying skips the gated part and the run goes on",
            "continue": "denying records the decision and the run goes on"}
@@ -54,56 +57,48 @@ class ApprovalScreen(AppModal[str]):
 
     @background(group="approval-load", exclusive=True)
     async def load(self) -> None:
-        from engine.report import run_report
-
-        await self.app.host.ready.wait()
-        reader = self.app.host.reader
+        host = self.app.host
+        await host.ready.wait()
         gate = await self.gate_row()
         if gate is None:
             self.close("gone")
             return
-        if gate["decision"]:
+        if gate.decision:
             self.closed_elsewhere(gate)
             return
-        rep = await run_report(reader, self.run_id)
+        rep = await host.view.report(self.run_id)
         if not self.query("#context-body"):  # closing
             return
-        self.query_one("#message", Static).update(Text(gate["message"], style="bold"))
-        nodes = {(n["id"], n["iteration"]): n for n in rep["nodes"]}
-        rows = await reader.fetchall(
-            "SELECT node_id, iteration, type FROM events WHERE run_id=? AND type IN "
-            "('node_finished','node_failed','node_skipped','approval_decided') ORDER BY seq DESC LIMIT 6",
-            (self.run_id,))
+        self.query_one("#message", Static).update(Text(gate.message, style="bold"))
+        done = await host.reader.events(self.run_id, types=["node_finished", "node_failed", "node_skipped",
+                                                             "approval_decided"], limit=6, newest=True)
         body = Text()
-        body.append(f"{rep['workflow']}  ·  run {rep['run_id']}  ·  frame {rep['last_frame']}\n", style="grey58")
+        body.append(f"{rep.workflow}  ·  run {rep.run_id}  ·  frame {rep.last_frame}\n", style="grey58")
         body.append("Before this gate\n", style="bold underline")
-        if not rows:
+        if not done:
             body.append("  nothing finished yet\n", style="grey50")
-        for r in reversed(rows):
-            n = nodes.get((r["node_id"], r["iteration"]))
-            state = n["state"] if n else "done"
-            g, c = NODE_STYLE.get(state, ("?", "white"))
+        for ev in done:
+            n = rep.node((ev.node_id or "", ev.iteration or 0))
+            g, c = NODE_STYLE.get(n.state if n else "done", ("?", "white"))
             body.append(f"  {g} ", style=c)
-            body.append(key_label(r["node_id"], r["iteration"]), style="bold")
-            if n is not None and n.get("output") is not None:
-                body.append("  " + short_json(n["output"], 70), style="grey62")
+            body.append(key_label(ev.node_id or "", ev.iteration or 0), style="bold")
+            if n is not None and n.output is not None:
+                body.append("  " + short_json(n.output, 70), style="grey62")
             body.append("\n")
         body.append("If you approve\n", style="bold underline")
-        me = nodes.get((self.node, self.iteration))
-        if me and me["kind"] == "task":
+        me = rep.node((self.node, self.iteration))
+        if me and me.kind == "task":
             body.append(f"  step {self.node} runs (it waits for this approval before starting)\n")
         else:
             body.append(f"  the run goes on past {self.node}\n")
         body.append("If you deny\n", style="bold underline")
-        body.append(f"  {ON_DENY.get(gate['on_deny'], gate['on_deny'])}\n")
+        body.append(f"  {ON_DENY.get(gate.on_deny, gate.on_deny)}\n")
         self.query_one("#context-body", Static).update(body)
         self.loaded = True
 
-    async def gate_row(self) -> dict[str, Any] | None:
-        reader = self.app.host.reader
-        rows = await reader.fetchall("SELECT * FROM approvals WHERE run_id=? AND node_id=? AND iteration=?",
-                                     (self.run_id, self.node, self.iteration))
-        return dict(rows[0]) if rows else None
+    async def gate_row(self) -> ApprovalRecord | None:
+        gates = await self.app.host.reader.approvals(self.run_id, open_only=False)
+        return next((g for g in gates if g.key == (self.node, self.iteration)), None)
 
     def on_store_changed(self, _msg: StoreChanged) -> None:
         if not self.deciding:
@@ -112,12 +107,12 @@ class ApprovalScreen(AppModal[str]):
     @background(group="approval-check", exclusive=True)
     async def check_elsewhere(self) -> None:
         gate = await self.gate_row()
-        if gate and gate["decision"] and not self.deciding and not self.closing:
+        if gate and gate.decision and not self.deciding and not self.closing:
             self.closed_elsewhere(gate)
 
-    def closed_elsewhere(self, gate: dict[str, Any]) -> None:
-        self.notify(f"gate {key_label(self.node, self.iteration)} of run {self.run_id} was {gate['decision']} "
-                    f"elsewhere by {gate['decided_by']}" + (f" ({gate['note']})" if gate.get("note") else ""))
+    def closed_elsewhere(self, gate: ApprovalRecord) -> None:
+        self.notify(f"gate {key_label(self.node, self.iteration)} of run {self.run_id} was {gate.decision} "
+                    f"elsewhere by {gate.decided_by}" + (f" ({gate.note})" if gate.note else ""))
         self.close("decided elsewhere")
 
     def close(self, result: str) -> None:

@@ -190,17 +190,15 @@ class BoardScreen(AppScreen[None]):
     def on_screen_resume(self) -> None:
         self.reload()
 
-    def on_store_changed(self, msg: StoreChanged) -> None:
-        if msg.concerns(self.run_id):
+    def on_store_changed(self, _msg: StoreChanged) -> None:
+        if self.on_top:
             self.reload()
 
     @background(group="board-load", exclusive=True)
     async def reload(self) -> None:
-        from engine.report import run_report
-
         host = self.app.host
         await host.ready.wait()
-        rep = await run_report(host.reader, self.run_id)
+        rep = (await host.view.report(self.run_id)).json_dict()
         gates_before = bool(self.waiting_gates())
         self.report = rep
         self.cards = cards_of(rep)

@@ -2,7 +2,6 @@
 with hunk navigation — n / p next and previous hunk, ] / [ next and previous file, j / k scroll."""
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from rich.syntax import Syntax
@@ -46,9 +45,9 @@ class DiffScreen(AppScreen[None]):
         *LETTER_KEYS,
     ]
 
-    def __init__(self, run_id: str, key: Key, workdir: str) -> None:
+    def __init__(self, run_id: str, key: Key) -> None:
         super().__init__()
-        self.run_id, self.key, self.workdir = run_id, key, workdir
+        self.run_id, self.key = run_id, key
         self.text = ""
         self.hunk_lines: list[int] = []
         self.file_lines: list[int] = []
@@ -69,26 +68,22 @@ class DiffScreen(AppScreen[None]):
 
     @background(group="diff-load", exclusive=True)
     async def load(self) -> None:
-        from engine import git
+        from engine.errors import BadInput
 
-        reader = self.app.host.reader
-        rows = await reader.fetchall("SELECT commit_sha FROM attempts WHERE run_id=? AND node_id=? AND iteration=? "
-                                     "AND commit_sha IS NOT NULL ORDER BY attempt", (self.run_id, *self.key))
         head = self.query_one("#diff-head", Static)
         body = self.query_one("#diff-text", Static)
-        if not rows:
-            head.update(Text(" this step made no commit: it did not run in a worktree, or changed nothing",
-                             style="grey58"))
+        try:
+            self.text = await self.app.host.view.diff(self.run_id, self.key[0], self.key[1])
+        except BadInput as e:  # the step made no snapshot: it did not run in a worktree
+            head.update(Text(f" {e}", style="grey58"))
             body.update("")
             self.loaded = True
             return
-        sha = rows[-1]["commit_sha"]
-        self.text = await asyncio.to_thread(git.diff, self.workdir, None, sha)
         self.hunk_lines, self.file_lines = hunks(self.text)
         head.update(Text.assemble((f" {len(self.file_lines)} file(s), {len(self.hunk_lines)} hunk(s)", "bold"),
-                                  (f"  ·  commit {sha[:10]}  ·  n/p hunk  ·  ]/[ file", "grey58")))
-        body.update(Syntax(self.text or "(no change)", "diff", theme="ansi_dark", background_color="default",
-                           line_numbers=False, word_wrap=False))
+                                  ("  ·  n/p hunk  ·  ]/[ file  ·  j/k scroll", "grey58")))
+        body.update(Syntax(self.text or "(the step changed no file)", "diff", theme="ansi_dark",
+                           background_color="default", line_numbers=False, word_wrap=False))
         self.loaded = True
 
     def current_line(self) -> int:

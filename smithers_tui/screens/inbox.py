@@ -2,7 +2,7 @@
 y / n decide at once, o opens the run, / filters, o sorts... (see the footer)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -15,6 +15,9 @@ from ..base import LETTER_KEYS, AppScreen, background
 from ..widgets.filter import FilterBar
 from ..widgets.fmt import key_label
 from ..widgets.table import Col, Item, ListTable
+
+if TYPE_CHECKING:
+    from engine.records import ApprovalRecord
 
 COLUMNS = [
     Col("run", "run", 8, 16, keep=99),
@@ -43,7 +46,8 @@ class InboxScreen(AppScreen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.gates: list[dict[str, Any]] = []
+        self.gates: list[ApprovalRecord] = []
+        self.owners: dict[str, str] = {}  # run id -> who runs it: this app, a pid, nobody
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -66,7 +70,8 @@ class InboxScreen(AppScreen[None]):
         self.reload()
 
     def on_store_changed(self, _msg: StoreChanged) -> None:
-        self.reload()
+        if self.on_top:
+            self.reload()
 
     @background(group="inbox-load", exclusive=True)
     async def reload(self) -> None:
@@ -75,24 +80,25 @@ class InboxScreen(AppScreen[None]):
         host = self.app.host
         await host.ready.wait()
         gates = await host.reader.approvals(open_only=True)
-        runs = {r["id"]: r for r in await host.reader.list_runs(limit=2000) if r["status"] in ("waiting", "running")}
+        runs = {r.id: r for r in await host.reader.list_runs(limit=2000)}
+        owners = {}
         for g in gates:
-            run = runs.get(g["run_id"], {})
-            if host.executing(g["run_id"]):
-                g["_owner"] = "this app"
-            elif run.get("owner_id") and owner_alive(run):
-                g["_owner"] = f"pid {run['owner_pid']}"
+            run = runs.get(g.run_id)
+            if host.executing(g.run_id):
+                owners[g.run_id] = "this app"
+            elif run is not None and run.owner is not None and owner_alive(run.owner):
+                owners[g.run_id] = f"pid {run.owner.pid}"
             else:
-                g["_owner"] = "nobody"
-        self.gates = gates
+                owners[g.run_id] = "nobody"
+        self.gates, self.owners = gates, owners
         if not self.query(ListTable):  # closing
             return
         clock = self.app.clock
         self.table.show([Item(gate_key(g), {
-            "run": g["run_id"], "workflow": g["workflow"],
-            "gate": Text(key_label(g["node_id"], g["iteration"]), style="bold yellow"),
-            "since": clock.stamp(g["requested_at"]), "owner": g["_owner"], "message": " ".join(g["message"].split())},
-            order={"since": g["requested_at"]}) for g in gates])
+            "run": g.run_id, "workflow": g.workflow or "",
+            "gate": Text(key_label(g.node_id, g.iteration), style="bold yellow"),
+            "since": clock.stamp(g.requested_at), "owner": owners[g.run_id], "message": " ".join(g.message.split())},
+            order={"since": g.requested_at}) for g in gates])
         n = len(gates)
         self.query_one("#inbox-head", Static).update(
             Text.assemble((f" {n} gate{'s' if n != 1 else ''} waiting", "bold yellow" if n else "bold"),
@@ -100,7 +106,7 @@ class InboxScreen(AppScreen[None]):
                           if n else ("  ·  nothing waits for you", "grey58")))
         self.loaded = True
 
-    def current(self) -> dict[str, Any] | None:
+    def current(self) -> ApprovalRecord | None:
         key = self.table.current_key()
         return next((g for g in self.gates if gate_key(g) == key), None)
 
@@ -125,7 +131,7 @@ class InboxScreen(AppScreen[None]):
 
         g = self.current()
         if g:
-            self.app.push_screen(ApprovalScreen(g["run_id"], g["node_id"], g["iteration"]), lambda _r: self.reload())
+            self.app.push_screen(ApprovalScreen(g.run_id, g.node_id, g.iteration), lambda _r: self.reload())
 
     def action_decide(self, approved: bool) -> None:
         g = self.current()
@@ -133,14 +139,14 @@ class InboxScreen(AppScreen[None]):
             self.decide(g, approved)
 
     @background(group="inbox-decide")
-    async def decide(self, g: dict[str, Any], approved: bool) -> None:
-        self.notify(await self.app.host.decide(g["run_id"], g["node_id"], g["iteration"], approved))
+    async def decide(self, g: ApprovalRecord, approved: bool) -> None:
+        self.notify(await self.app.host.decide(g.run_id, g.node_id, g.iteration, approved))
         self.reload()
 
     def action_open_run(self) -> None:
         g = self.current()
         if g:
-            self.app.open_run(g["run_id"])
+            self.app.open_run(g.run_id)
 
     def action_back(self) -> None:
         if self.query_one(FilterBar).value:
@@ -154,5 +160,5 @@ class InboxScreen(AppScreen[None]):
                 ("Filter gates", "", self.action_filter, "/")]
 
 
-def gate_key(g: dict[str, Any]) -> str:
-    return f"{g['run_id']}#{g['node_id']}#{g['iteration']}"
+def gate_key(g: ApprovalRecord) -> str:
+    return f"{g.run_id}#{g.node_id}#{g.iteration}"

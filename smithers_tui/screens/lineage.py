@@ -1,7 +1,7 @@
 """Lineage: the tree of forks, rewinds and replays around a run. enter opens the run."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,6 +11,9 @@ from textual.widgets import Label, Static, Tree
 
 from ..base import AppModal, background
 from ..widgets.fmt import RUN_STYLE
+
+if TYPE_CHECKING:
+    from engine.runtime import Lineage
 
 
 class LineageScreen(AppModal[None]):
@@ -39,22 +42,20 @@ class LineageScreen(AppModal[None]):
 
     @background(group="lineage-load", exclusive=True)
     async def load(self) -> None:
-        from engine.timetravel import lineage
-
-        tree_data = await lineage(self.app.host.reader, self.run_id)
+        tree_data = await self.app.host.view.lineage(self.run_id)
         t = self.query_one(Tree)
 
-        def add(parent: Any, node: dict[str, Any]) -> None:
-            g, c = RUN_STYLE.get(node["status"], ("?", "white"))
-            label = Text.assemble((g + " ", c), (node["run_id"], "bold underline" if node["run_id"] == self.run_id
+        def add(parent: Any, node: Lineage) -> None:
+            g, c = RUN_STYLE.get(node.status, ("?", "white"))
+            label = Text.assemble((g + " ", c), (node.run_id, "bold underline" if node.run_id == self.run_id
                                                  else "bold"),
-                                  (f"  {node['kind']}" + (f" at frame {node['parent_frame']}"
-                                                         if node["parent_frame"] is not None else ""), "magenta"),
-                                  (f"  {node['status']}, {node['frames']} frames", "grey58"))
-            me = parent.add(label, data=node["run_id"], expand=True)
-            for kid in node["children"]:
+                                  (f"  {node.kind}" + (f" at frame {node.parent_frame}"
+                                                      if node.parent_frame is not None else ""), "magenta"),
+                                  (f"  {node.status}, {node.frames} frames", "grey58"))
+            me = parent.add(label, data=node.run_id, expand=True)
+            for kid in node.children:
                 add(me, kid)
-            if node["run_id"] == self.run_id:
+            if node.run_id == self.run_id:
                 self.call_after_refresh(t.move_cursor, me)
 
         add(t.root, tree_data)

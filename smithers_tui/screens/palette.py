@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 
+from ..widgets.fmt import key_label
+
 if TYPE_CHECKING:
     from ..app import SmithersApp
 
@@ -55,13 +57,13 @@ async def global_commands(app: SmithersApp) -> list[Command]:
     if not host.ready.is_set():
         return out
     for g in await host.reader.approvals(open_only=True):
-        gate = g["node_id"] + (f"[{g['iteration']}]" if g["iteration"] else "")
+        gate = key_label(g.node_id, g.iteration)
         for verb, ok in (("Approve", True), ("Deny", False)):
-            out.append((f"{verb} {gate} of run {g['run_id']}", g["message"],
-                        partial(decide, app, g["run_id"], g["node_id"], g["iteration"], ok), ""))
-    for r in await host.reader.list_runs(limit=40):
-        out.append((f"Open run {r['id']} ({r['workflow']}, {r['status']})", "jump to the run",
-                    partial(app.open_run, r["id"]), ""))
+            out.append((f"{verb} {gate} of run {g.run_id}", g.message,
+                        partial(decide, app, g.run_id, g.node_id, g.iteration, ok), ""))
+    for r in await host.view.runs(limit=40):
+        out.append((f"Open run {r.run_id} ({r.workflow}, {r.status})", "jump to the run",
+                    partial(app.open_run, r.run_id), ""))
     for name, (wf, _target) in sorted((await app.workflows()).items()):
         out.append((f"Launch {name}", wf.description or "start this workflow", partial(app.action_new_run, name), ""))
     return out

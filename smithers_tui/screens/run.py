@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -26,15 +26,20 @@ from textual.widgets import Header, Input, Static
 from ..app import StoreChanged
 from ..widgets.footer import Footer
 from ..base import LETTER_KEYS, AppScreen, background
-from ..runmodel import Key, Mark, Rec, RunModel, parse_key
+from ..runmodel import Key, Mark, Rec, RunModel
 from ..widgets.filter import FilterBar
-from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE, cost, key_label, run_view, tokens
+from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE, cost, key_label, tokens
 from ..widgets.inspector import Inspector, StepView
-from ..widgets.step_tree import Layout, Row, Skel, StepTree, skeleton
+from ..widgets.step_tree import Layout, Row, Skel, StepTree
 from ..widgets.timeline import FrameTimeline
+
+if TYPE_CHECKING:
+    from engine.records import ApprovalRecord, AttemptRecord, RunRecord
+    from engine.timetravel import ForkInfo
 
 REFRESH_S = 0.25  # at most four reads of new frames a second, however fast the run commits
 REFRESH_MAX_S = 2.0
+ATTEMPTS_S = 2.0  # the attempts (agents, usage) are read again at most every 2 s
 INSPECT_S = 1.0
 CURSOR_REST_S = 0.12  # the inspector reads the step under the cursor once the cursor rests this long  # the selected step, while it keeps changing, is read again at most once a second
 FINAL_RUN = ("finished", "failed", "cancelled", "rewound")
@@ -90,10 +95,10 @@ class RunScreen(AppScreen[None]):
         self.run_id = run_id
         self.focus_key = focus  # a step to select once the tree is shown (the board opens a ticket's)
         self.model = RunModel()
-        self.run: dict[str, Any] | None = None
+        self.run: RunRecord | None = None
         self.view = ""  # the status shown: the run's, or interrupted
-        self.approvals: list[dict[str, Any]] = []
-        self.children_runs: list[dict[str, Any]] = []
+        self.approvals: list[ApprovalRecord] = []
+        self.children_runs: list[RunRecord] = []
         self.agents: dict[Key, str] = {}
         self.usage: dict[Key, dict[str, float]] = {}
         self.skel: Skel | None = None
@@ -108,6 +113,7 @@ class RunScreen(AppScreen[None]):
         self._inspect_timer: Timer | None = None
         self._head = Text("")
         self._busy = 0.0  # seconds of work on the event loop in the current refresh
+        self._attempts_read = 0.0
         self._head_lines = 0
 
     # --- the past ------------------------------------------------------------------------------
@@ -151,16 +157,15 @@ class RunScreen(AppScreen[None]):
 
     def tick(self) -> None:
         """Durations of running steps move on; the owner of a run may have gone."""
-        if self.run is not None and self.run["status"] in ACTIVE_RUN:
+        if self.run is not None and self.run.status in ACTIVE_RUN:
             self._dirty.set()
 
     def on_screen_resume(self) -> None:
         self.prompting = None
         self._dirty.set()
 
-    def on_store_changed(self, msg: StoreChanged) -> None:
-        if msg.concerns(self.run_id) or any(c["id"] in msg.run_ids for c in self.children_runs):
-            self._dirty.set()
+    def on_store_changed(self, _msg: StoreChanged) -> None:
+        self._dirty.set()
 
     # --- loading -------------------------------------------------------------------------------
     @background(group="run-refresh", exclusive=True)
@@ -183,77 +188,68 @@ class RunScreen(AppScreen[None]):
             await asyncio.sleep(min(REFRESH_MAX_S, max(REFRESH_S, 9 * cost)))
 
     async def load_base(self) -> None:
-        reader = self.app.host.reader
-        base, _outputs, _status = await reader.state_at(self.run_id, 0)
-        self.model = RunModel(base={k: Rec(r.kind, r.state, r.attempts, r.error, r.data) for k, r in base.items()})
+        at = await self.app.host.reader.state_at(self.run_id, 0)
+        self.model = RunModel(base=dict(at.nodes))
         self.timeline.model = self.model
 
     async def load_new(self) -> None:
-        reader = self.app.host.reader
-        self.run = await reader.get_run(self.run_id)
-        rows = await reader.fetchall("SELECT frame, at, delta FROM frames WHERE run_id=? AND frame>=? ORDER BY frame",
-                                     (self.run_id, len(self.model.marks)))
+        from engine.lease import shown_status
+
+        host = self.app.host
+        reader = host.reader
+        self.run = run = await reader.get_run(self.run_id)
+        frames = await reader.frames(self.run_id, since=len(self.model.marks))
         new: list[Mark] = []
         t0 = time.perf_counter()
-        for r in rows:
-            m = self.model.add(r["frame"], r["at"], json.loads(r["delta"]))
+        for f in frames:
+            m = self.model.add(f.frame, f.at, f.delta)
             if m is not None:
                 new.append(m)
         self._busy += time.perf_counter() - t0
         if new or not self.loaded:
             self.approvals = await reader.approvals(self.run_id, open_only=False)
-            self.children_runs = [dict(r) for r in await reader.fetchall(
-                "SELECT id, kind, parent_frame, status FROM runs WHERE parent_run_id=? ORDER BY created_at",
-                (self.run_id,))]
-            if not self.loaded or any(m.kinds & {"finish", "fail", "retry"} for m in new):
-                for a in await reader.fetchall(
-                        "SELECT node_id, iteration, agent, model, tokens_in, tokens_out, cost_usd FROM attempts "
-                        "WHERE run_id=? AND agent IS NOT NULL ORDER BY started_at", (self.run_id,)):
-                    k = (a["node_id"], a["iteration"])
-                    self.agents[k] = a["agent"] + (f"/{a['model']}" if a["model"] and a["model"] != a["agent"] else "")
-                    u = self.usage.setdefault(k, {"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0})
-                    u.clear()
-                for a in await reader.fetchall(
-                        "SELECT node_id, iteration, sum(coalesce(tokens_in,0)) AS ti, sum(coalesce(tokens_out,0)) AS tt,"
-                        " sum(coalesce(cost_usd,0)) AS c FROM attempts WHERE run_id=? GROUP BY node_id, iteration "
-                        "HAVING ti > 0 OR tt > 0 OR c > 0", (self.run_id,)):
-                    self.usage[(a["node_id"], a["iteration"])] = {"tokens_in": a["ti"], "tokens_out": a["tt"],
-                                                                  "cost_usd": a["c"]}
-        for key, buf in self.app.host.agents.buffers.items():  # agents streaming here right now
+            self.children_runs = await reader.child_runs(self.run_id)
+            now = time.monotonic()
+            if not self.loaded or (any(m.kinds & {"finish", "fail", "retry"} for m in new)
+                                   and now - self._attempts_read > ATTEMPTS_S):
+                self._attempts_read = now
+                self.read_attempts(await reader.attempts(self.run_id))
+        for key, buf in host.agents.buffers.items():  # agents streaming here right now
             if key[0] == self.run_id and buf.agent and (key[1], key[2]) not in self.agents:
                 self.agents[(key[1], key[2])] = buf.agent
         ids = frozenset(k[0] for k in self.model.live)
         if self.skel_ids != ids:
-            self.skel = await self.load_skeleton()
+            out = await host.view.outline(self.run_id)
+            self.skel = out.root if out is not None else None
             self.skel_ids = ids
-        self.view = run_view(self.run, self.app.host.executing(self.run_id))
+        self.view = str(shown_status(run, host.executing(self.run_id)))
         if new:
             self.timeline.frames_added()
         self.timeline.set_forks(self.forks())
         was = self.loaded
         self.loaded = True
-        if not was or self.run["workflow"] == "kanban":
+        if not was or run.workflow == "kanban":
             self.refresh_bindings()
+
+    def read_attempts(self, attempts: list[AttemptRecord]) -> None:
+        """Agents and usage per step, from the attempts that ended."""
+        usage: dict[Key, dict[str, float]] = {}
+        for a in attempts:
+            if a.agent:
+                self.agents[a.key] = a.agent + (f"/{a.model}" if a.model and a.model != a.agent else "")
+            if a.tokens_in or a.tokens_out or a.cost_usd:
+                u = usage.setdefault(a.key, {"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0})
+                u["tokens_in"] += a.tokens_in or 0
+                u["tokens_out"] += a.tokens_out or 0
+                u["cost_usd"] += a.cost_usd or 0.0
+        self.usage = usage
 
     def forks(self) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
         for c in self.children_runs:
-            if c["parent_frame"] is not None:
-                out.setdefault(c["parent_frame"], []).append(c["id"])
+            if c.parent_frame is not None:
+                out.setdefault(c.parent_frame, []).append(c.id)
         return out
-
-    async def load_skeleton(self) -> Skel | None:
-        """The workflow's shape, rendered from the run's saved state (None when it cannot be loaded:
-        the tree then lists the steps without their nesting)."""
-        assert self.run is not None
-        run = self.run
-        try:
-            wf = await asyncio.to_thread(self.app.workflow_for, run["target"])
-            state = await self.app.host.reader.load_state(self.run_id)
-            return await asyncio.to_thread(render_shape, wf, self.run_id, json.loads(run["input"]), state,
-                                           run["workdir"])
-        except Exception:  # a workflow that no longer loads or renders: its steps are still listed
-            return None
 
     # --- showing -------------------------------------------------------------------------------
     def show(self) -> None:
@@ -266,8 +262,8 @@ class RunScreen(AppScreen[None]):
         """The nodes of the frame shown. A run cancelled while nobody ran it has no frame for that:
         its steps that were still going show as cancelled, as the database has them."""
         nodes = self.model.view
-        if self.past is None and self.run is not None and self.run["status"] == "cancelled":
-            nodes = {k: (Rec(r.kind, "cancelled", r.attempts, r.error, r.data)
+        if self.past is None and self.run is not None and self.run.status == "cancelled":
+            nodes = {k: (r.but(state="cancelled")
                          if r.state in ("running", "pending", "waiting_approval") else r) for k, r in nodes.items()}
         return nodes
 
@@ -335,7 +331,7 @@ class RunScreen(AppScreen[None]):
         width = 12
         total = known + more
         fill = round(width * done / total) if total else 0
-        end = run["finished_at"] or (None if status in ACTIVE_RUN else run["updated_at"])
+        end = run.finished_at or (None if status in ACTIVE_RUN else run.updated_at)
         if past is not None:
             end = self.model.at(self.model.view_frame)
         tok = sum((u.get("tokens_in") or 0) + (u.get("tokens_out") or 0) for u in self.usage.values())
@@ -346,15 +342,15 @@ class RunScreen(AppScreen[None]):
                 owner = "running in this app"
             elif status == "interrupted":
                 owner = "no process runs it: s resumes it here"
-            elif run["owner_id"] and status in ACTIVE_RUN:
-                owner = f"run by pid {run['owner_pid']} on {run['owner_host']}"
+            elif run.owner is not None and status in ACTIVE_RUN:
+                owner = f"run by pid {run.owner.pid} on {run.owner.host}"
             elif status == "waiting":
                 owner = "d decides the gate"
         steps = f" {done}/{known} steps" + (f" (+≤{more} in loops)" if more else "")
-        pieces = [Text.assemble((f" {g} {status} ", f"bold {c}"), (run["workflow"], "bold"), ("  run ", "grey58"),
-                                (run["id"], "bold")),
+        pieces = [Text.assemble((f" {g} {status} ", f"bold {c}"), (run.workflow, "bold"), ("  run ", "grey58"),
+                                (run.id, "bold")),
                   Text.assemble(("█" * fill, c), ("░" * (width - fill), "grey35"), steps),
-                  Text(f"{clock.since(run['created_at'], end)} elapsed", "grey58")]
+                  Text(f"{clock.since(run.created_at, end)} elapsed", "grey58")]
         if tok or usd:
             pieces.append(Text(f"{tokens(tok)} tokens {cost(usd)}", "grey58"))
         if owner:
@@ -367,19 +363,19 @@ class RunScreen(AppScreen[None]):
                 break
             line1 += sep + p
         bits: list[str] = []
-        if run["parent_run_id"]:
-            bits.append(f"{run['kind']} of {run['parent_run_id']} at frame {run['parent_frame']} (p opens it)")
-        if run["successor_run_id"]:
-            bits.append(f"rewound: continued as {run['successor_run_id']}")
+        if run.parent_run_id:
+            bits.append(f"{run.kind} of {run.parent_run_id} at frame {run.parent_frame} (p opens it)")
+        if run.successor_run_id:
+            bits.append(f"rewound: continued as {run.successor_run_id}")
         if self.children_runs:
-            kids = ", ".join(f"{k['id']} ({k['kind']}@{k['parent_frame']})" for k in self.children_runs[:3])
+            kids = ", ".join(f"{k.id} ({k.kind}@{k.parent_frame})" for k in self.children_runs[:3])
             more_kids = f" +{len(self.children_runs) - 3}" if len(self.children_runs) > 3 else ""
             bits.append(f"branches: {kids}{more_kids}")
         lines = [line1]
         if bits:
             lines.append(Text(" ⑂ " + "  ·  ".join(bits) + "  (L lineage)", style="magenta"))
-        if status == "failed" and run["error"] and past is None:
-            lines.append(Text(f" ✖ {' '.join(str(run['error']).split())}", style="red1"))
+        if status == "failed" and run.error and past is None:
+            lines.append(Text(f" ✖ {' '.join(str(run.error).split())}", style="red1"))
         for ln in lines:
             ln.truncate(avail, overflow="ellipsis")
         head = self.query_one("#run-head", Static)
@@ -432,8 +428,7 @@ class RunScreen(AppScreen[None]):
         self.inspect(key, rec)
 
     def approvals_of(self, key: Key) -> tuple[Any, ...]:
-        return tuple((a["decision"], a["decided_at"]) for a in self.approvals
-                     if (a["node_id"], a["iteration"]) == key)
+        return tuple((a.decision, a.decided_at) for a in self.approvals if a.key == key)
 
     def show_group(self, insp: Inspector, row: Row) -> None:
         """A group row (parallel, an iteration, other steps): what its steps are doing."""
@@ -461,15 +456,15 @@ class RunScreen(AppScreen[None]):
         from ..widgets.inspector import section, value_view
 
         clock = self.app.clock
-        parts: list[Any] = [Text.assemble((f"run {run['id']}", "bold"), (f"  {run['workflow']}  {self.view}", "grey58")),
-                            Text(f"started {clock.stamp(run['created_at'])}  ·  {self.model.last} frames  ·  in "
-                                 f"{run['workdir']}", style="grey58")]
-        if run["error"]:
-            parts.append(Text.assemble(("error: ", "bold red1"), (str(run["error"]), "red1")))
-        if run["parent_run_id"]:
-            parts.append(Text(f"{run['kind']} of {run['parent_run_id']} at frame {run['parent_frame']}", "magenta"))
+        parts: list[Any] = [Text.assemble((f"run {run.id}", "bold"), (f"  {run.workflow}  {self.view}", "grey58")),
+                            Text(f"started {clock.stamp(run.created_at)}  ·  {self.model.last} frames  ·  in "
+                                 f"{run.workdir}", style="grey58")]
+        if run.error:
+            parts.append(Text.assemble(("error: ", "bold red1"), (str(run.error), "red1")))
+        if run.parent_run_id:
+            parts.append(Text(f"{run.kind} of {run.parent_run_id} at frame {run.parent_frame}", "magenta"))
         parts.append(section("Input"))
-        parts += value_view(json.loads(run["input"]))
+        parts += value_view(run.input)
         parts.append(Text("\nselect a step to see its attempts, output and events", style="grey50"))
         insp.show_parts(parts)
 
@@ -479,35 +474,39 @@ class RunScreen(AppScreen[None]):
         past = self.past
         frame = self.model.view_frame
         until = self.model.at(frame) if past is not None else None
-        rows = await reader.fetchall("SELECT * FROM events WHERE run_id=? AND node_id=? AND iteration=? ORDER BY seq "
-                                     "LIMIT 2000", (self.run_id, key[0], key[1]))
-        from engine.store.sqlite import row_to_event
-
-        events = [row_to_event(r) for r in rows]
+        events = await reader.events(self.run_id, node=key, limit=2000, newest=True)
         if past is not None:
             events = [e for e in events if e.frame <= frame]
         prompt = next((e.data.get("text") for e in reversed(events) if e.type == "agent" and e.data.get("kind") == "prompt"),
                       None)
         events = [e for e in events if not (e.type == "agent" and e.data.get("kind") == "prompt")]
-        attempts = [dict(a) for a in await reader.fetchall(
-            "SELECT * FROM attempts WHERE run_id=? AND node_id=? AND iteration=? ORDER BY attempt",
-            (self.run_id, key[0], key[1]))]
+        attempts = [a for a in await reader.attempts(self.run_id) if a.key == key]
         if until is not None:
-            attempts = [a for a in attempts if a["started_at"] <= until]
-        out = await reader.fetchone("SELECT value, frame FROM outputs WHERE run_id=? AND node_id=? AND iteration=?",
-                                    (self.run_id, key[0], key[1]))
-        has_output = out is not None and (past is None or out["frame"] <= frame)
-        gate = next((a for a in self.approvals if (a["node_id"], a["iteration"]) == key), None)
-        sha = next((a["commit_sha"] for a in reversed(attempts) if a.get("commit_sha")), None)
+            attempts = [a for a in attempts if a.started_at <= until]
+        output = (await reader.outputs_at(self.run_id, frame)).get(key) if rec.kind in ("task", "approval") else None
         stat = None
-        if sha and self.run is not None:
-            stat = await asyncio.to_thread(diff_stat, self.run["workdir"], sha)
+        if (rec.data or {}).get("commit"):
+            stat = diff_stat(await self.app.host.view.diff(self.run_id, key[0], key[1]))
         if not self.is_attached or self.selected_key() != key:
             return
         self.query_one(Inspector).show(StepView(
-            key=key, rec=rec, output=json.loads(out["value"]) if has_output and out else None, has_output=has_output,
-            attempts=attempts, events=events, prompt=prompt, gate=gate, diff_stat=stat,
+            key=key, rec=rec, output=output.value if output else None, has_output=output is not None,
+            attempts=attempts, events=events, prompt=prompt, gate=self.gate_view(key, rec, past), diff_stat=stat,
             usage=self.usage.get(key) if past is None else None, past=past, until=until))
+
+    def gate_view(self, key: Key, rec: Rec, past: int | None) -> dict[str, Any] | None:
+        """The gate of a step as of the frame shown: in the past, decided only if the run had taken
+        the decision in by then (a decision recorded later is not part of that past)."""
+        gate = next((a for a in self.approvals if a.key == key), None)
+        if gate is None:
+            return None
+        view = {"message": gate.message, "decision": gate.decision, "decided_by": gate.decided_by, "note": gate.note,
+                "decided_at": gate.decided_at}
+        if past is not None:
+            d = (rec.data or {}).get("decision") or {}
+            view.update(decision=("approved" if d.get("approved") else "denied") if d else None,
+                        decided_by=d.get("by"), note=d.get("note"), decided_at=d.get("at"))
+        return view
 
     # --- approvals -----------------------------------------------------------------------------
     def maybe_prompt(self) -> None:
@@ -516,7 +515,7 @@ class RunScreen(AppScreen[None]):
         later = self.app.later
         waiting = [k for k, r in self.model.live.items()
                    if r.state == "waiting_approval" and (self.run_id, *k) not in later]
-        if waiting and self.run is not None and self.run["status"] in ACTIVE_RUN:
+        if waiting and self.run is not None and self.run.status in ACTIVE_RUN:
             self.open_prompt(waiting[0])
 
     def open_prompt(self, key: Key) -> None:
@@ -671,13 +670,13 @@ class RunScreen(AppScreen[None]):
             if result is not None:
                 self.do_fork(frame, result["input"], result["reset"])
 
-        self.app.push_screen(ForkScreen(self.run_id, frame, json.loads(self.run["input"]), steps, not_started), done)
+        self.app.push_screen(ForkScreen(self.run_id, frame, self.run.input, steps, not_started), done)
 
     @background(group="run-fork")
     async def do_fork(self, frame: int, input: Any, reset: list[str]) -> None:
         info = await self.app.host.fork(self.run_id, frame, input=input, reset=reset)
-        self.notify(f"forked {self.run_id} at frame {frame} as {info['run_id']}: {fork_said(info)}")
-        self.app.open_run(info["run_id"])
+        self.notify(f"forked {self.run_id} at frame {frame} as {info.run_id}: {fork_said(info)}")
+        self.app.open_run(info.run_id)
 
     def action_rewind(self) -> None:
         from .confirm import ConfirmScreen
@@ -695,8 +694,8 @@ class RunScreen(AppScreen[None]):
     @background(group="run-rewind")
     async def do_rewind(self, frame: int) -> None:
         info = await self.app.host.rewind(self.run_id, frame)
-        self.notify(f"rewound {self.run_id} to frame {frame}: continuing as {info['run_id']}")
-        self.app.open_run(info["run_id"])
+        self.notify(f"rewound {self.run_id} to frame {frame}: continuing as {info.run_id}")
+        self.app.open_run(info.run_id)
 
     def action_replay(self) -> None:
         from .confirm import ConfirmScreen
@@ -717,8 +716,8 @@ class RunScreen(AppScreen[None]):
     @background(group="run-replay")
     async def do_replay(self, frame: int) -> None:
         info = await self.app.host.replay(self.run_id, frame)
-        self.notify(f"replaying {self.run_id} from frame {frame} as {info['run_id']}")
-        self.app.open_run(info["run_id"])
+        self.notify(f"replaying {self.run_id} from frame {frame} as {info.run_id}")
+        self.app.open_run(info.run_id)
 
     # --- other actions -------------------------------------------------------------------------
     def action_back(self) -> None:
@@ -738,7 +737,7 @@ class RunScreen(AppScreen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         run = self.run
         if action == "board":
-            return run is not None and run["workflow"] == "kanban"
+            return run is not None and run.workflow == "kanban"
         if run is None:
             return True
         if action == "cancel":
@@ -747,21 +746,21 @@ class RunScreen(AppScreen[None]):
             return self.view in ("interrupted", "failed") or (
                 self.view == "waiting" and not self.app.host.executing(self.run_id))
         if action == "decide":
-            return bool(self.waiting_gates()) and run["status"] in ACTIVE_RUN
+            return bool(self.waiting_gates()) and run.status in ACTIVE_RUN
         if action == "parent":
-            return bool(run["parent_run_id"])
+            return bool(run.parent_run_id)
         if action == "rewind":
-            return run["status"] != "rewound"
+            return run.status != "rewound"
         return True
 
     def action_board(self) -> None:
         from .board import BoardScreen
 
-        if self.run is not None and self.run["workflow"] == "kanban":
+        if self.run is not None and self.run.workflow == "kanban":
             self.app.push_screen(BoardScreen(self.run_id))
 
     def action_parent(self) -> None:
-        parent = self.run["parent_run_id"] if self.run else None
+        parent = self.run.parent_run_id if self.run else None
         if parent:
             self.app.open_run(parent)
         else:
@@ -779,7 +778,7 @@ class RunScreen(AppScreen[None]):
         if key is None or self.run is None:
             self.notify("select a step that ran in a worktree")
             return
-        self.app.push_screen(DiffScreen(self.run_id, key, self.run["workdir"]))
+        self.app.push_screen(DiffScreen(self.run_id, key))
 
     def action_cancel(self) -> None:
         from .confirm import ConfirmScreen
@@ -801,7 +800,7 @@ class RunScreen(AppScreen[None]):
         from .actions import resume
 
         if self.run is not None:
-            resume(self, self.run_id, self.run["status"], self._dirty.set)
+            resume(self, self.run_id, self.run.status, self._dirty.set)
 
     def palette_commands(self) -> list[Any]:
         frame = self.shown_frame()
@@ -824,8 +823,8 @@ class RunScreen(AppScreen[None]):
             out.append(("Resume this run", "continue it in this app", self.action_resume, "s"))
         if self.past is not None:
             out.append(("Live", "return to the newest frame", lambda: self.action_jump("last"), "end"))
-        if self.run is not None and self.run["parent_run_id"]:
-            out.append((f"Open parent run {self.run['parent_run_id']}", "", self.action_parent, "p"))
+        if self.run is not None and self.run.parent_run_id:
+            out.append((f"Open parent run {self.run.parent_run_id}", "", self.action_parent, "p"))
         for k in self.waiting_gates():
             out.append((f"Decide gate {key_label(*k)}", "approve or deny", self.action_decide, "d"))
         return out
@@ -849,10 +848,9 @@ def fork_choices(nodes: dict[Key, Rec], order: list[Key]) -> list[tuple[str, str
     return out
 
 
-def fork_said(info: dict[str, Any]) -> str:
-    rerun = len(info.get("rerun") or [])
-    return (f"{info['carried']} output(s) carried; {rerun} carried step(s) run again"
-            + ("; the input changed" if info.get("input_changed") else "") + "; steps not done at that frame run now")
+def fork_said(info: ForkInfo) -> str:
+    return (f"{info.carried} output(s) carried; {len(info.rerun)} carried step(s) run again"
+            + ("; the input changed" if info.input_changed else "") + "; steps not done at that frame run now")
 
 
 def loop_room(skel: Skel, nodes: dict[Key, Rec]) -> int:
@@ -862,29 +860,24 @@ def loop_room(skel: Skel, nodes: dict[Key, Rec]) -> int:
     def body_steps(s: Skel) -> int:
         if s.kind in ("task", "gate"):
             return 1
-        return sum(body_steps(k) for k in s.kids)
+        return sum(body_steps(k) for k in s.children)
 
     def walk(s: Skel) -> None:
         nonlocal total
-        if s.kind == "loop" and s.id is not None and s.max_iterations:
+        if s.kind == "loop" and s.id is not None and s.limit:
             rec = nodes.get((s.id, 0))
             if rec is None or rec.state not in ("done", "failed", "skipped", "cancelled"):
                 cur = ((rec.data or {}).get("iteration") or 0) if rec else 0
-                total += max(0, s.max_iterations - cur - 1) * body_steps(Skel("seq", None, s.kids))
-        for k in s.kids:
+                total += max(0, s.limit - cur - 1) * body_steps(Skel("seq", None, s.children))
+        for k in s.children:
             walk(k)
 
     walk(skel)
     return total
 
 
-def diff_stat(workdir: str, sha: str) -> str:
-    from engine import git
-
-    try:
-        text = git.diff(workdir, None, sha)
-    except Exception as e:  # a repository gone or a commit collected: say so in the inspector
-        return f"(diff unavailable: {e})"
+def diff_stat(text: str) -> str:
+    """Files a unified diff touches, with lines added and removed."""
     files: dict[str, list[int]] = {}
     cur = None
     for line in text.splitlines():
@@ -898,15 +891,3 @@ def diff_stat(workdir: str, sha: str) -> str:
     if not files:
         return "no file changed"
     return "\n".join(f"{f}  +{a} -{d}" for f, (a, d) in files.items())
-
-
-def render_shape(wf: Any, run_id: str, input: Any, state: Any, workdir: str) -> Skel:
-    """Render the workflow once against saved state (a workflow body is a pure function of ctx)."""
-    from engine.context import Ctx
-    from engine.render import index_tree
-
-    inp = wf.validate_input(input) if wf.input else input
-    ctx = Ctx(run_id, inp, state, {}, Path(workdir))
-    tree = wf.builder(ctx)
-    ctx._models = index_tree(tree)
-    return skeleton(wf.builder(ctx))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,7 +17,7 @@ from ..app import StoreChanged
 from ..widgets.footer import Footer
 from ..base import LETTER_KEYS, AppScreen, background
 from ..widgets.filter import FilterBar
-from ..widgets.fmt import ACTIVE_RUN, cost, key_label, run_glyph, run_view, tokens
+from ..widgets.fmt import ACTIVE_RUN, cost, key_label, run_glyph, tokens
 from ..widgets.table import Col, Item, ListTable
 
 COLUMNS = [
@@ -33,18 +34,23 @@ COLUMNS = [
     Col("cost", "cost", 6, 8, keep=20, right=True),
 ]
 
+if TYPE_CHECKING:
+    from engine.records import RunRecord, RunStats
+
 REFRESH_S = 0.5
 REFRESH_MAX_S = 3.0
 
-STATS_SQL = {
-    "steps": "SELECT run_id, sum(state='done' OR state='skipped') AS done, count(*) AS known FROM nodes "
-             "WHERE kind IN ('task','approval') GROUP BY run_id",
-    "running": "SELECT run_id, node_id, iteration FROM nodes WHERE state='running' AND kind='task' "
-               "ORDER BY updated_at",
-    "gates": "SELECT run_id, count(*) AS n FROM approvals WHERE decision IS NULL GROUP BY run_id",
-    "usage": "SELECT run_id, sum(coalesce(tokens_in,0)+coalesce(tokens_out,0)) AS tokens, sum(coalesce(cost_usd,0)) "
-             "AS cost FROM attempts GROUP BY run_id",
-}
+@dataclass
+class RunLine:
+    """A run as the list shows it: the record, its statistics, and the status to show."""
+
+    run: RunRecord
+    stats: RunStats
+    view: str  # the stored status, or interrupted when nobody runs it
+
+    @property
+    def id(self) -> str:
+        return self.run.id
 
 
 class RunsScreen(AppScreen[None]):
@@ -65,7 +71,7 @@ class RunsScreen(AppScreen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.runs: list[dict[str, Any]] = []
+        self.runs: list[RunLine] = []
         self.loaded = False
         self._dirty = asyncio.Event()
 
@@ -101,7 +107,7 @@ class RunsScreen(AppScreen[None]):
 
     def tick(self) -> None:
         """Durations of active runs move on; their owners may have gone."""
-        if any(r["status"] in ACTIVE_RUN for r in self.runs):
+        if any(r.view in ACTIVE_RUN for r in self.runs):
             self._dirty.set()
 
     @background(group="runs-refresh", exclusive=True)
@@ -120,55 +126,44 @@ class RunsScreen(AppScreen[None]):
             await asyncio.sleep(min(REFRESH_MAX_S, max(REFRESH_S, 9 * (time.perf_counter() - t0))))
 
     async def load(self) -> None:
+        from engine.lease import shown_status
+        from engine.records import RunStats
+
         host = self.app.host
-        reader = host.reader
-        runs = await reader.list_runs(limit=500)
-        stats: dict[str, Any] = {}
-        for name, sql in STATS_SQL.items():
-            stats[name] = await reader.fetchall(sql)
-        steps = {r["run_id"]: (r["done"], r["known"]) for r in stats["steps"]}
-        gates = {r["run_id"]: r["n"] for r in stats["gates"]}
-        usage = {r["run_id"]: (r["tokens"], r[2]) for r in stats["usage"]}
-        running: dict[str, list[str]] = {}
-        for r in stats["running"]:
-            running.setdefault(r["run_id"], []).append(key_label(r["node_id"], r["iteration"]))
-        for r in runs:
-            r["_steps"] = steps.get(r["id"], (0, 0))
-            r["_gates"] = gates.get(r["id"], 0)
-            r["_usage"] = usage.get(r["id"], (0, 0.0))
-            r["_running"] = running.get(r["id"], [])
-            r["_view"] = run_view(r, host.executing(r["id"]))
-        self.runs = runs
+        runs = await host.reader.list_runs(limit=500)
+        stats = await host.reader.run_stats([r.id for r in runs])
+        self.runs = [RunLine(r, stats.get(r.id) or RunStats(), str(shown_status(r, host.executing(r.id))))
+                     for r in runs]
         self.render_table()
         self.loaded = True
 
-    def item(self, r: dict[str, Any]) -> Item:
+    def item(self, line: RunLine) -> Item:
         clock = self.app.clock
-        done, known = r["_steps"]
-        status = r["_view"]
-        step = ", ".join(r["_running"][:2]) + (f" +{len(r['_running']) - 2}" if len(r["_running"]) > 2 else "")
+        r, st, status = line.run, line.stats, line.view
+        running = [key_label(*k) for k in st.running]
+        step = ", ".join(running[:2]) + (f" +{len(running) - 2}" if len(running) > 2 else "")
         if status == "interrupted":
             step = "no process runs it: s resumes it here"
         elif status == "waiting" and not step:
             step = "gate waiting: enter, then y or n"
-        elif status == "failed" and r.get("error"):
-            step = " ".join(str(r["error"]).split())
+        elif status == "failed" and r.error:
+            step = " ".join(str(r.error).split())
         elif status == "rewound":
-            step = f"→ continued as {r['successor_run_id']}"
-        lineage = f" ⑂{r['kind']}" if r.get("kind") and r["kind"] != "run" else ""
-        tok, usd = r["_usage"]
-        end = r["finished_at"] or (None if status in ACTIVE_RUN else r["updated_at"])
-        took = clock.since(r["created_at"], end)
+            step = f"→ continued as {r.successor_run_id}"
+        elif status == "queued":
+            step = "waiting for a worker (s runs it here)"
+        lineage = f" ⑂{r.kind}" if r.kind != "run" else ""
+        end = r.finished_at or (None if status in ACTIVE_RUN else r.updated_at)
         style = "red1" if status == "failed" else "orange3" if status == "interrupted" else ""
-        return Item(r["id"], {
-            "glyph": run_glyph(status), "status": Text(status, style="grey70"), "workflow": r["workflow"] + lineage,
-            "run": r["id"], "started": clock.stamp(r["created_at"]), "took": took, "progress": f"{done}/{known}",
-            "step": Text(step, style=style),
-            "gates": Text(str(r["_gates"]), style="bold yellow") if r["_gates"] else "",
-            "tokens": tokens(tok) if tok else "-", "cost": cost(usd)},
-            order={"started": r["created_at"], "took": (end or clock.now()) - r["created_at"], "progress": done,
-                   "gates": r["_gates"], "tokens": tok, "cost": usd},
-            text=" ".join([r.get("kind") or "", *r["_running"]]))
+        return Item(r.id, {
+            "glyph": run_glyph(status), "status": Text(status, style="grey70"), "workflow": r.workflow + lineage,
+            "run": r.id, "started": clock.stamp(r.created_at), "took": clock.since(r.created_at, end),
+            "progress": f"{st.done}/{st.known}", "step": Text(step, style=style),
+            "gates": Text(str(st.gates), style="bold yellow") if st.gates else "",
+            "tokens": tokens(st.tokens) if st.tokens else "-", "cost": cost(st.cost_usd)},
+            order={"started": r.created_at, "took": (end or clock.now()) - r.created_at, "progress": st.done,
+                   "gates": st.gates, "tokens": st.tokens, "cost": st.cost_usd},
+            text=" ".join([str(r.kind), *running]))
 
     def render_table(self) -> None:
         if not self.is_mounted or not self.query("#runs"):  # closing
@@ -177,9 +172,9 @@ class RunsScreen(AppScreen[None]):
         self.show_summary()
 
     def show_summary(self) -> None:
-        active = sum(r["_view"] in ACTIVE_RUN for r in self.runs)
-        stopped = sum(r["_view"] == "interrupted" for r in self.runs)
-        waiting = sum(r["_gates"] for r in self.runs)
+        active = sum(r.view in ACTIVE_RUN for r in self.runs)
+        stopped = sum(r.view == "interrupted" for r in self.runs)
+        waiting = sum(r.stats.gates for r in self.runs)
         text = self.query_one(FilterBar).value
         shown = f"{len(self.table.shown)} of {len(self.runs)} runs" if text else f"{len(self.runs)} runs"
         self.query_one("#summary", Static).update(Text.assemble(
@@ -252,19 +247,19 @@ class RunsScreen(AppScreen[None]):
     def action_resume(self) -> None:
         from .actions import resume
 
-        run = next((r for r in self.runs if r["id"] == self.current_id()), None)
-        if run is not None:
-            resume(self, run["id"], run["status"], self.reload)
+        line = next((r for r in self.runs if r.id == self.current_id()), None)
+        if line is not None:
+            resume(self, line.id, str(line.run.status), self.reload)
 
     def palette_commands(self) -> list[Any]:
         rid = self.current_id()
         out = [("Filter runs", "type to narrow the list", self.action_filter, "/"),
                ("Choose the columns", "show or hide columns of the list (kept for next time)", self.action_columns, "C"),
                ("Sort runs by the next column", "o again for the next, O reverses", self.table.action_sort_next, "o")]
-        run = next((r for r in self.runs if r["id"] == rid), None)
-        if run is not None:
-            if run["_view"] in ACTIVE_RUN:
+        line = next((r for r in self.runs if r.id == rid), None)
+        if line is not None:
+            if line.view in ACTIVE_RUN or line.view in ("interrupted", "queued"):
                 out.append((f"Cancel run {rid}", "stop it for good", self.action_cancel, "c"))
-            if run["_view"] in ("interrupted", "failed"):
+            if line.view in ("interrupted", "failed", "queued"):
                 out.append((f"Resume run {rid}", "continue it in this app", self.action_resume, "s"))
         return out

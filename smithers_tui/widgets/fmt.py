@@ -15,6 +15,7 @@ RUN_STYLE = {  # run status -> (glyph, colour)
     "cancelled": ("⊘", "grey58"),
     "rewound": ("↺", "magenta"),
     "interrupted": ("‖", "orange3"),
+    "queued": ("…", "grey70"),
 }
 NODE_STYLE = {  # node state -> (glyph, colour)
     "pending": ("·", "grey50"),
@@ -26,20 +27,7 @@ NODE_STYLE = {  # node state -> (glyph, colour)
     "cancelled": ("⊘", "grey58"),
     "not_yet": ("○", "grey35"),
 }
-ACTIVE_RUN = ("running", "waiting")
-
-
-def run_view(run: dict[str, Any], here: bool) -> str:
-    """The status to show: a `running` run that no live process owns is `interrupted` (resumable),
-    not running with a clock counting. A `waiting` run waits for a human, owner or not."""
-    status = str(run["status"])
-    if status == "interrupted" or run.get("interrupted"):
-        return "interrupted"
-    if status != "running" or here:
-        return status
-    from engine.lease import owner_alive
-
-    return status if owner_alive(run) else "interrupted"
+ACTIVE_RUN = ("running", "waiting", "queued")
 
 
 def run_glyph(status: str) -> Text:

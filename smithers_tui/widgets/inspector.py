@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.syntax import Syntax
@@ -16,6 +16,9 @@ from .textview import TextView
 
 from ..runmodel import Rec
 from .fmt import NODE_STYLE, Clock, cost, key_label, short_json, tokens
+
+if TYPE_CHECKING:
+    from engine.records import AttemptRecord
 
 MAX_TEXT = 6000
 INLINE = 80  # strings up to this long, without a newline, stay on the key's line
@@ -29,7 +32,7 @@ class StepView:
     rec: Rec
     output: Any = None
     has_output: bool = False
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)
     prompt: str | None = None
     gate: dict[str, Any] | None = None
@@ -199,8 +202,7 @@ class Inspector(TextView):
     def gate_parts(self, v: StepView) -> list[RenderableType]:
         gate = v.gate or {}
         out: list[RenderableType] = [section("Approval"), Text(gate.get("message", ""))]
-        decided = gate.get("decision") and (v.until is None or (gate.get("decided_at") or 0) <= v.until)
-        if decided:
+        if gate.get("decision"):
             out.append(Text(f"{gate['decision']} by {gate['decided_by']} at {self.clock.stamp(gate['decided_at'])}"
                             + (f": {gate['note']}" if gate.get("note") else ""), style="grey58"))
         elif v.past is not None:
@@ -216,18 +218,17 @@ class Inspector(TextView):
             t.add_column(col, no_wrap=True)
         errors: list[Text] = []
         for a in v.attempts:
-            finished = a.get("finished_at")
+            finished = a.finished_at
             if v.until is not None and finished and finished > v.until:
                 finished = None  # it ended after the frame shown
-            outcome = (a.get("outcome") or "running") if finished or v.until is None else "running"
-            t.add_row(str(a["attempt"]), outcome, self.clock.stamp(a["started_at"]),
-                      self.clock.since(a["started_at"], finished or v.until),
-                      (a.get("agent") or "") + (f"/{a['model']}" if a.get("model") and a["model"] != a.get("agent")
-                                                else ""),
-                      tokens((a.get("tokens_in") or 0) + (a.get("tokens_out") or 0)) if a.get("tokens_in") else "",
-                      cost(a.get("cost_usd")) if a.get("cost_usd") else "")
-            if a.get("error") and finished:
-                errors.append(Text.assemble((f"attempt {a['attempt']}: ", "grey58"), (str(a["error"]), "red1")))
+            outcome = (a.outcome or "running") if finished or v.until is None else "running"
+            t.add_row(str(a.attempt), outcome, self.clock.stamp(a.started_at),
+                      self.clock.since(a.started_at, finished or v.until),
+                      (a.agent or "") + (f"/{a.model}" if a.model and a.model != a.agent else ""),
+                      tokens((a.tokens_in or 0) + (a.tokens_out or 0)) if a.tokens_in else "",
+                      cost(a.cost_usd) if a.cost_usd else "")
+            if a.error and finished:
+                errors.append(Text.assemble((f"attempt {a.attempt}: ", "grey58"), (str(a.error), "red1")))
         out.append(t)
         out += errors
         return out

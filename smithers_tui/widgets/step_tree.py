@@ -1,7 +1,7 @@
 """The step tree: every node of a run with its state, grouped as the workflow nests them.
 
-The nesting comes from the workflow's own tree (rendered once from the run's saved state, see
-`skeleton`), the states from the frame shown. Loops show one group per iteration (or one row per
+The nesting comes from the workflow's own tree (its outline, rendered by the engine from the run's
+saved state), the states from the frame shown. Loops show one group per iteration (or one row per
 iteration when the body is a single step); Parallel and Worktree nodes are groups. A row's label
 is a pure function of its signature, so an update builds labels only for the rows that changed,
 inserts and removes only the rows that appeared or went, and rebuilds only when the order of
@@ -10,35 +10,19 @@ rows that stay changed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable
 
 from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from engine.outline import OutlineNode
+
 from ..runmodel import Key, Rec
 from .fmt import NODE_STYLE, Clock, key_label, short_json
 
 
-class Skel(NamedTuple):
-    """The shape of a rendered workflow tree: kind (task|gate|loop|par|wt|seq), id, children,
-    and for loops their most iterations."""
-
-    kind: str
-    id: str | None
-    kids: tuple["Skel", ...]
-    max_iterations: int | None = None
-
-
-def skeleton(node: Any) -> Skel:
-    """The shape of a rendered workflow tree (engine.dsl nodes)."""
-    name = type(node).__name__
-    if name == "Branch":
-        chosen = node.chosen()
-        return skeleton(chosen) if chosen is not None else Skel("seq", None, ())
-    kind = {"Task": "task", "Approval": "gate", "Loop": "loop", "Parallel": "par", "Worktree": "wt"}.get(name, "seq")
-    return Skel(kind, getattr(node, "id", None), tuple(skeleton(c) for c in node.children()),
-                getattr(node, "max_iterations", None) if kind == "loop" else None)
+Skel = OutlineNode  # the workflow's shape: kind (task|gate|loop|par|wt|seq), id, children, a loop's limit
 
 
 @dataclass
@@ -147,12 +131,12 @@ class Layout:
             if n is not None:
                 return [n.state]
         out: list[str] = []
-        for c in skel.kids:
+        for c in skel.children:
             out += self.states_of(c, it)
         return out or ["not_yet"]
 
     def walk(self, skel: Skel, it: int, parent: str | None, path: str, numbered: bool = False) -> None:
-        kind, nid, kids = skel.kind, skel.id, skel.kids
+        kind, nid, kids = skel.kind, skel.id, skel.children
         if kind == "seq" or nid is None and kind in ("task", "gate", "loop", "wt"):
             for i, c in enumerate(kids):
                 self.walk(c, it, parent, sub(path, i, c))
@@ -190,11 +174,11 @@ class Layout:
             if s.id is not None and s.kind in ("task", "gate", "loop", "wt"):
                 out.append(s.id)
             if s.kind not in ("task", "gate", "loop"):
-                out += self.members(s.kids)
+                out += self.members(s.children)
         return out
 
     def loop(self, skel: Skel, it: int, parent: str | None, path: str) -> None:
-        nid, kids = skel.id, skel.kids
+        nid, kids = skel.id, skel.children
         assert nid is not None
         key = (nid, it)
         self.placed.add(key)
@@ -215,8 +199,8 @@ class Layout:
             extra = "not started"
         else:
             extra = f"{len(its)} iteration{'s' if len(its) != 1 else ''}"
-            if skel.max_iterations and state not in ("done", "failed", "skipped", "cancelled"):
-                extra += f" of at most {skel.max_iterations}"
+            if skel.limit and state not in ("done", "failed", "skipped", "cancelled"):
+                extra += f" of at most {skel.limit}"
         self.add(p, parent, self.group_sig(nid, "⟳ ", state, extra, key), key, True)
         if not its:
             for i, c in enumerate(kids):

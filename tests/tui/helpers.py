@@ -83,10 +83,8 @@ def target(project: Path, name: str = "flow") -> str:
 
 
 async def connect(db: Path) -> Store:
-    """Another connection, safe while the app's are open in this process (see engine.store.shared)."""
-    from engine.store.shared import open_shared
-
-    return await (open_shared(db) if db.exists() else Store.open(db))
+    """Another connection, safe while the app's are open in this process."""
+    return await Store.open(db)
 
 
 async def seed(db: Path, project: Path, run_id: str, input: Any = None, name: str = "flow") -> str:
@@ -180,11 +178,16 @@ async def settle(pilot: Any) -> None:
 
 
 async def run_row(db: Path, run_id: str) -> dict[str, Any]:
-    store = await connect(db)
+    """The run's row as the database holds it (read with SQLite itself, read-only)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return await store.get_run(run_id)
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return dict(row) if row is not None else {}
     finally:
-        await store.close()
+        conn.close()
 
 
 def screen_is(app: Any, cls: type, **attrs: Any) -> bool:
@@ -221,7 +224,7 @@ async def run_shown(pilot: Any, app: Any, run_id: str, *, prompt: str = "later")
             return False
         gates = [k for k, r in screen.model.live.items() if r.state == "waiting_approval"
                  and (run_id, *k) not in app.later]
-        active = screen.run is not None and screen.run["status"] in ("running", "waiting")
+        active = screen.run is not None and screen.run.status in ("running", "waiting")
         if gates and active:
             return isinstance(app.screen, ApprovalScreen) and app.screen.loaded
         return app.screen is screen

@@ -2,6 +2,8 @@
 made elsewhere closing the prompt (another connection, another process), and the inbox across runs."""
 from __future__ import annotations
 
+import dataclasses
+
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ from tests.tui.helpers import connect, make_app, ready, run_row, seed, target, u
 async def gate_row(db: Path, run_id: str) -> dict:
     store = await connect(db)
     try:
-        return (await store.approvals(run_id, open_only=False))[0]
+        return dataclasses.asdict((await store.approvals(run_id, open_only=False))[0])
     finally:
         await store.close()
 
@@ -37,7 +39,7 @@ async def test_prompt_approves_a_run_nobody_owns_and_resumes_it_here(db: Path, p
         assert "count[1]" in context and "denying fails the run" in context
         await pilot.press("y")
         await until(pilot, lambda: isinstance(app.screen, RunScreen), "the prompt to close")
-        await until(pilot, lambda: app.screen.run and app.screen.run["status"] == "finished", "the run to finish")
+        await until(pilot, lambda: app.screen.run and app.screen.run.status == "finished", "the run to finish")
         gate = await gate_row(db, "w1")
         assert gate["decision"] == "approved"
         assert (await run_row(db, "w1"))["owner_id"] is None  # finished: lease released
@@ -55,7 +57,7 @@ async def test_deny_with_a_note_fails_the_run(db: Path, project: Path) -> None:
         await pilot.press(*"not yet", "enter")
         await pilot.press("n")
         await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.run
-                    and app.screen.run["status"] == "failed", "the run to fail")
+                    and app.screen.run.status == "failed", "the run to fail")
         gate = await gate_row(db, "w1")
         assert (gate["decision"], gate["note"]) == ("denied", "not yet")
 
@@ -104,9 +106,9 @@ async def test_inbox_lists_gates_across_runs_and_decides(db: Path, project: Path
         await until(pilot, lambda: isinstance(app.screen, InboxScreen) and app.screen.loaded, "the inbox")
         t = app.screen.query_one(DataTable)
         assert t.row_count == 2
-        assert {g["run_id"] for g in app.screen.gates} == {"w1", "w2"}
-        assert all("nobody" in g["_owner"] for g in app.screen.gates)
-        first = app.screen.gates[0]["run_id"]
+        assert {g.run_id for g in app.screen.gates} == {"w1", "w2"}
+        assert set(app.screen.owners.values()) == {"nobody"}
+        first = app.screen.current().run_id
         await pilot.press("y")
         await until(pilot, lambda: t.row_count == 1, "the gate to leave the inbox")
         await until(pilot, lambda: not app.host.executing(first), "the run to finish here")

@@ -54,7 +54,7 @@ async def test_cards_move_to_done_and_enter_opens_the_ticket(db: Path, kanban_pr
         run_id = await start_kanban(app)
         app.open_run(run_id)
         await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded
-                    and app.screen.run["workflow"] == "kanban", "the run screen")
+                    and app.screen.run.workflow == "kanban", "the run screen")
         run = app.screen
         await pilot.press("b")
         await until(pilot, lambda: isinstance(app.screen, BoardScreen) and app.screen.loaded, "the board")

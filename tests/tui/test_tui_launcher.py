@@ -17,7 +17,7 @@ async def test_launch_validates_the_form_then_starts_and_opens_the_run(db: Path,
     async with app.run_test(size=(120, 36)) as pilot:
         await ready(pilot, app)
         app.action_new_run("flow")
-        await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.loaded, "launcher")
+        await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.loaded and app.screen.form_for, "launcher")
         screen = app.screen
         names = [str(screen.query_one(OptionList).get_option_at_index(i).id)
                  for i in range(screen.query_one(OptionList).option_count)]
@@ -51,11 +51,11 @@ async def test_workflow_without_input_says_so(db: Path, project: Path) -> None:
     async with app.run_test(size=(120, 36)) as pilot:
         await ready(pilot, app)
         app.action_new_run("quick")
-        await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.loaded, "launcher")
+        await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.loaded and app.screen.form_for, "launcher")
         assert "takes no input" in str(app.screen.query_one(".empty", Static).render())
         await pilot.press("ctrl+s")
         await until(pilot, lambda: isinstance(app.screen, RunScreen), "the run")
-        await until(pilot, lambda: app.screen.run and app.screen.run["status"] == "finished", "finished")
+        await until(pilot, lambda: app.screen.run and app.screen.run.status == "finished", "finished")
 
 
 NOTES = '''
@@ -98,7 +98,7 @@ async def test_a_broken_project_workflow_is_listed_with_its_error_and_files_are_
     async with app.run_test(size=(120, 36)) as pilot:
         await ready(pilot, app)
         app.action_new_run()
-        await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.loaded, "launcher")
+        await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.loaded and app.screen.form_for, "launcher")
         screen = app.screen
         broken = screen.listing.get("broken")
         assert broken is not None and broken.wf is None and "SyntaxError" in (broken.error or "")

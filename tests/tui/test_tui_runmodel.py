@@ -2,25 +2,21 @@
 frame — reached forward, backward, by jumps — are exactly the store's rebuild of that frame."""
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+from typing import Any
 
+from engine.frame import FrameDelta
 from smithers_tui.runmodel import Rec, RunModel
 from tests.tui.helpers import connect, seed
 
 
-async def model_of(db: Path, run_id: str) -> tuple[RunModel, object]:
+async def model_of(db: Path, run_id: str) -> tuple[RunModel, Any]:
     store = await connect(db)
-    base, _o, _s = await store.state_at(run_id, 0)
-    model = RunModel(base={k: Rec(r.kind, r.state, r.attempts, r.error, r.data) for k, r in base.items()})
+    model = RunModel(base=dict((await store.state_at(run_id, 0)).nodes))
     for f in await store.frames(run_id):
-        model.add(f["frame"], f["at"], f["delta"])
+        model.add(f.frame, f.at, f.delta)
     return model, store
-
-
-def as_recs(nodes: dict) -> dict:
-    return {k: Rec(r.kind, r.state, r.attempts, r.error, r.data) for k, r in nodes.items()}
 
 
 async def test_every_frame_matches_the_stores_rebuild_whichever_way_it_is_reached(db: Path, project: Path) -> None:
@@ -31,8 +27,8 @@ async def test_every_frame_matches_the_stores_rebuild_whichever_way_it_is_reache
         assert last >= 8
         truth = {}
         for f in range(last + 1):
-            nodes, _o, status = await store.state_at("r1", f)
-            truth[f] = (as_recs(nodes), status)
+            at = await store.state_at("r1", f)
+            truth[f] = (at.nodes, at.status)
         for f in list(range(last, -1, -1)) + list(range(last + 1)):  # back one by one, then forth
             model.seek(f)
             assert model.view == truth[f][0], f"frame {f}"
@@ -66,11 +62,11 @@ async def test_marks_say_what_each_frame_did(db: Path, project: Path) -> None:
 def test_a_fork_starts_from_its_carried_nodes() -> None:
     carried = {("plan", 0): Rec("task", "done", 1)}
     model = RunModel(base=carried)
-    model.add(0, 10.0, {"fork": {"kind": "fork", "from_run": "r1", "from_frame": 3, "carried": 1}})
-    model.add(1, 11.0, {"n": {"build#0": ["task", "running", 1, None, None]}})
+    model.add(0, 10.0, FrameDelta(fork={"kind": "fork", "from_run": "r1", "from_frame": 3, "carried": 1}))
+    model.add(1, 11.0, FrameDelta(nodes={("build", 0): Rec("task", "running", 1)}))
     assert model.marks[0].cls == "fork" and "fork of r1 at frame 3" in model.marks[0].what
     model.seek(0)
     assert model.view == carried
     model.seek(1)
     assert model.view[("build", 0)].state == "running" and model.view[("plan", 0)].state == "done"
-    assert json.dumps(model.status_at(1)) == '"running"'
+    assert model.status_at(1) == "running"
