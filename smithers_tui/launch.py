@@ -35,7 +35,7 @@ def needs(wf: Any, data: Any, project: Path) -> Needs:
     """What the workflow needs (call from a thread: renders the workflow, reads its source)."""
     agents = git = False
     try:
-        from engine.context import Ctx
+        from engine import Ctx
         from engine.state import RunState
 
         inp = wf.validate_input(data) if wf.input else data

@@ -106,6 +106,8 @@ class RunScreen(AppScreen[None]):
         self.prompting: Key | None = None
         self.follow = True  # keep the running step in view until the cursor moves
         self.run_info = False  # the inspector shows the run (i) rather than the selected step
+        self.chosen: Key | None = None  # the step the user selected: kept selected while scrubbing
+        self._user_moving = False
         self.loaded = False
         self._dirty = asyncio.Event()
         self._inspected: tuple[Any, ...] | None = None
@@ -281,7 +283,12 @@ class RunScreen(AppScreen[None]):
         if self.focus_key is not None and tree.node_of(self.focus_key) is not None:
             key, self.focus_key = self.focus_key, None
             self.follow = False
+            self.chosen = key
             tree.call_after_refresh(tree.select_key, key)
+        elif self.chosen is not None and self.selected_key() != self.chosen:
+            tn = tree.node_of(self.chosen)  # back on the chosen step once it exists again
+            if tn is not None:
+                tree.call_after_refresh(tree.select_node_of, tn)
         elif tree.cursor_line < 0 and rows:
             tree.move_cursor_to_line(0)
         if self.follow and past is None and self.view in ACTIVE_RUN:
@@ -344,6 +351,8 @@ class RunScreen(AppScreen[None]):
                 owner = "no process runs it: s resumes it here"
             elif run.owner is not None and status in ACTIVE_RUN:
                 owner = f"run by pid {run.owner.pid} on {run.owner.host}"
+            elif status == "waiting" and any(a.decision and not a.applied for a in self.approvals):
+                owner = "decided: s goes on with it here"
             elif status == "waiting":
                 owner = "d decides the gate"
         steps = f" {done}/{known} steps" + (f" (+≤{more} in loops)" if more else "")
@@ -392,6 +401,10 @@ class RunScreen(AppScreen[None]):
     def on_tree_node_highlighted(self, _event: Any) -> None:
         """The cursor moved: the inspector follows once it rests (holding j reads nothing per row)."""
         self.run_info = False
+        if self._user_moving:
+            self._user_moving = False
+            row = self.tree.selected_row
+            self.chosen = row.key if row is not None else None
         if self._inspect_timer is not None:
             self._inspect_timer.stop()
         self._inspect_timer = self.set_timer(CURSOR_REST_S, self.inspect_selected)
@@ -475,8 +488,8 @@ class RunScreen(AppScreen[None]):
         frame = self.model.view_frame
         until = self.model.at(frame) if past is not None else None
         events = await reader.events(self.run_id, node=key, limit=2000, newest=True)
-        if past is not None:
-            events = [e for e in events if e.frame <= frame]
+        if past is not None and until is not None:  # written by then: a decision recorded later is not that past
+            events = [e for e in events if e.frame <= frame and e.at <= until]
         prompt = next((e.data.get("text") for e in reversed(events) if e.type == "agent" and e.data.get("kind") == "prompt"),
                       None)
         events = [e for e in events if not (e.type == "agent" and e.data.get("kind") == "prompt")]
@@ -513,8 +526,9 @@ class RunScreen(AppScreen[None]):
         if self.prompting is not None or not self.on_top:
             return
         later = self.app.later
+        decided = {a.key for a in self.approvals if a.decision}  # decided elsewhere, not taken in yet
         waiting = [k for k, r in self.model.live.items()
-                   if r.state == "waiting_approval" and (self.run_id, *k) not in later]
+                   if r.state == "waiting_approval" and (self.run_id, *k) not in later and k not in decided]
         if waiting and self.run is not None and self.run.status in ACTIVE_RUN:
             self.open_prompt(waiting[0])
 
@@ -559,7 +573,7 @@ class RunScreen(AppScreen[None]):
         names = {"fail": "failure", "gate": "gate or decision", "step": "change of the selected step"}
         wanted: Callable[[Mark], bool]
         if what == "step":
-            key = self.selected_key()
+            key = self.chosen or self.selected_key()
             if key is None:
                 self.notify("select a step first: w jumps to the frames that changed it")
                 return
@@ -619,9 +633,7 @@ class RunScreen(AppScreen[None]):
             target = next((o for o in order if o > i), order[0])
         else:
             target = next((o for o in reversed(order) if o < i), order[-1])
-        self.follow = False
-        tn = self.tree._by_path[paths[target]]
-        self.tree.select_node_of(tn)
+        self.choose(rows[target])
 
     def action_match(self, step: int) -> None:
         if not self.query_one("#search", FilterBar).value.strip():
@@ -634,9 +646,8 @@ class RunScreen(AppScreen[None]):
         if not rows:
             self.notify("no step is running" + (" at this frame" if self.past is not None else ""))
             return
+        self.choose(rows[-1])
         self.follow = True
-        tn = self.tree._by_path[rows[-1].path]
-        self.tree.select_node_of(tn)
 
     def action_failed(self) -> None:
         rows = [r for r in self.tree.rows if not r.group and r.sig[1] == "failed"]
@@ -646,12 +657,19 @@ class RunScreen(AppScreen[None]):
         paths = [r.path for r in rows]
         cur = self.tree.selected_row
         nxt = next((p for p in paths if cur is None or p > cur.path), paths[0])
-        self.follow = False
-        self.tree.select_node_of(self.tree._by_path[nxt])
+        self.choose(rows[paths.index(nxt)])
 
     def on_key(self, event: Any) -> None:
         if event.key in ("up", "down", "j", "k", "pageup", "pagedown") and self.focused is self.tree:
             self.follow = False
+            self._user_moving = True  # the step the cursor lands on is the one chosen
+
+    def choose(self, row: Row) -> None:
+        """Select a step on purpose (search, jumps): it stays selected while scrubbing, even through
+        frames where it does not exist yet, and w / W follow its changes."""
+        self.follow = False
+        self.chosen = row.key
+        self.tree.select_node_of(self.tree._by_path[row.path])
 
     # --- time travel ---------------------------------------------------------------------------
     def action_fork(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -159,6 +160,8 @@ async def until(pilot: Any, cond: Callable[[], Any], what: str = "condition") ->
     """Let the app work until cond() holds, checking it again after each message the app processes."""
     app = pilot.app
     pulse: Pulse | None = getattr(app, "pulse", None)
+    if os.environ.get("UNTIL_DEBUG"):
+        print("until:", what, flush=True)
     while True:
         value = cond()
         if value:
@@ -222,8 +225,9 @@ async def run_shown(pilot: Any, app: Any, run_id: str, *, prompt: str = "later")
     def settled() -> bool:
         if not screen.loaded:
             return False
+        decided = {a.key for a in screen.approvals if a.decision}
         gates = [k for k, r in screen.model.live.items() if r.state == "waiting_approval"
-                 and (run_id, *k) not in app.later]
+                 and (run_id, *k) not in app.later and k not in decided]
         active = screen.run is not None and screen.run.status in ("running", "waiting")
         if gates and active:
             return isinstance(app.screen, ApprovalScreen) and app.screen.loaded

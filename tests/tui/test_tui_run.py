@@ -165,3 +165,63 @@ async def test_lineage_lists_branches_and_p_opens_the_parent(db: Path, project: 
         assert len(app.screen_stack) == 3  # the parent took the child's place: esc goes back to the runs
         await pilot.press("escape")
         assert type(app.screen).__name__ == "RunsScreen"
+
+
+async def test_the_fork_dialog_lists_steps_in_order_and_previews_what_is_kept_and_run(db: Path, project: Path) -> None:
+    """Issue 13: steps in the workflow's order, names whole, and a preview that says what the fork
+    keeps, runs again and runs for the first time (a fork at an early frame keeps nothing)."""
+    await seed(db, project, "r1")
+    app = make_app(db, project)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_run(pilot, app, "r1")
+        await pilot.press("home", "right_square_bracket")
+        await until(pilot, lambda: screen.model.view_frame == 1, "frame 1")
+        done_at_1 = sorted(k[0] for k, r in screen.model.view.items() if r.state == "done")
+        await pilot.press("f")
+        fork = await until(pilot, lambda: isinstance(app.screen, ForkScreen) and app.screen, "the fork dialog")
+        ids = [fork.query_one(SelectionList).get_option_at_index(i).value
+               for i in range(fork.query_one(SelectionList).option_count)]
+        assert ids == [i for i in ["plan", "rounds", "count", "lint", "test", "ship", "notes", "summary"] if i in ids]
+        preview = str(fork.query_one("#preview").render())
+        assert f"keeps {len(set(done_at_1))} finished step(s)" in preview
+        assert "not done at frame 1, so they run: rounds, count" in preview
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, "closed")
+        await pilot.press("end", "f")
+        fork = await until(pilot, lambda: isinstance(app.screen, ForkScreen) and app.screen, "the fork dialog live")
+        fork.query_one(SelectionList).select("plan")
+        await until(pilot, lambda: "runs again: plan" in str(fork.query_one("#preview").render()), "the preview")
+        await pilot.press("ctrl+s")
+        await run_shown(pilot, app, "branch-1")
+        said = next(n.message for n in app._notifications if "forked r1" in n.message)
+        assert "carried" in said and "1 carried step(s) run again" in said
+
+
+async def test_dead_ends_become_actions(db: Path, project: Path) -> None:
+    """A cancelled run says f forks it (not a CLI command); a run whose workflow changed offers to
+    accept the change and go on, here."""
+    await seed(db, project, "c1")
+    await seed(db, project, "w1")
+    app = make_app(db, project)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.host.ready.is_set(), "the database")
+        assert await app.host.cancel("c1") == "cancelled"
+        screen = await open_run(pilot, app, "c1")
+        await until(pilot, lambda: screen.run.status == "cancelled", "cancelled")
+        assert not screen.check_action("resume", ()) and not screen.check_action("cancel", ())
+        screen.action_resume()
+        said = await until(pilot, lambda: next((n.message for n in app._notifications if "nothing to resume" in n.message),
+                                               None), "the answer")
+        assert "press f to fork" in said and "smithers fork" not in said
+        titles = [c[0] for c in screen.palette_commands()]
+        assert not any("Cancel" in t or "Resume" in t for t in titles) and any(t.startswith("Fork") for t in titles)
+        app.pop_screen()
+        flow = project / ".smithers" / "workflows" / "flow.py"
+        flow.write_text(flow.read_text() + "\n# changed after the run started\n")
+        screen = await open_run(pilot, app, "w1")
+        await pilot.press("s")
+        confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen, "the question")
+        assert confirm.purpose == "accept" and "changed since run w1 started" in str(confirm.query_one("#message").render())
+        await pilot.press("y")
+        await until(pilot, lambda: app.host.executing("w1") or any("with the changed workflow" in n.message
+                                                                   for n in app._notifications), "resumed")
