@@ -89,4 +89,9 @@ def collect(screen: Screen[Any]) -> list[tuple[str, str, str, str]]:
                 continue
             seen[ident] = len(rows)
             rows.append((display, b.description or b.action.replace("_", " "), b.id or "", where))
-    return rows
+    # Our keys (they have ids) first, screen by app by focus; Textual's own after them, except
+    # those that say the same as one of ours (ctrl+q beside q) or only copy text.
+    ours = [r for r in rows if r[2]]
+    named = {r[1] for r in ours}
+    theirs = [r for r in rows if not r[2] and r[1] not in named and r[1] != "Copy selected text"]
+    return ours + theirs
