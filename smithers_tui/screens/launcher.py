@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Header, Input, Label, OptionList, Static, Switch
+from textual.widgets import Button, Header, Input, Label, OptionList, Static, Checkbox
 from textual.widgets.option_list import Option
 
 from ..widgets.footer import Footer
@@ -77,11 +77,10 @@ class LauncherScreen(AppScreen[None]):
                 yield Static("", id="checks")
                 with Vertical(id="agent-box"):
                     yield Static("", id="agent-note")
-                    with Horizontal(id="demo-row"):
-                        yield Switch(value=False, id="demo")
-                        yield Label("use the demo agent for every agent step (canned replies, no model is called)")
+                    yield Checkbox("use the demo agent for every agent step (canned replies; no model is called)  "
+                                   "ctrl+d", value=False, id="demo", compact=True)
                 with Horizontal(id="actions"):
-                    yield Button("Start run  ctrl+s", variant="success", id="start")
+                    yield Button("Start run  ctrl+s", variant="success", id="start", compact=True)
                     yield Static("", id="start-status")
         yield Footer()
 
@@ -137,7 +136,7 @@ class LauncherScreen(AppScreen[None]):
         for e in self.shown:
             if e.wf is None:
                 label = Text.assemble((e.name, "bold red1"), ("  project · does not load", "red1"), "\n",
-                                      (short(e.error or "", 70), "grey62"))
+                                      (short(self.relative_text(e.error or ""), 70), "grey62"))
             else:
                 where = "built-in" if e.builtin else "project"
                 label = Text.assemble((e.name, "bold"), (f"  {where}", "grey50"), "\n",
@@ -151,7 +150,7 @@ class LauncherScreen(AppScreen[None]):
 
     def agent_note(self) -> None:
         host = self.app.host
-        demo = self.query_one("#demo", Switch)
+        demo = self.query_one("#demo", Checkbox)
         if host.agent_override == "demo":
             text = Text("The app was started with the demo agent: agent steps get canned replies.", style="yellow")
             demo.value = True
@@ -160,9 +159,9 @@ class LauncherScreen(AppScreen[None]):
             demo.value = False
         else:
             text = Text.assemble(("No model is configured", "bold yellow"),
-                                 (" — this workflow's agent steps use the demo agent (canned replies; no model is "
-                                  "called). To use a real model, set ANTHROPIC_API_KEY (or OPENAI_API_KEY / "
-                                  "GEMINI_API_KEY) or add [agents.default] to .smithers/config.toml.", "yellow"))
+                                 (": agent steps get the demo agent's canned replies. For a real model set "
+                                  "ANTHROPIC_API_KEY (or OPENAI_/GEMINI_API_KEY) or [agents.default] in "
+                                  ".smithers/config.toml.", "yellow"))
             demo.value = True
         self.query_one("#agent-note", Static).update(text)
 
@@ -183,7 +182,7 @@ class LauncherScreen(AppScreen[None]):
         if entry.wf is None:
             self.query_one("#wf-title", Static).update(Text(f"{name}: does not load", style="bold red1"))
             self.query_one("#wf-desc", Static).update(Text.assemble(
-                (entry.error or "", "red1"), (f"\n{self.relative(str(entry.path))} — fix it and save: the list "
+                (self.relative_text(entry.error or ""), "red1"), (f"\n{self.relative(str(entry.path))} — fix it and save: the list "
                                                "updates by itself", "grey50")))
             self.query_one("#agent-box").display = False
             self.form_for = name
@@ -205,7 +204,7 @@ class LauncherScreen(AppScreen[None]):
         if self.form_for != self.chosen:  # the form is being built: focus it once it is there
             self.focus_form_when_ready = True
             return
-        fields = self.query(InputForm).first().query("Input, Switch, Select") if self.query(InputForm) else None
+        fields = self.query(InputForm).first().query("Input, Checkbox, Select") if self.query(InputForm) else None
         (fields.first() if fields else self.query_one("#start")).focus()
 
     def action_focus_form(self) -> None:
@@ -214,6 +213,10 @@ class LauncherScreen(AppScreen[None]):
     async def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         if event.option.id:
             await self.choose(event.option.id)
+
+    def relative_text(self, text: str) -> str:
+        """Paths under the project said relative to it (a message fits where it is shown)."""
+        return text.replace(f"{self.app.project}/", "")
 
     def relative(self, path: str) -> str:
         project = self.app.project
@@ -240,8 +243,8 @@ class LauncherScreen(AppScreen[None]):
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()
 
-    def on_switch_changed(self, event: Switch.Changed) -> None:
-        if event.switch.id == "demo":
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        if event.checkbox.id == "demo":
             self.check()
 
     def form_data(self) -> dict[str, Any] | None:
@@ -250,7 +253,7 @@ class LauncherScreen(AppScreen[None]):
 
     def check(self) -> None:
         if self.chosen is not None and self.chosen in self.found:
-            self.run_checks(self.chosen, self.form_data(), self.query_one("#demo", Switch).value)
+            self.run_checks(self.chosen, self.form_data(), self.query_one("#demo", Checkbox).value)
 
     @background(group="launcher-check", exclusive=True)
     async def run_checks(self, name: str, data: dict[str, Any] | None, demo: bool) -> None:
@@ -271,7 +274,7 @@ class LauncherScreen(AppScreen[None]):
 
     # --- starting ------------------------------------------------------------------------------
     def action_toggle_demo(self) -> None:
-        sw = self.query_one("#demo", Switch)
+        sw = self.query_one("#demo", Checkbox)
         sw.value = not sw.value
 
     def action_back(self) -> None:
@@ -287,7 +290,7 @@ class LauncherScreen(AppScreen[None]):
         if data is None:
             status.update(Text("fix the fields marked ✖", style="red1"))
             return
-        self.start(self.chosen, data, self.query_one("#demo", Switch).value)
+        self.start(self.chosen, data, self.query_one("#demo", Checkbox).value)
 
     @background(group="launcher-start", exclusive=True)
     async def start(self, name: str, data: dict[str, Any], demo: bool) -> None:

@@ -560,8 +560,11 @@ class RunScreen(AppScreen[None]):
 
     # --- the timeline --------------------------------------------------------------------------
     def on_frame_timeline_scrubbed(self, event: FrameTimeline.Scrubbed) -> None:
+        was_past = self.past is not None
         self.model.seek(None if event.live else event.frame)
         self.show()
+        if was_past != (self.past is not None):
+            self.refresh_bindings()
 
     def action_frame(self, d: int) -> None:
         self.timeline.action_step(d)
@@ -758,6 +761,8 @@ class RunScreen(AppScreen[None]):
             return run is not None and run.workflow == "kanban"
         if run is None:
             return True
+        if self.past is not None and action in ("cancel", "resume", "decide"):
+            return False  # they act on the run as it is now: the past shows f, r and R
         if action == "cancel":
             return self.view in ACTIVE_RUN
         if action == "resume":

@@ -10,7 +10,7 @@ from textual.widgets import Input
 
 
 class FilterBar(Input):
-    DEFAULT_CSS = "FilterBar { dock: top; margin: 0 1; border: tall $accent; }"
+    DEFAULT_CSS = "FilterBar { dock: top; margin: 0 1; }"
     BINDINGS = [Binding("escape", "clear", "Clear filter", id="filter.clear")]
 
     class Done(Message):
@@ -21,7 +21,7 @@ class FilterBar(Input):
             self.bar = bar
 
     def __init__(self, placeholder: str, value: str = "", **kw: Any) -> None:
-        super().__init__(value=value, placeholder=f"{placeholder}   (enter keeps it, esc clears)", **kw)
+        super().__init__(value=value, placeholder=f"{placeholder}   (enter keeps it, esc clears)", compact=True, **kw)
 
     def on_mount(self) -> None:
         self.display = bool(self.value)

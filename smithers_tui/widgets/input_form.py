@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Input, Label, Select, Static, Switch
+from textual.widgets import Checkbox, Input, Label, Select, Static
 
 
 def field_kind(ann: Any) -> tuple[str, list[Any], bool]:
@@ -49,10 +49,11 @@ class InputForm(Vertical, can_focus=False):
     DEFAULT_CSS = """
     InputForm { height: auto; }
     InputForm .field { height: auto; margin-bottom: 1; }
+    InputForm Input, InputForm Select { margin-top: 0; }
     InputForm .field-label { color: $text; }
     InputForm .field-help { color: $text-muted; }
     InputForm .field-error { color: $error; height: auto; }
-    InputForm Switch { width: auto; }
+    InputForm Checkbox { width: auto; }
     InputForm .empty { color: $text-muted; }
     """
 
@@ -79,15 +80,15 @@ class InputForm(Vertical, can_focus=False):
                     yield Label(f.description, classes="field-help")
                 wid = f"field-{name}"
                 if kind == "bool":
-                    yield Switch(value=bool(default) if has_default else False, id=wid)
+                    yield Checkbox("yes", value=bool(default) if has_default else False, id=wid, compact=True)
                 elif kind == "choice":
                     yield Select([(str(c), c) for c in choices], id=wid, allow_blank=optional or not has_default,
-                                 value=default if has_default and default in choices else Select.BLANK)
+                                 value=default if has_default and default in choices else Select.BLANK, compact=True)
                 else:
                     text = "" if not has_default or default is None else (
                         json.dumps(default) if kind == "json" else str(default))
                     yield Input(value=text, id=wid, type={"int": "integer", "float": "number"}.get(kind, "text"),
-                                placeholder="JSON value" if kind == "json" else "")
+                                placeholder="JSON value" if kind == "json" else "", compact=True)
                 yield Static("", id=f"error-{name}", classes="field-error")
 
     def raw(self) -> tuple[dict[str, Any], dict[str, str]]:
@@ -98,7 +99,7 @@ class InputForm(Vertical, can_focus=False):
             return data, errors
         for name, (kind, _c, optional) in self.kinds.items():
             w = self.query_one(f"#field-{name}")
-            if isinstance(w, Switch):
+            if isinstance(w, Checkbox):
                 data[name] = w.value
                 continue
             if isinstance(w, Select):

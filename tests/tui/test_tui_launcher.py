@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.widgets import Input, OptionList, Static, Switch
+from textual.widgets import Input, OptionList, Static, Checkbox
 
 from smithers_tui.screens.approval import ApprovalScreen
 from smithers_tui.screens.launcher import LauncherScreen
@@ -24,7 +24,7 @@ async def test_launch_validates_the_form_then_starts_and_opens_the_run(db: Path,
         assert "flow" in names and "hello" in names  # project and built-in workflows
         note = str(screen.query_one("#agent-note", Static).render())
         assert "No model is configured" in note
-        assert screen.query_one("#demo", Switch).value is True  # the demo agent is offered
+        assert screen.query_one("#demo", Checkbox).value is True  # the demo agent is offered
         rounds = screen.query_one("#field-rounds", Input)
         rounds.value = "0"
         await pilot.press("ctrl+s")
