@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from smithers_tui.prefs import Prefs  # noqa: E402  (bench/ runs as a script too)
 DURATION = 15.0
 RATE = 2000
 
@@ -94,7 +97,7 @@ async def streaming(tmp: Path) -> None:
     from smithers_tui.app import SmithersApp
     from smithers_tui.screens.agents import AgentsScreen
 
-    app = SmithersApp(tmp / "stream.db", project=tmp)
+    app = SmithersApp(tmp / "stream.db", project=tmp, prefs=Prefs(tmp / "prefs.json"))
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.pause(0.2)
         bus = app.host.engine.bus
@@ -171,8 +174,8 @@ async def big_tree(tmp: Path) -> None:
     await ex.execute()
     await eng.close()
     await store.close()
-    app = SmithersApp(db, project=tmp)
-    app.workflow_for = lambda target: wide  # type: ignore[method-assign]  # defined here, not importable
+    # `wide` lives in this function (not importable): its steps are shown flat, unnested
+    app = SmithersApp(db, project=tmp, prefs=Prefs(tmp / "prefs.json"))
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.pause(0.2)
         t = time.perf_counter()
@@ -237,7 +240,7 @@ async def loop_in_app(tmp: Path, n: int, i: int, keys: list[float] | None = None
     from smithers_tui.screens.runs import RunsScreen
 
     bench.PARAMS["n"] = n
-    app = SmithersApp(tmp / f"app-{i}.db", project=tmp)
+    app = SmithersApp(tmp / f"app-{i}.db", project=tmp, prefs=Prefs(tmp / "prefs.json"))
     async with app.run_test(size=(120, 36)) as pilot:
         while not (isinstance(app.screen, RunsScreen) and app.screen.loaded):
             await asyncio.sleep(0.005)
@@ -247,8 +250,8 @@ async def loop_in_app(tmp: Path, n: int, i: int, keys: list[float] | None = None
         presses = 0
         while app.host.executing(rid):
             screen = app.screen
-            if keys is not None and isinstance(screen, RunScreen) and screen.loaded and screen.tree.rows:
-                tree = screen.tree
+            if keys is not None and isinstance(screen, RunScreen) and screen.loaded and screen.step_tree.rows:
+                tree = screen.step_tree
                 before = tree.cursor_line
                 t = time.perf_counter()
                 app.simulate_key("j" if presses % 2 == 0 else "k")
@@ -267,14 +270,16 @@ async def loop_in_app(tmp: Path, n: int, i: int, keys: list[float] | None = None
 async def engine_in_app(tmp: Path, n: int = 2000) -> None:
     await loop_headless(tmp, 200, 99)  # warm-up: imports, statement caches
     await loop_in_app(tmp, 200, 99)
-    head, inside, keys = [], [], []
+    head: list[float] = []
+    inside: list[float] = []
+    keys: list[float] = []
     for i in range(3):
         head.append(await loop_headless(tmp, n, i))
         inside.append(await loop_in_app(tmp, n, i))
     await loop_in_app(tmp, n, 3, keys)  # a 4th run, with someone pressing keys
     h, a = statistics.median(head), statistics.median(inside)
     line(f"engine: {n:,}-step loop headless", f"{h:.2f} s", f"runs {', '.join(f'{x:.2f}' for x in head)}")
-    line(f"engine: the same loop in the app", f"{a:.2f} s", f"runs {', '.join(f'{x:.2f}' for x in inside)}")
+    line("engine: the same loop in the app", f"{a:.2f} s", f"runs {', '.join(f'{x:.2f}' for x in inside)}")
     line("engine: in the app / headless", f"{a / h:.2f}x", "target <= 1.5x", a / h <= 1.5)
     if len(keys) >= 2:
         p95 = statistics.quantiles(keys, n=20)[18] * 1000 if len(keys) >= 20 else max(keys) * 1000
@@ -297,7 +302,7 @@ async def scrubbing(tmp: Path, steps: int = 5000) -> None:
     frames = ex.frame
     await eng.close()
     await store.close()
-    app = SmithersApp(db, project=tmp)
+    app = SmithersApp(db, project=tmp, prefs=Prefs(tmp / "prefs.json"))
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.pause(0.2)
         t = time.perf_counter()

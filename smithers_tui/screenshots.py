@@ -57,11 +57,13 @@ def release(ctx):
 '''
 
 
-async def until(pilot: Any, cond: Callable[[], Any], limit: int = 600) -> None:
-    for _ in range(limit):
-        if cond():
-            return
-        await pilot.pause(0.025)
+async def until(pilot: Any, cond: Callable[[], Any]) -> Any:
+    """Let the app work until cond() holds (checked again after each pause for the app to be idle)."""
+    for _ in range(2000):
+        value = cond()
+        if value:
+            return value
+        await pilot.pause()
     raise RuntimeError("the app did not get there")
 
 
@@ -113,13 +115,17 @@ def kanban_repo(project: Path) -> None:
 
 async def shoot(out: Path) -> list[str]:
     from .app import SmithersApp
+    from .prefs import Prefs
     from .screens.agents import AgentsScreen
     from .screens.approval import ApprovalScreen
     from .screens.board import BoardScreen
+    from .screens.fork import ForkScreen
+    from .screens.help import HelpScreen
     from .screens.inbox import InboxScreen
     from .screens.launcher import LauncherScreen
     from .screens.run import RunScreen
     from .screens.runs import RunsScreen
+    from .widgets.inspector import Inspector
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
@@ -130,7 +136,7 @@ async def shoot(out: Path) -> list[str]:
         db = project / ".smithers" / "smithers.db"
         kanban_repo(project)
         await seed(db, project)
-        app = SmithersApp(db, project=project, agent_override="demo")
+        app = SmithersApp(db, project=project, agent_override="demo", prefs=Prefs(project / "prefs.json"))
 
         def save(name: str) -> None:
             app.save_screenshot(f"{name}.svg", path=str(out))
@@ -138,57 +144,65 @@ async def shoot(out: Path) -> list[str]:
 
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded)
-            await pilot.pause(0.3)
+            await pilot.pause()
             save("runs")
             app.action_new_run("release")
-            await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.loaded)
-            await pilot.pause(0.3)
+            await until(pilot, lambda: isinstance(app.screen, LauncherScreen) and app.screen.checked_for == "release")
+            await pilot.pause()
             save("launcher")
             await pilot.press("ctrl+s")
             await until(pilot, lambda: isinstance(app.screen, ApprovalScreen) and app.screen.loaded)
-            await pilot.pause(0.3)
+            await pilot.pause()
             save("approval")
-            run_id = app.screen.run_id
             await pilot.press("escape")
             run = app.screen
             assert isinstance(run, RunScreen)
-            await until(pilot, lambda: run.loaded)
-            run.query_one("#tree").select_key(("review-security", 0))
-            await pilot.pause(0.5)
+            await until(pilot, lambda: run.loaded and app.screen is run)
+            run.step_tree.select_key(("review-security", 0))
+            await until(pilot, lambda: run.query_one(Inspector).shown_for == ("review-security", 0))
+            await pilot.pause()
             save("run")
             for _ in range(5):
                 await pilot.press("left_square_bracket")
-            await until(pilot, lambda: run.past is not None and run.report and run.report["frame"] == run.past)
-            await pilot.pause(0.4)
+            await until(pilot, lambda: run.past is not None and run.model.view_frame == run.model.last - 5)
+            await until(pilot, lambda: run.selected_key() is None
+                        or run.query_one(Inspector).shown_for == run.selected_key())
+            await pilot.pause()
             save("run-past")
+            await pilot.press("f")
+            fork = await until(pilot, lambda: isinstance(app.screen, ForkScreen) and app.screen)
+            fork.query_one("TextArea").cursor_blink = False
+            await pilot.pause()
+            save("fork")
+            await pilot.press("escape")
             await pilot.press("end")
             await pilot.press("g")
             await until(pilot, lambda: isinstance(app.screen, AgentsScreen) and app.screen.loaded
-                        and len(app.screen.panes) >= 3)
-            await pilot.pause(0.6)
+                        and len(app.screen.panes) >= 3 and all(p.seen for p in app.screen.panes.values()))
+            await pilot.pause()
             save("agents")
             await pilot.press("escape")
             await pilot.press("question_mark")
-            await pilot.pause(0.3)
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            await pilot.pause()
             save("help")
             await pilot.press("escape")
             await pilot.press("a")
             await until(pilot, lambda: isinstance(app.screen, InboxScreen) and app.screen.loaded)
-            await pilot.pause(0.3)
+            await pilot.pause()
             save("inbox")
             await pilot.press("escape")
-            wf, target = (await asyncio.to_thread(app.workflows))["kanban"]
+            wf, target = (await app.workflows())["kanban"]
             kb = await app.host.start(wf, target, {"test_command": "true", "max_rounds": 2,
                                                    "reviewers": ["correctness"]}, demo=True)
             await until(pilot, lambda: not app.host.executing(kb))
             app.open_run(kb)
             await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded
-                        and app.screen.report["run_id"] == kb)
+                        and app.screen.run_id == kb)
             await pilot.press("b")
             await until(pilot, lambda: isinstance(app.screen, BoardScreen) and app.screen.loaded)
-            await pilot.pause(0.3)
+            await pilot.pause()
             save("board")
-            del run_id
     return written
 
 

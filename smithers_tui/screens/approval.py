@@ -23,6 +23,7 @@ ON_DENY = {"fail": "denying fails the run", "skip": "denying skips the gated par
 
 
 class ApprovalScreen(AppModal[str]):
+    AUTO_FOCUS = "#approve"  # focused once the screen is up (never queried before its children exist)
     CSS_PATH = "approval.tcss"
     HELP_TITLE = "Approval"
     BINDINGS = [
@@ -52,7 +53,6 @@ class ApprovalScreen(AppModal[str]):
                 yield Button("Later  esc", id="later")
 
     def on_mount(self) -> None:
-        self.query_one("#approve").focus()
         self.load()
 
     @background(group="approval-load", exclusive=True)

@@ -126,12 +126,12 @@ def one_line(text: str, style: str = "") -> Text:
 def card_text(c: Card, selected: bool) -> Panel:
     check = (Text("– no check yet", "grey50") if c.check is None else
              Text("✔ check passed", "green3") if c.check else Text("✖ check failed", "red1"))
-    lines = [Text(c.title, "bold"), one_line(c.slug, "grey58"), Text(f"round {c.round} of {c.max_rounds}"), check]
+    lines = [Text(c.title, "bold"), one_line(c.slug, "grey58"), Text(f"round {c.round}/{c.max_rounds}"), check]
     if c.failure:
         lines.append(Text(c.failure, "red1"))
     lines.append(one_line("⎇ " + c.branch, "grey70"))
     if c.merged:
-        lines.append(Text("merged, though no file changed" if c.changed is False else "✔ merged",
+        lines.append(Text("merged (no file changed)" if c.changed is False else "✔ merged",
                           "yellow" if c.changed is False else "green3"))
     elif c.changed is False and c.column == "Done":
         lines.append(Text("no file changed", "yellow"))
@@ -236,9 +236,11 @@ class BoardScreen(AppScreen[None]):
             self.row = min(self.row, len(self.column_cards(self.col)) - 1)
         sel = self.current()
         self.selected = sel.slug if sel else None
+        narrow = self.size.width < 160  # empty columns give their width to the ones with cards
         for i, name in enumerate(COLUMNS):
             cards = self.column_cards(i)
             self.query_one(f"#title-{i}", Label).update(f"{name} ({len(cards)})")
+            self.query_one(f"#col-{i}").styles.width = "1fr" if cards or not narrow else 12
             body = self.query_one(f"#cards-{i}", Static)
             body.update(Group(*[card_text(c, c is sel) for c in cards]) if cards else Text("—", "grey42"))
             self.query_one(f"#col-{i}").set_class(i == self.col, "current")
@@ -305,7 +307,10 @@ class BoardScreen(AppScreen[None]):
             self.notify("no gate of this run is waiting")
             return
         node, it = gates[0]
-        self.app.push_screen(ApprovalScreen(self.run_id, node, it), lambda _r: self.reload())
+        def closed(_result: str | None) -> None:
+            self.reload()
+
+        self.app.push_screen(ApprovalScreen(self.run_id, node, it), closed)
 
     def palette_commands(self) -> list[object]:
         return [(f"Decide gate {key_label(*k)}", "approve or deny, here", self.action_decide, "d")

@@ -14,6 +14,7 @@ from ..widgets.table import Col
 
 class ColumnsScreen(AppModal[set[str] | None]):
     """Returns the set of columns to hide, or None when cancelled."""
+    AUTO_FOCUS = "SelectionList"  # focused once the screen is up (never queried before its children exist)
 
     HELP_TITLE = "Columns"
     DEFAULT_CSS = """
@@ -38,9 +39,6 @@ class ColumnsScreen(AppModal[set[str] | None]):
             yield SelectionList[str](*[Selection(c.label, c.key, c.key not in self.hidden) for c in self.columns])
             yield Static("space shows or hides  ·  enter keeps  ·  esc cancels  (narrow terminals still leave "
                          "out the least useful ones)", id="hint")
-
-    def on_mount(self) -> None:
-        self.query_one(SelectionList).focus()
 
     def action_keep(self) -> None:
         shown = set(self.query_one(SelectionList).selected)

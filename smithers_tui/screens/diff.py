@@ -29,6 +29,7 @@ def hunks(text: str) -> tuple[list[int], list[int]]:
 
 
 class DiffScreen(AppScreen[None]):
+    AUTO_FOCUS = "#diff-body"  # focused once the screen is up (never queried before its children exist)
     HELP_TITLE = "Diff"
     DEFAULT_CSS = """
     DiffScreen #diff-head { height: 1; padding: 0 1; background: $panel; }
@@ -63,7 +64,6 @@ class DiffScreen(AppScreen[None]):
     def on_mount(self) -> None:
         node = self.key[0] + (f"[{self.key[1]}]" if self.key[1] else "")
         self.sub_title = f"diff of {node}, run {self.run_id}"
-        self.query_one("#diff-body").focus()
         self.load()
 
     @background(group="diff-load", exclusive=True)

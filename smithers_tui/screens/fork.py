@@ -16,6 +16,7 @@ from ..base import AppModal
 
 
 class ForkScreen(AppModal[dict[str, Any] | None]):
+    AUTO_FOCUS = "#input"  # focused once the screen is up (never queried before its children exist)
     CSS_PATH = "fork.tcss"
     HELP_TITLE = "Fork"
     BINDINGS = [
@@ -50,7 +51,6 @@ class ForkScreen(AppModal[dict[str, Any] | None]):
                 yield Button("Cancel  esc", id="cancel")
 
     def on_mount(self) -> None:
-        self.query_one("#input", TextArea).focus()
         self.preview()
 
     def on_selection_list_selected_changed(self, _event: SelectionList.SelectedChanged[str]) -> None:

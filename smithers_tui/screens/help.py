@@ -20,6 +20,7 @@ COLUMNS = [Col("key", "key", 5, 16, keep=99), Col("does", "does", 12, None, keep
 
 
 class HelpScreen(AppModal[None]):
+    AUTO_FOCUS = "ListTable"  # focused once the screen is up (never queried before its children exist)
     CSS_PATH = "help.tcss"
     BINDINGS = [Binding("escape,q,f1,question_mark", "close", "Close", id="help.close"),
                 Binding("slash", "filter", "Filter", id="help.filter")]
@@ -41,7 +42,6 @@ class HelpScreen(AppModal[None]):
         t = self.query_one(ListTable)
         t.show([Item(f"{i}", {"key": k, "does": d, "id": bid, "where": where}, order={"key": i})
                 for i, (k, d, bid, where) in enumerate(self.rows)])
-        t.focus()
 
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()

@@ -30,6 +30,7 @@ COLUMNS = [
 
 
 class InboxScreen(AppScreen[None]):
+    AUTO_FOCUS = "#gates"  # focused once the screen is up (never queried before its children exist)
     CSS_PATH = "inbox.tcss"
     HELP_TITLE = "Approvals inbox"
     BINDINGS = [
@@ -63,7 +64,6 @@ class InboxScreen(AppScreen[None]):
 
     def on_mount(self) -> None:
         self.sub_title = "approvals inbox"
-        self.table.focus()
         self.reload()
 
     def on_screen_resume(self) -> None:
@@ -131,7 +131,10 @@ class InboxScreen(AppScreen[None]):
 
         g = self.current()
         if g:
-            self.app.push_screen(ApprovalScreen(g.run_id, g.node_id, g.iteration), lambda _r: self.reload())
+            def closed(_result: str | None) -> None:
+                self.reload()
+
+            self.app.push_screen(ApprovalScreen(g.run_id, g.node_id, g.iteration), closed)
 
     def action_decide(self, approved: bool) -> None:
         g = self.current()

@@ -37,6 +37,7 @@ class FormHolder(VerticalScroll, can_focus=False):
 
 
 class LauncherScreen(AppScreen[None]):
+    AUTO_FOCUS = "#workflows"  # focused once the screen is up (never queried before its children exist)
     CSS_PATH = "launcher.tcss"
     HELP_TITLE = "New run"
     BINDINGS = [
@@ -87,7 +88,6 @@ class LauncherScreen(AppScreen[None]):
     def on_mount(self) -> None:
         self.sub_title = "new run"
         self.query_one("#agent-box").display = False
-        self.query_one("#workflows").focus()
         rel = self.relative(str(self.app.project / ".smithers" / "workflows"))
         self.query_one("#where", Static).update(Text(f"project workflows: {rel}/*.py", style="grey50"))
         catalog = self.app.catalog

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 
 class LineageScreen(AppModal[None]):
+    AUTO_FOCUS = "Tree"  # focused once the screen is up (never queried before its children exist)
     CSS_PATH = "lineage.tcss"
     HELP_TITLE = "Lineage"
     BINDINGS = [Binding("escape", "close", "Close", id="lineage.close"),
@@ -37,7 +38,6 @@ class LineageScreen(AppModal[None]):
     def on_mount(self) -> None:
         t = self.query_one(Tree)
         t.show_root = False
-        t.focus()
         self.load()
 
     @background(group="lineage-load", exclusive=True)

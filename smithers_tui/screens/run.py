@@ -10,9 +10,7 @@ the approval prompt.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
@@ -51,6 +49,7 @@ class RunTree(StepTree):
 
 
 class RunScreen(AppScreen[None]):
+    AUTO_FOCUS = "#tree"  # focused once the screen is up (never queried before its children exist)
     CSS_PATH = "run.tcss"
     HELP_TITLE = "Run"
     BINDINGS = [
@@ -116,6 +115,7 @@ class RunScreen(AppScreen[None]):
         self._head = Text("")
         self._busy = 0.0  # seconds of work on the event loop in the current refresh
         self._attempts_read = 0.0
+        self._keys_for: tuple[Any, ...] | None = None
         self._head_lines = 0
 
     # --- the past ------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ class RunScreen(AppScreen[None]):
         yield Footer()
 
     @property
-    def tree(self) -> RunTree:
+    def step_tree(self) -> RunTree:
         return self.query_one(RunTree)
 
     @property
@@ -148,7 +148,6 @@ class RunScreen(AppScreen[None]):
     def on_mount(self) -> None:
         self.sub_title = f"run {self.run_id}"
         self.query_one("#past-banner").display = False
-        self.tree.focus()
         self.refresher()
         self.set_interval(1.0, self.tick)
 
@@ -199,7 +198,8 @@ class RunScreen(AppScreen[None]):
 
         host = self.app.host
         reader = host.reader
-        self.run = run = await reader.get_run(self.run_id)
+        run = await reader.get_run(self.run_id)
+        self.run, self.view = run, str(shown_status(run, host.executing(self.run_id)))  # together: keys depend on both
         frames = await reader.frames(self.run_id, since=len(self.model.marks))
         new: list[Mark] = []
         t0 = time.perf_counter()
@@ -224,13 +224,19 @@ class RunScreen(AppScreen[None]):
             out = await host.view.outline(self.run_id)
             self.skel = out.root if out is not None else None
             self.skel_ids = ids
-        self.view = str(shown_status(run, host.executing(self.run_id)))
         if new:
             self.timeline.frames_added()
         self.timeline.set_forks(self.forks())
-        was = self.loaded
         self.loaded = True
-        if not was or run.workflow == "kanban":
+        self.keys_may_have_changed()
+
+    def keys_may_have_changed(self) -> None:
+        """The keys offered depend on the run (cancel while active, resume when interrupted...): the
+        footer is rebuilt when what they depend on changed."""
+        state = (self.view, self.past is None, bool(self.waiting_gates()), self.run.parent_run_id if self.run else None,
+                 self.run.workflow if self.run else None)
+        if state != self._keys_for:
+            self._keys_for = state
             self.refresh_bindings()
 
     def read_attempts(self, attempts: list[AttemptRecord]) -> None:
@@ -278,7 +284,7 @@ class RunScreen(AppScreen[None]):
         layout = Layout(self.shown_nodes(), self.agents, self.app.clock, lambda k: self.model.timing(k, frame),
                         self.model.changed_at(frame), until)
         rows = layout.build(self.skel)
-        tree = self.tree
+        tree = self.step_tree
         tree.show(rows)
         if self.focus_key is not None and tree.node_of(self.focus_key) is not None:
             key, self.focus_key = self.focus_key, None
@@ -310,9 +316,9 @@ class RunScreen(AppScreen[None]):
     def keep_running_in_view(self, rows: list[Row]) -> None:
         running = [r.key for r in rows if r.key is not None and not r.group and r.sig[1] == "running"]
         if running:
-            tn = self.tree.node_of(running[-1])
+            tn = self.step_tree.node_of(running[-1])
             if tn is not None and tn.line >= 0:
-                self.tree.scroll_to_line(tn.line, animate=False)
+                self.step_tree.scroll_to_line(tn.line, animate=False)
 
     def steps(self) -> list[tuple[Key, Rec]]:
         return [(k, r) for k, r in self.shown_nodes().items() if r.kind in ("task", "approval")]
@@ -395,7 +401,7 @@ class RunScreen(AppScreen[None]):
 
     # --- the selected step ---------------------------------------------------------------------
     def selected_key(self) -> Key | None:
-        row = self.tree.selected_row
+        row = self.step_tree.selected_row
         return row.key if row is not None else None
 
     def on_tree_node_highlighted(self, _event: Any) -> None:
@@ -403,7 +409,7 @@ class RunScreen(AppScreen[None]):
         self.run_info = False
         if self._user_moving:
             self._user_moving = False
-            row = self.tree.selected_row
+            row = self.step_tree.selected_row
             self.chosen = row.key if row is not None else None
         if self._inspect_timer is not None:
             self._inspect_timer.stop()
@@ -418,7 +424,7 @@ class RunScreen(AppScreen[None]):
             return
         if key is None:
             self._inspected = None
-            row = self.tree.selected_row
+            row = self.step_tree.selected_row
             if row is not None and row.group:
                 self.show_group(insp, row)
             else:
@@ -445,7 +451,7 @@ class RunScreen(AppScreen[None]):
 
     def show_group(self, insp: Inspector, row: Row) -> None:
         """A group row (parallel, an iteration, other steps): what its steps are doing."""
-        below = [r for r in self.tree.rows if r.path.startswith(row.path + "/") and not r.group]
+        below = [r for r in self.step_tree.rows if r.path.startswith(row.path + "/") and not r.group]
         counts: dict[str, int] = {}
         for r in below:
             counts[r.sig[1]] = counts.get(r.sig[1], 0) + 1
@@ -560,11 +566,9 @@ class RunScreen(AppScreen[None]):
 
     # --- the timeline --------------------------------------------------------------------------
     def on_frame_timeline_scrubbed(self, event: FrameTimeline.Scrubbed) -> None:
-        was_past = self.past is not None
         self.model.seek(None if event.live else event.frame)
         self.show()
-        if was_past != (self.past is not None):
-            self.refresh_bindings()
+        self.keys_may_have_changed()
 
     def action_frame(self, d: int) -> None:
         self.timeline.action_step(d)
@@ -606,28 +610,28 @@ class RunScreen(AppScreen[None]):
             self.find_match(1, from_current=True)
 
     def on_filter_bar_done(self, _event: FilterBar.Done) -> None:
-        self.tree.focus()
+        self.step_tree.focus()
 
     def matching(self) -> list[Row]:
         words = self.query_one("#search", FilterBar).value.lower().split()
         if not words:
             return []
         out = []
-        for r in self.tree.rows:
+        for r in self.step_tree.rows:
             hay = f"{r.name} {r.sig[1].replace('_', ' ')} {r.sig[4]}".lower()
             if all(w in hay for w in words):
                 out.append(r)
         return out
 
     def find_match(self, step: int, from_current: bool = False) -> None:
-        rows = self.tree.rows
+        rows = self.step_tree.rows
         hits = self.matching()
         if not hits:
             if self.query_one("#search", FilterBar).value.strip():
                 self.notify("no step matches", timeout=2)
             return
         paths = [r.path for r in rows]
-        cur = self.tree.selected_row
+        cur = self.step_tree.selected_row
         i = paths.index(cur.path) if cur is not None and cur.path in paths else -1
         order = [paths.index(h.path) for h in hits]
         if from_current and i in order:
@@ -645,7 +649,7 @@ class RunScreen(AppScreen[None]):
         self.find_match(step)
 
     def action_running(self) -> None:
-        rows = [r for r in self.tree.rows if not r.group and r.sig[1] in ("running", "waiting_approval")]
+        rows = [r for r in self.step_tree.rows if not r.group and r.sig[1] in ("running", "waiting_approval")]
         if not rows:
             self.notify("no step is running" + (" at this frame" if self.past is not None else ""))
             return
@@ -653,17 +657,17 @@ class RunScreen(AppScreen[None]):
         self.follow = True
 
     def action_failed(self) -> None:
-        rows = [r for r in self.tree.rows if not r.group and r.sig[1] == "failed"]
+        rows = [r for r in self.step_tree.rows if not r.group and r.sig[1] == "failed"]
         if not rows:
             self.notify("no step failed" + (" at this frame" if self.past is not None else ""))
             return
         paths = [r.path for r in rows]
-        cur = self.tree.selected_row
+        cur = self.step_tree.selected_row
         nxt = next((p for p in paths if cur is None or p > cur.path), paths[0])
         self.choose(rows[paths.index(nxt)])
 
     def on_key(self, event: Any) -> None:
-        if event.key in ("up", "down", "j", "k", "pageup", "pagedown") and self.focused is self.tree:
+        if event.key in ("up", "down", "j", "k", "pageup", "pagedown") and self.focused is self.step_tree:
             self.follow = False
             self._user_moving = True  # the step the cursor lands on is the one chosen
 
@@ -672,7 +676,7 @@ class RunScreen(AppScreen[None]):
         frames where it does not exist yet, and w / W follow its changes."""
         self.follow = False
         self.chosen = row.key
-        self.tree.select_node_of(self.tree._by_path[row.path])
+        self.step_tree.select_node_of(self.step_tree._by_path[row.path])
 
     # --- time travel ---------------------------------------------------------------------------
     def action_fork(self) -> None:
@@ -682,9 +686,9 @@ class RunScreen(AppScreen[None]):
             return
         frame = self.shown_frame()
         nodes = self.model.view if self.past is not None else self.model.live
-        order = [r.key for r in self.tree.rows if r.key is not None]
+        order = [r.key for r in self.step_tree.rows if r.key is not None]
         steps = fork_choices(nodes, order)
-        not_started = list(dict.fromkeys(r.name for r in self.tree.rows
+        not_started = list(dict.fromkeys(r.name for r in self.step_tree.rows
                                          if r.key is not None and not r.group and r.key not in nodes))
 
         def done(result: dict[str, Any] | None) -> None:

@@ -54,6 +54,7 @@ class RunLine:
 
 
 class RunsScreen(AppScreen[None]):
+    AUTO_FOCUS = "#runs"  # focused once the screen is up (never queried before its children exist)
     CSS_PATH = "runs.tcss"
     HELP_TITLE = "Runs"
     BINDINGS = [
@@ -92,7 +93,6 @@ class RunsScreen(AppScreen[None]):
         self.sub_title = str(db.relative_to(project) if db.is_relative_to(project) else db)
         self.table.hidden = set(self.app.prefs.get("runs.hidden", []))
         self.table.set_filter(self.query_one(FilterBar).value)
-        self.table.focus()
         self.refresher()
         self.set_interval(1.0, self.tick)
 

@@ -6,13 +6,16 @@ import enum
 import json
 import types
 import typing
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Checkbox, Input, Label, Select, Static
+
+
+INPUT_TYPES: dict[str, Literal["integer", "number", "text"]] = {"int": "integer", "float": "number"}
 
 
 def field_kind(ann: Any) -> tuple[str, list[Any], bool]:
@@ -87,7 +90,7 @@ class InputForm(Vertical, can_focus=False):
                 else:
                     text = "" if not has_default or default is None else (
                         json.dumps(default) if kind == "json" else str(default))
-                    yield Input(value=text, id=wid, type={"int": "integer", "float": "number"}.get(kind, "text"),
+                    yield Input(value=text, id=wid, type=INPUT_TYPES.get(kind, "text"),
                                 placeholder="JSON value" if kind == "json" else "", compact=True)
                 yield Static("", id=f"error-{name}", classes="field-error")
 

@@ -141,7 +141,7 @@ class Layout:
             for i, c in enumerate(kids):
                 self.walk(c, it, parent, sub(path, i, c))
             return
-        if kind in ("task", "gate"):
+        if kind in ("task", "gate") and nid is not None:
             key = (nid, it)
             self.placed.add(key)
             name = f"{nid} #{it}" if it > 0 or (numbered and it >= 0) else nid
@@ -154,7 +154,7 @@ class Layout:
             for i, c in enumerate(kids):
                 self.walk(c, it, p, sub(p, i, c))
             return
-        if kind == "wt":
+        if kind == "wt" and nid is not None:
             key = (nid, it)
             self.placed.add(key)
             n = self.nodes.get(key)
@@ -240,7 +240,8 @@ class StepTree(Tree[Row]):
     def get_label_width(self, node: TreeNode[Row]) -> int:
         """The label's width without rendering it (Textual renders every label on every change of the
         tree to size it; a long run's tree changes a few times a second)."""
-        return node.label.cell_len + 2
+        label = node.label
+        return (label.cell_len if isinstance(label, Text) else len(label)) + 2
 
     def on_tree_node_collapsed(self, event: Tree.NodeCollapsed[Row]) -> None:
         if event.node.data is not None:

@@ -3,6 +3,7 @@ the cards end in Done, the keys move between cards and `enter` opens the run on 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,6 @@ def git_project(project: Path) -> None:
 
 
 async def start_kanban(app: Any, run_id: str = "kb-1") -> str:
-    import asyncio
-
     wf, target = (await app.workflows())["kanban"]
     return await app.host.start(wf, target, INPUT, demo=True, run_id=run_id)
 
@@ -118,7 +117,7 @@ async def test_a_waiting_merge_gate_is_decided_from_the_board_and_cards_say_what
         merged = next(t for t in text.renderable.renderables if "merged" in t.plain)
         assert "red" not in str(merged.style)
         if login.changed is False:
-            assert merged.plain == "merged, though no file changed"
+            assert merged.plain == "merged (no file changed)"
 
 
 def test_columns_follow_the_nodes() -> None:
@@ -146,16 +145,42 @@ def test_columns_follow_the_nodes() -> None:
     assert card.round == 2 and card.check is False and card.focus == ("ticket-a-implement", 1)
 
 
-def seed_kanban(db: Path, project: Path) -> None:
-    """A finished kanban run (kb-1) made through another connection: two tickets done, one out of rounds."""
+EDIT = """
+from engine import Task, Worktree, workflow
+
+
+def write(ctx):
+    (ctx.workdir / "notes.md").write_text("# Notes\\n\\nA line.\\nAnother line.\\n")
+    readme = ctx.workdir / "README.md"
+    readme.write_text(readme.read_text() + "More about the app.\\n")
+    return {"written": 2}
+
+
+@workflow(name="edit")
+def edit(ctx):
+    \"\"\"One step that changes two files in a worktree.\"\"\"
+    return Worktree("work", Task("write", run=write))
+"""
+
+
+@pytest.fixture(scope="module")
+def kanban_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git project with a finished kanban run (kb-1: two tickets done, one out of rounds) and a
+    run whose step changed two files in a worktree (ed-1), made once for the module."""
     import asyncio
 
+    from engine.loader import load_target
     from engine.runtime import Engine
     from smithers_tui.targets import all_workflows
     from tests.tui.helpers import connect
 
+    project = tmp_path_factory.mktemp("kanban")
+    (project / ".smithers" / "workflows").mkdir(parents=True)
+    (project / ".smithers" / "workflows" / "edit.py").write_text(EDIT)
+    git_project(project)
     (project / ".smithers" / "tickets" / "signup.md").write_text(
         "---\ntest_command: \"false\"\n---\n# Sign-up page\n\nAdd a sign-up page.\n")
+    db = project / ".smithers" / "smithers.db"
 
     async def go() -> None:
         store = await connect(db)
@@ -164,15 +189,24 @@ def seed_kanban(db: Path, project: Path) -> None:
             wf, target = all_workflows(project)["kanban"]
             ex = await eng.start(wf, target, INPUT, run_id="kb-1", workdir=project)
             assert await ex.execute() == "finished", ex.error
+            wf, target = load_target(str(project / ".smithers" / "workflows" / "edit.py"))
+            ex = await eng.start(wf, target, None, run_id="ed-1", workdir=project)
+            assert await ex.execute() == "finished", ex.error
             await eng.close()
         finally:
             await store.close()
 
     asyncio.run(go())
+    return db
 
 
-def test_board_screen(snap_compare: Any, db: Path, kanban_project: Path) -> None:
-    seed_kanban(db, kanban_project)
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36"),
+         pytest.param((200, 50), id="200x50")]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_board_screen(snap_compare: Any, kanban_template: Path, db: Path, project: Path, size: tuple[int, int]) -> None:
+    shutil.copy(kanban_template, db)
 
     async def before(pilot: Any) -> None:
         app = pilot.app
@@ -184,4 +218,23 @@ def test_board_screen(snap_compare: Any, db: Path, kanban_project: Path) -> None
         await until(pilot, lambda: app.screen.col == 4)
         assert columns(app.screen) == {"login": "Done", "logout": "Done", "signup": "Failed"}
 
-    assert snap_compare(make_app(db, kanban_project), terminal_size=(120, 36), run_before=before)
+    assert snap_compare(make_app(db, project), terminal_size=size, run_before=before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_diff_screen(snap_compare: Any, kanban_template: Path, db: Path, project: Path, size: tuple[int, int]) -> None:
+    shutil.copy(kanban_template, db)
+
+    async def before(pilot: Any) -> None:
+        from smithers_tui.screens.diff import DiffScreen
+
+        app = pilot.app
+        await ready(pilot, app)
+        app.push_screen(DiffScreen("ed-1", ("write", 0)))
+        screen = await until(pilot, lambda: isinstance(app.screen, DiffScreen) and app.screen.loaded and app.screen,
+                             "the diff")
+        assert len(screen.file_lines) == 2 and len(screen.hunk_lines) == 2
+        await pilot.press("n")  # the first hunk
+        await pilot.press("n")
+
+    assert snap_compare(make_app(db, project), terminal_size=size, run_before=before)

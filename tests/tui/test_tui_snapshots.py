@@ -90,7 +90,7 @@ def test_launcher_screen(snap_compare: Any, seeded: tuple[Path, Path], size: tup
 def test_run_screen(snap_compare: Any, seeded: tuple[Path, Path], size: tuple[int, int]) -> None:
     async def before(pilot: Any) -> None:
         screen = await open_run(pilot, pilot.app, "run-a")
-        screen.tree.select_key(("count", 1))
+        screen.step_tree.select_key(("count", 1))
         await inspected(pilot, screen)
 
     assert shot(snap_compare, seeded, size, before)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.approval import decide
-from smithers_tui.screens.run import RunScreen
 from smithers_tui.widgets.inspector import Inspector
 from smithers_tui.widgets.timeline import FrameTimeline
 from tests.tui.helpers import connect, make_app, open_run, seed, until
@@ -67,7 +66,7 @@ async def test_keys_move_by_one_ten_failure_and_step_and_the_tree_marks_what_cha
         first_retry = model.find(0, 1, lambda m: "retry" in m.kinds)
         await pilot.press("home", "e")  # from frame 0, the next failure or retry
         await until(pilot, lambda: model.view_frame == first_retry, "the first retry")
-        rows = [r.label.plain for r in screen.tree.rows]
+        rows = [r.label.plain for r in screen.step_tree.rows]
         assert any("check" in r and "◂ changed here" in r for r in rows)  # what the frame shown changed
         assert not any("n #3" in r and "changed here" in r for r in rows)
         await pilot.press("end")
@@ -94,12 +93,12 @@ async def test_search_jumps_to_matching_steps_and_dot_and_bang_jump(db: Path, pr
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_run(pilot, app, "f1")
         await pilot.press("slash", *"n #1")
-        await until(pilot, lambda: screen.tree.selected_row is not None and screen.tree.selected_row.name == "n #1",
+        await until(pilot, lambda: screen.step_tree.selected_row is not None and screen.step_tree.selected_row.name == "n #1",
                     "the first match")
         await pilot.press("enter", "n")  # keep the search, then the next match
-        await until(pilot, lambda: screen.tree.selected_row.name == "n #10", "the next match")
+        await until(pilot, lambda: screen.step_tree.selected_row.name == "n #10", "the next match")
         await pilot.press("N")
-        await until(pilot, lambda: screen.tree.selected_row.name == "n #1", "back to the first")
+        await until(pilot, lambda: screen.step_tree.selected_row.name == "n #1", "back to the first")
         await pilot.press("exclamation_mark")  # the failed step
         await until(pilot, lambda: screen.selected_key() == ("check", 0), "the failed step")
         text = await until(pilot, lambda: "tests/test_parser.py" in screen.query_one(Inspector).plain()
@@ -125,7 +124,7 @@ async def test_the_past_shows_decisions_made_by_then_only(db: Path, project: Pat
             await pilot.press("s")
             await until(pilot, lambda: screen.run.status == "finished", "finished")
         insp = screen.query_one(Inspector)
-        assert screen.tree.select_key(("ship", 0))
+        assert screen.step_tree.select_key(("ship", 0))
         await until(pilot, lambda: "approved by alice" in insp.plain(), "the decision, live")
         gate = screen.model.find(screen.model.last + 1, -1, lambda m: "gate" in m.kinds)
         assert gate is not None
