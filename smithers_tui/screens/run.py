@@ -6,8 +6,6 @@ shown frame `f` forks, `r` rewinds, `R` replays. A gate that waits opens the app
 from __future__ import annotations
 
 import asyncio
-import json
-from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -23,7 +21,7 @@ from textual.widgets import Footer, Header, Static
 from ..rows import record_row, run_row
 from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE, cost, key_label, tokens
 from ..widgets.inspector import Inspector
-from ..widgets.step_tree import Layout, StepTree, skeleton
+from ..widgets.step_tree import Layout, StepTree
 from ..widgets.timeline import FrameTimeline, describe
 
 Key = tuple[str, int]
@@ -49,6 +47,7 @@ class RunScreen(Screen[None]):
         Binding("g", "agents", "Agents", id="run.agents"),
         Binding("b", "board", "Board", id="run.board"),  # kanban runs only (check_action)
         Binding("d", "decide", "Decide gate", show=False, id="run.decide"),
+        Binding("H", "hijack", "Hijack session", show=False, id="run.hijack"),
         Binding("p", "parent", "Parent run", show=False, id="run.parent"),
         Binding("L", "lineage", "Lineage", show=False, id="run.lineage"),
         Binding("c", "cancel", "Cancel run", show=False, id="run.cancel"),
@@ -305,6 +304,16 @@ class RunScreen(Screen[None]):
             self.reload()
 
         self.app.push_screen(ApprovalScreen(self.run_id, key[0], key[1]), closed)
+
+    async def action_hijack(self) -> None:
+        """Take over the selected step's CLI session (smithers_tui/hijack.py)."""
+        from ..hijack import hijack_in_app
+
+        key = self.selected_key()
+        if key is None:
+            self.notify("select an agent step first", severity="warning")
+            return
+        await hijack_in_app(self.app, self.run_id, key[0], key[1])
 
     def action_decide(self) -> None:
         nodes = (self.report or {}).get("nodes", [])
