@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .errors import SmithersError, TaskTimeout
-from .render import one_line_validation
+from .errors import one_line_validation
 
 if TYPE_CHECKING:
     from .context import TaskCtx
@@ -40,6 +40,13 @@ def user_frame(e: BaseException, prefer: str | None = None) -> traceback.FrameSu
 
 
 def error_line(e: BaseException, prefer: str | None = None) -> str:
+    """One line for a step's failure, with known secret values redacted (engine/secrets.py)."""
+    from .secrets import redact  # agents' redaction hook: keep in merges
+
+    return redact(_error_line(e, prefer))
+
+
+def _error_line(e: BaseException, prefer: str | None = None) -> str:
     """One line for a step's failure: the exception and where in user code it was raised."""
     if isinstance(e, ValidationError):
         return f"ValidationError: {one_line_validation(e)}"
@@ -59,7 +66,8 @@ class StepResult:
 
 
 async def run_compute(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
-    fn = r.node.run  # type: ignore[union-attr]
+    fn = r.task.run
+    assert fn is not None
     if inspect.iscoroutinefunction(fn):
         result = await fn(tctx)
     else:

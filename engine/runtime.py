@@ -9,18 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from .attempt import StepResult, new_run_id, run_compute
 from .context import TaskCtx
 from .dsl import WorkflowDef
-from .errors import BadInput, InputInvalid, LeaseHeld, SourceChanged
+from .errors import BadInput, LeaseHeld, SourceChanged
 from .events import EventBus
 from .lease import Owner, describe_owner, owner_alive, shown_status
 from .loader import load_target, source_hash
 from .outline import Outline, outline
 from .records import ApprovalRecord, FrameRecord, NewRun, RunRecord
-from .render import Ready, one_line_validation
+from .render import Ready
 from .report import RunReport, build_report
 from .run import RunExecutor
 from .state import (FINAL_RUN_STATES, RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_REWOUND, RUN_RUNNING, RunKind,
@@ -131,7 +131,8 @@ class Engine:
         return self._settings[(project, override)]
 
     def workflow(self, target: str, source: str | None = None) -> tuple[WorkflowDef, str]:
-        """The workflow a run recorded, loaded once per target and source version."""
+        """The workflow a run recorded, loaded once per target and version of its source file (its
+        module is executed again only when the file changed). Blocking: call it in a thread."""
         key = (target, source_hash(Path(source)) if source else None)
         if key not in self._workflows:
             self._workflows[key] = load_target(target)
@@ -145,11 +146,7 @@ class Engine:
         `agent_override` (e.g. "demo") replaces every agent of this run, here and on resume elsewhere."""
         if max_concurrency is not None and max_concurrency < 1:
             raise BadInput(f"--max-concurrency must be at least 1 (got {max_concurrency})")
-        try:
-            inp = wf.validate_input(input_data)
-        except ValidationError as e:
-            raise InputInvalid(f"invalid input for workflow {wf.name!r}: {one_line_validation(e)}; "
-                               f"`smithers workflows --json` shows its input schema") from None
+        inp = wf.check_input(input_data)
         run_id = run_id or new_run_id()
         if await self.store.run_exists(run_id):
             raise BadInput(f"a run {run_id!r} already exists: choose another --run-id or resume it")
@@ -169,7 +166,7 @@ class Engine:
     async def load(self, run: RunRecord, *, accept_changes: bool = False,
                    workflow: WorkflowDef | None = None) -> tuple[WorkflowDef, str | None]:
         """The run's workflow, and its source hash now (SourceChanged unless accepted)."""
-        wf = workflow or load_target(run.target)[0]
+        wf = workflow or (await asyncio.to_thread(self.workflow, run.target, run.source_path))[0]
         now_hash = source_hash(wf.source_path)
         if run.source_hash and now_hash != run.source_hash and not accept_changes:
             raise SourceChanged(f"workflow {run.workflow!r} changed since run {run.id} started "
@@ -261,7 +258,7 @@ class Engine:
         new_id = new_id or new_run_id()
         if await self.store.run_exists(new_id):
             raise BadInput(f"a run {new_id!r} already exists: choose another --run-id")
-        wf, target = load_target(parent.target)
+        wf, target = await asyncio.to_thread(self.workflow, parent.target, parent.source_path)
         at = await self.store.state_at(run_id, frame)
         outputs = await self.store.outputs_at(run_id, frame)
         plan = await asyncio.to_thread(plan_fork, wf, target, parent, at, outputs, new_id, kind=kind, input=input,

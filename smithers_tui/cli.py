@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn
 
 if TYPE_CHECKING:
     from engine.report import RunReport
-    from engine.run import RunExecutor
-    from engine.runtime import Engine
+    from engine.runtime import Engine, RunExecutor
     from engine.store import Store
 
 EXIT = {"finished": 0, "failed": 1, "cancelled": 2, "waiting": 3, "rewound": 0, "running": 0, "queued": 0,
@@ -128,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd("agents", "configured agents and whether each can run here")
 
+    sp = cmd("hijack", "take over a step's coding-agent session in its CLI, in the step's worktree", json_flag=False)
+    sp.add_argument("run_id")
+    sp.add_argument("node")
+    sp.add_argument("--iteration", type=int, help="default: the latest")
+
     sp = cmd("init", "set this project up: .smithers/ with a commented config.toml and an example ticket",
              json_flag=False)
     sp.add_argument("path", nargs="?", type=Path, default=Path("."))
@@ -182,11 +186,12 @@ def open_app(args: argparse.Namespace) -> int:
 
 # --- helpers ------------------------------------------------------------------------------------
 def open_db(db: str, *, readonly: bool = False, create: bool = False) -> Awaitable["Store"]:
-    """The store for a command. Commands that only read open it read-only: nothing is written."""
+    """The store for a command. Commands that only read open it read-only: nothing is written. A
+    command is one process doing one thing at a time: the database's work runs inline."""
     from engine.project import durability
     from engine.store import open_store
 
-    return open_store(db, create=create, readonly=readonly, durability=durability())
+    return open_store(db, create=create, readonly=readonly, durability=durability(), inline=True)
 
 
 def out_json(obj: Any) -> None:
@@ -223,21 +228,41 @@ def parse_input(args: argparse.Namespace) -> Any:
                            "quote it for the shell, e.g. --input '{\"n\": 3}'") from None
 
 
-def progress_printer(quiet: bool, as_json: bool) -> Callable[[Any], None]:
-    shown = {"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped", "approval_requested",
-             "approval_decided", "log", "node_interrupted", "loop_iteration"}
+class ProgressPrinter:
+    """Prints the events that say what happens, a frame's lines in one write (not one per line)."""
 
-    def on_event(ev: Any) -> None:
-        if not quiet and not as_json and ev.type in shown:
-            print(ev.line(), flush=True)
+    SHOWN = frozenset({"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped",
+                       "approval_requested", "approval_decided", "log", "node_interrupted", "loop_iteration"})
 
-    return on_event
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+        self.gone = False  # the reader left (`| head`): the run goes on, the printing stops
+
+    def __call__(self, ev: Any) -> None:
+        if ev.type in self.SHOWN and not self.gone:
+            if not self.pending:
+                asyncio.get_running_loop().call_soon(self.flush)
+            self.pending.append(ev.line() + "\n")
+
+    def flush(self) -> None:
+        text = "".join(self.pending)
+        self.pending.clear()
+        if not text or self.gone:
+            return
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self.gone = True
 
 
 async def execute(engine: "Engine", ex: "RunExecutor", args: argparse.Namespace) -> int:
     """Run an executor here in the foreground, print progress, then the result."""
-    engine.bus.subscribe(progress_printer(args.quiet, args.json), ex.run_id)
+    printer = ProgressPrinter()
+    if not args.quiet and not args.json:
+        engine.bus.subscribe(printer, ex.run_id)
     status = await ex.execute(stop_when_waiting=True)
+    printer.flush()
     _ended[ex.run_id] = str(status)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it has ended: ^C now would only lose the summary
     report = await engine.report(ex.run_id)
@@ -297,26 +322,13 @@ async def cmd_run(args: argparse.Namespace, db: str) -> int:
 
     wf, target = resolve(args.target)
     data = parse_input(args)
-    wf_input_check(wf, data)  # before anything is written
+    wf.check_input(data)  # before anything is written
     async with await open_db(db, create=True) as store:
         engine = _engine(store, args, max_concurrency=args.max_concurrency or 4)
         ex = await engine.start(wf, target, data, run_id=args.run_id, max_concurrency=args.max_concurrency)
         if not args.json and not args.quiet:
             print(f"run {ex.run_id} started: {wf.name} (db {db})", flush=True)
         return await execute(engine, ex, args)
-
-
-def wf_input_check(wf: Any, data: Any) -> None:
-    from pydantic import ValidationError
-
-    from engine.errors import InputInvalid
-    from engine.render import one_line_validation
-
-    try:
-        wf.validate_input(data)
-    except ValidationError as e:
-        raise InputInvalid(f"invalid input for workflow {wf.name!r}: {one_line_validation(e)}; "
-                           f"`smithers workflows --json` shows its input schema") from None
 
 
 async def cmd_resume(args: argparse.Namespace, db: str) -> int:
@@ -562,6 +574,18 @@ async def cmd_agents(args: argparse.Namespace, db: str) -> int:
         rows = [[i["name"], i.get("kind", ""), i.get("model") or "", "yes" if i["usable"] else "no", i.get("why") or ""]
                 for i in items]
         print(table(rows, ["agent", "kind", "model", "usable", "why"]))
+        from engine.sandbox import describe
+
+        print(describe())
+    return 0
+
+
+async def cmd_hijack(args: argparse.Namespace, db: str) -> int:
+    from .hijack import hijack
+
+    async with await open_db(db) as store:
+        outcome = await hijack(store, await store.find_run(args.run_id), args.node, args.iteration)
+    print(outcome.line())
     return 0
 
 
@@ -573,7 +597,7 @@ async def cmd_init(args: argparse.Namespace, db: str) -> int:
 
 
 async def cmd_migrate(args: argparse.Namespace, db: str) -> int:
-    from engine.store.schema import SCHEMA_VERSION
+    from engine.store import SCHEMA_VERSION
 
     async with await open_db(db):
         print(f"{db} is at schema v{SCHEMA_VERSION}")
@@ -584,5 +608,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, str], Awaitable[int]]] = {
     "run": cmd_run, "resume": cmd_resume, "cancel": cmd_cancel, "ps": cmd_ps, "show": cmd_show,
     "frames": cmd_frames, "logs": cmd_logs, "workflows": cmd_workflows, "approve": cmd_approve, "deny": cmd_deny,
     "fork": cmd_fork, "rewind": cmd_rewind, "replay": cmd_replay, "timeline": cmd_timeline, "diff": cmd_diff,
-    "agents": cmd_agents, "init": cmd_init, "migrate": cmd_migrate,
+    "agents": cmd_agents, "hijack": cmd_hijack, "init": cmd_init, "migrate": cmd_migrate,
 }

@@ -63,6 +63,12 @@ class Host:
         return self._reader
 
     @property
+    def store(self) -> Store:
+        """The engine's own connection (the one that writes)."""
+        assert self._store is not None, "the database is not open yet: await host.ready first"
+        return self._store
+
+    @property
     def engine(self) -> Engine:
         assert self._engine is not None, "the database is not open yet: await host.ready first"
         return self._engine

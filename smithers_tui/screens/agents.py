@@ -32,6 +32,7 @@ class AgentsScreen(AppScreen[None]):
         Binding("shift+tab", "cycle(-1)", "Previous pane", show=False, id="agents.previous"),
         Binding("z", "maximise", "Maximise", id="agents.maximise"),
         Binding("enter", "open_step", "Open step", id="agents.open_step"),
+        Binding("H", "hijack", "Hijack session", id="agents.hijack"),
         Binding("escape", "back", "Back", id="back"),
         *LETTER_KEYS,
     ]
@@ -159,6 +160,18 @@ class AgentsScreen(AppScreen[None]):
             self.minimize()
         elif isinstance(self.focused, AgentPane):
             self.maximize(self.focused, container=False)
+
+    def action_hijack(self) -> None:
+        """Take over the focused pane's CLI session (smithers_tui/hijack.py)."""
+        pane = self.focused
+        if isinstance(pane, AgentPane):
+            self.do_hijack(pane.key)
+
+    @background(group="agents-hijack", exclusive=True)
+    async def do_hijack(self, key: PaneKey) -> None:
+        from ..hijack import hijack_in_app
+
+        await hijack_in_app(self.app, *key)
 
     def action_open_step(self) -> None:
         from .run import RunScreen

@@ -19,16 +19,16 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.css.query import NoMatches
 from textual.widgets import Header, Label, Static
 
-from ..app import StoreChanged
-from ..widgets.footer import Footer
-from ..base import LETTER_KEYS, AppScreen, background
 from workflows._support import failure_excerpt
+from workflows.implement import DEFAULT_REVIEWERS  # the kanban's own default, not a copy
 
+from ..app import StoreChanged
+from ..base import LETTER_KEYS, AppScreen, background
 from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE, key_label
+from ..widgets.footer import Footer
 
 Key = tuple[str, int]
 COLUMNS = ["To do", "In progress", "Review", "Done", "Failed"]
-DEFAULT_REVIEWERS = ["correctness", "tests", "simplicity"]
 
 
 @dataclass

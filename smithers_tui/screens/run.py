@@ -73,6 +73,7 @@ class RunScreen(AppScreen[None]):
         Binding("r", "rewind", "Rewind", id="run.rewind"),
         Binding("R", "replay", "Replay", id="run.replay"),
         Binding("d", "decide", "Decide gate", id="run.decide"),
+        Binding("H", "hijack", "Hijack session", show=False, id="run.hijack"),
         Binding("s", "resume", "Resume", id="run.resume"),
         Binding("c", "cancel", "Cancel run", show=False, id="run.cancel"),
         Binding("g", "agents", "Agents", id="run.agents"),
@@ -553,6 +554,20 @@ class RunScreen(AppScreen[None]):
 
     def waiting_gates(self) -> list[Key]:
         return [k for k, r in self.model.live.items() if r.state == "waiting_approval"]
+
+    def action_hijack(self) -> None:
+        """Take over the selected step's agent session (smithers_tui/hijack.py)."""
+        key = self.selected_key()
+        if key is None:
+            self.notify("select an agent step first", severity="warning")
+            return
+        self.do_hijack(key)
+
+    @background(group="run-hijack", exclusive=True)
+    async def do_hijack(self, key: Key) -> None:
+        from ..hijack import hijack_in_app
+
+        await hijack_in_app(self.app, self.run_id, key[0], key[1])
 
     def action_decide(self) -> None:
         waiting = self.waiting_gates()

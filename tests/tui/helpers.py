@@ -214,8 +214,9 @@ async def open_run(pilot: Any, app: Any, run_id: str, *, prompt: str = "later") 
 
 
 async def run_shown(pilot: Any, app: Any, run_id: str, *, prompt: str = "later") -> Any:
-    """Wait for the screen of `run_id` (opened by the app: a fork, a replay...) to be loaded, its
-    gate's prompt up if one waits; put the prompt off, or return it (`prompt="keep"`)."""
+    """Wait for the screen of `run_id` (opened by the app: a fork, a replay...) to be loaded and, if it
+    runs here, to reach its gate or its end; its gate's prompt up if one waits; put the prompt off,
+    or return it (`prompt="keep"`)."""
     from smithers_tui.screens.approval import ApprovalScreen
     from smithers_tui.screens.run import RunScreen
 
@@ -225,6 +226,8 @@ async def run_shown(pilot: Any, app: Any, run_id: str, *, prompt: str = "later")
     def settled() -> bool:
         if not screen.loaded:
             return False
+        if app.host.executing(run_id) and screen.run is not None and screen.run.status == "running":
+            return False  # still going here: wait for its gate or its end (the test workflows are quick)
         decided = {a.key for a in screen.approvals if a.decision}
         gates = [k for k, r in screen.model.live.items() if r.state == "waiting_approval"
                  and (run_id, *k) not in app.later and k not in decided]
