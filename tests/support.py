@@ -228,3 +228,10 @@ from smithers_tui.cli import main
 sys.argv[0] = "smithers"
 main()
 """
+
+
+def write_source(folder: Path, name: str, source: str) -> Path:
+    """Write a workflow file `name` with `source` into `folder`; its path."""
+    path = folder / name
+    path.write_text(source)
+    return path

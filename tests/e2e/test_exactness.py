@@ -71,7 +71,7 @@ def test_sixteen_writers_and_four_readers_on_one_file_never_fail(tmp_path: Path)
         results = [(w.wait(), w.communicate()) for w in writers]
     finally:
         stop.write_text("x")
-    for code, (out, err) in results:
+    for code, (_out, err) in results:
         assert code == 0 and not err, err
     for r in readers:
         out, err = r.communicate()

@@ -138,7 +138,7 @@ def test_kill_and_resume_until_finished_runs_every_step_once(tmp_path, seed):
         processes += 1
         if kills < 6:
             try:  # let it make some progress, then kill it somewhere in the middle of a step
-                wait_for(lambda: len(side_log(side)) > lines_before or proc.poll() is not None,
+                wait_for(lambda lb=lines_before, p=proc: len(side_log(side)) > lb or p.poll() is not None,
                          what="the process to run a step")
                 time.sleep(rng.uniform(0.0, 0.25))
             finally:
