@@ -2,12 +2,10 @@
 displaced by --force. (Each test once exposed a bug; its docstring says which.)"""
 from __future__ import annotations
 
-import sqlite3
 
 import pytest
 
-from engine.store.schema import SCHEMA_VERSION
-from tests.support import blocks_once
+from tests.support import blocks_once, newer_database
 
 
 @pytest.mark.parametrize("args", [["run", "hello", "--bogus"], ["ps", "--status", "bogus"], ["no-such-command"]])
@@ -40,12 +38,7 @@ def test_cli_leaves_a_newer_database_byte_identical(smithers, tmp_path):
     """Same root cause as test_a_database_from_a_newer_schema_is_not_modified (Store.open sets WAL
     before reading user_version), seen through `smithers run`: the contract says bad input writes
     nothing, but the file header is rewritten and -wal/-shm files appear."""
-    newer = tmp_path / "newer.db"
-    conn = sqlite3.connect(newer)
-    conn.execute("CREATE TABLE future (x)")
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    conn.commit()
-    conn.close()
+    newer = newer_database(tmp_path / "newer.db")
     before = newer.read_bytes()
     done = smithers("run", "hello", db=newer)
     assert done.returncode == 4

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Smithers, blocks_once
+from tests.support import Smithers, blocks_once, wait_until as wait_for
 
 MAX_CONCURRENCY = 4  # the engine's default, which `smithers run` uses
 ROUNDS = 15
@@ -91,15 +91,6 @@ def side_log(path: Path) -> list[tuple[str, tuple[str, int]]]:
         out.append((what, (nid, int(it))))
     return out
 
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def outputs(rep: dict) -> dict[tuple[str, int], object]:

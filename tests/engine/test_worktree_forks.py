@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Smithers, sh, task_outputs, write_source as write
+from tests.support import Smithers, git_repo, sh, task_outputs, write_source as write
 
 
 WT = """
@@ -37,12 +37,7 @@ def wt(ctx):
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    r = tmp_path / "repo"
-    r.mkdir()
-    sh(r, "init", "-q", "-b", "main")
-    (r / "README").write_text("hello\n")
-    sh(r, "add", "-A")
-    sh(r, "commit", "-q", "-m", "init")
+    r = git_repo(tmp_path / "repo", {"README": "hello\n"})
     (r / "users_last_change.txt").write_text("the user's own work\n")
     sh(r, "add", "-A")
     sh(r, "commit", "-q", "-m", "the user's last commit")
