@@ -224,12 +224,25 @@ def parse_input(args: argparse.Namespace) -> Any:
 
 
 def progress_printer() -> Callable[[Any], None]:
+    """Prints the events that say what happens, a frame's lines in one write (not one per line)."""
     shown = {"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped", "approval_requested",
              "approval_decided", "log", "node_interrupted", "loop_iteration"}
+    pending: list[str] = []
+
+    def flush() -> None:
+        text = "".join(pending)
+        pending.clear()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `smithers run ... | head`: the reader left; the run goes on
+            shown.clear()
 
     def on_event(ev: Any) -> None:
         if ev.type in shown:
-            print(ev.line(), flush=True)
+            if not pending:
+                asyncio.get_running_loop().call_soon(flush)
+            pending.append(ev.line() + "\n")
 
     return on_event
 
