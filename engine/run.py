@@ -27,6 +27,7 @@ from .render import (S_DONE, S_FAILED, S_WAITING, Ready, coerce_output, fingerpr
 from .state import (CANCELLED, DONE, FAILED, FINAL_NODE_STATES, PENDING, RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_RUNNING,
                     RUN_WAITING, RUNNING, SKIPPED, WAITING_APPROVAL, Key, NodeRecord, RunState)
 from .store import Store, dumps
+from .secrets import redact_data
 
 if TYPE_CHECKING:
     from .runtime import Engine
@@ -261,6 +262,7 @@ class RunExecutor:
     def emit(self, typ: str, key: Key | None, data: dict[str, Any]) -> None:
         """A live event from a running step (logs, agent output): stored with the next commit.
         Safe to call from a step's worker thread."""
+        data = redact_data(data)  # agents' redaction hook (engine/secrets.py): keep in merges
         try:
             running = asyncio.get_running_loop() is self._loop_ref
         except RuntimeError:

@@ -85,6 +85,10 @@ class Agent(abc.ABC):
     """Given a prompt, an output model, tools and a working directory: stream events, return a result."""
 
     name: str = "agent"
+    # confinement of the processes it starts (set from its [agents.NAME] table; None: the defaults)
+    network: str | None = None  # "none" | "endpoint" | "full"
+    sandbox_mode: str | None = None  # "auto" | "bwrap" | "off"
+    passthrough: list[str] = []  # environment variables its tools get besides the allowlist
 
     @abc.abstractmethod
     async def run(self, prompt: str, *, output: type[BaseModel] | None, workdir: Path, emit: Emit,

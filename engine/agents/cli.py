@@ -68,7 +68,8 @@ class CLIAgent(Agent):
     def __init__(self, *, name: str | None = None, model: str | None = None, binary: str | None = None,
                  timeout: float = 1800.0, idle_timeout: float = 300.0, extra_args: list[str] | None = None,
                  env: dict[str, str] | None = None, max_validation_retries: int = 3,
-                 search_dirs: list[Path] | None = None) -> None:
+                 search_dirs: list[Path] | None = None, api_base: str | None = None, api_key_env: str | None = None,
+                 max_retries: int | None = None, state_dir: Path | None = None) -> None:
         self.name = name or self.default_name
         self.model = model
         self.binary = binary or self.binary
@@ -78,6 +79,10 @@ class CLIAgent(Agent):
         self.env = dict(env or {})
         self.max_validation_retries = max_validation_retries
         self.search_dirs = search_dirs
+        self.api_base = api_base  # the model endpoint, configured into the CLI (engine-managed home)
+        self.api_key_env = api_key_env  # where its key is read from (else the CLI's usual variable)
+        self.max_retries = 1 if max_retries is None else max_retries  # the CLI's own retries of a failing endpoint
+        self.state_dir = Path(state_dir) if state_dir else None
 
     def path(self) -> str | None:
         return find_binary(self.binary, self.search_dirs)

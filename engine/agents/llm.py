@@ -143,6 +143,7 @@ class LLMAgent(Agent):
             response_format = {"type": "json_schema", "json_schema": {
                 "name": output.__name__, "schema": output.model_json_schema(), "strict": False}}
         ctx = ToolContext(Path(workdir), shell_timeout=self.shell_timeout, pass_secrets=self.pass_secrets,
+                          passthrough=list(self.passthrough),
                           emit=lambda k, t, d: emit(AgentEvent(kind=k, text=t, data=d, agent=self.name)))
         usage = Usage(model=self.model, agent=self.name)
         attempts = 0
