@@ -53,6 +53,11 @@ class Policy:
     endpoints: list[str] = field(default_factory=list)  # URLs or host:port reachable when network="endpoint"
     writable: list[Path] = field(default_factory=list)  # besides the working directory and /tmp
     readable_hidden: list[Path] = field(default_factory=list)  # paths replaced by an empty folder
+    read_only: bool = False  # the working directory itself read-only too (a read-only step)
+
+    def active(self) -> bool:
+        """Will bubblewrap confine the command?"""
+        return self.mode != "off" and status()[0]
 
 
 @functools.lru_cache(maxsize=1)
@@ -132,10 +137,11 @@ async def wrap(argv: list[str], workdir: Path, policy: Policy | None) -> Wrapped
     for hidden in policy.readable_hidden:
         if Path(hidden).exists():
             cmd += ["--tmpfs", str(hidden)]
-    for p in [Path(root), *policy.writable]:
+    cmd += ["--ro-bind" if policy.read_only else "--bind", root, root]
+    for p in policy.writable:
         p = Path(os.path.realpath(p))
-        p.mkdir(parents=True, exist_ok=True)
-        cmd += ["--bind", str(p), str(p)]
+        if p.exists():
+            cmd += ["--bind", str(p), str(p)]
     git = Path(root) / ".git"
     if git.exists() or git.is_symlink():
         cmd += ["--ro-bind", str(git), str(git)]

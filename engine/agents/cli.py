@@ -1,7 +1,18 @@
-"""Coding-agent CLIs (Claude Code, Codex, Gemini CLI, Aider) run as subprocesses in the workdir.
+"""Coding-agent CLIs (Claude Code, Codex, Gemini CLI, Aider, OpenCode, Pi) run as subprocesses.
 
 Each streams its stdout as events; the final answer is validated like an LLM's (schema in the
-prompt, corrective retries). Binaries are looked up on PATH, then in tools/node_modules/.bin.
+prompt, corrective retries). Binaries are looked up on PATH, then in tools/node_modules/.bin and
+tools/aider-venv/bin (`make agent-clis`).
+
+When the agent's settings give an endpoint (`api_base`), the engine manages the CLI's home: a
+folder under `.smithers/agents/NAME/home` where it writes the CLI's own configuration (endpoint,
+key variable, retry budget) and where the CLI keeps its sessions, so `smithers hijack` can resume
+them. Without `api_base` the CLI uses the user's own configuration and login.
+
+Every CLI runs under the process guard and, where the OS allows, in the bubblewrap sandbox with
+the step's worktree and the CLI's state folder the only writable paths, and the network limited
+to its endpoint when one is configured (engine/sandbox.py, engine/procs.py). Its environment is
+the allowlist plus its own variables (keys, endpoint) — not the engine's whole environment.
 """
 
 from __future__ import annotations
@@ -20,17 +31,21 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from engine import procs
 from engine.agents.base import (Agent, AgentError, AgentEvent, AgentResult, AgentUnavailable, Emit, OutputInvalid,
                                 Usage)
 from engine.agents.structured import correction_message, schema_instructions, validate_answer
+from engine.secrets import tool_env
 
 _ROOT = Path(__file__).resolve().parents[2]
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\)")
+_RETRY_LINE = re.compile(r"\bretry(ing)?\b|\battempt \d+", re.I)
 
 
 def local_bin_dirs(project_dir: Path | None = None) -> list[Path]:
     """Project-local folders searched after PATH."""
     dirs = [Path(project_dir) if project_dir else Path.cwd(), _ROOT]
-    return list(dict.fromkeys(d / "tools" / "node_modules" / ".bin" for d in dirs))
+    return list(dict.fromkeys(d / "tools" / sub for d in dirs for sub in ("node_modules/.bin", "aider-venv/bin")))
 
 
 def find_binary(binary: str, extra_dirs: list[Path] | None = None) -> str | None:
@@ -46,6 +61,31 @@ def find_binary(binary: str, extra_dirs: list[Path] | None = None) -> str | None
     return None
 
 
+def plain(text: str) -> str:
+    """Text without ANSI colour and cursor codes."""
+    return _ANSI.sub("", text)
+
+
+def error_summary(lines: list[str]) -> str:
+    """One line from what a CLI printed when it failed: the `message` of a JSON error object if it
+    printed one (even over several lines), else the last line that says something."""
+    whole = plain("\n".join(lines))
+    for m in reversed(list(re.finditer(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"', whole))):
+        try:
+            msg = json.loads(f'"{m.group(1)}"')
+        except ValueError:
+            msg = m.group(1)
+        inner = re.search(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"', msg)  # an error nested as text
+        if inner:
+            msg = inner.group(1)
+        if msg.strip():
+            return " ".join(msg.split())
+    for line in reversed(whole.splitlines()):
+        if re.search(r"[A-Za-z0-9]", line) and not line.strip().startswith("at "):
+            return " ".join(line.split())
+    return ""
+
+
 @dataclass
 class RunState:
     """What one CLI invocation produced."""
@@ -55,7 +95,11 @@ class RunState:
     usage: Usage = field(default_factory=Usage)
     session_id: str | None = None
     error: str | None = None
+    fatal: bool = False  # stop the process now: it reported an error it would only retry or hide
     read_only: bool = False  # the step's tools cannot write: ask the CLI for its read-only mode
+    home: Path | None = None  # the engine-managed home, when an endpoint is configured
+    retries: int = 0  # endpoint retries the CLI reported
+    sandboxed: bool = False  # the OS sandbox confines it (then a CLI's own sandbox is redundant)
 
 
 class CLIAgent(Agent):
@@ -64,6 +108,9 @@ class CLIAgent(Agent):
     binary = ""
     install_hint = ""
     default_name = ""
+    key_var = ""  # the variable the CLI reads its API key from
+    own_vars: tuple[str, ...] = ()  # variables of its own passed through (keys, endpoints, options)
+    home_paths: tuple[str, ...] = ()  # its state under the user's HOME (writable in the sandbox)
 
     def __init__(self, *, name: str | None = None, model: str | None = None, binary: str | None = None,
                  timeout: float = 1800.0, idle_timeout: float = 300.0, extra_args: list[str] | None = None,
@@ -90,12 +137,20 @@ class CLIAgent(Agent):
     def available(self) -> tuple[bool, str]:
         if self.path():
             return True, ""
-        return False, f"`{self.binary}` not found on PATH or in tools/node_modules/.bin: {self.install_hint}"
+        return False, f"`{self.binary}` not found on PATH or in tools/: {self.install_hint}"
 
     # -- subclass hooks ------------------------------------------------------------------
     @abc.abstractmethod
     def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
         """The argv of one invocation."""
+
+    def interactive(self, exe: str, session: str | None, workdir: Path) -> list[str]:
+        """The argv that opens the CLI's interactive mode on a saved session (for hijack)."""
+        raise AgentError(f"{self.name}: hijacking a session is not supported for this CLI")
+
+    def configure(self, home: Path) -> dict[str, str]:
+        """Write the CLI's own configuration for the managed endpoint under `home`; returns variables."""
+        return {}
 
     def on_line(self, line: str, st: RunState, emit: Emit) -> None:
         emit(AgentEvent(kind="message", text=line, agent=self.name))
@@ -108,6 +163,54 @@ class CLIAgent(Agent):
         return None
 
     supports_resume = False
+
+    # -- environment, home and sandbox ---------------------------------------------------
+    def api_key(self) -> str | None:
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return os.environ.get(self.key_var) if self.key_var else None
+
+    def managed_home(self) -> Path | None:
+        """The engine-managed home (when an endpoint is configured and a state folder known)."""
+        if not (self.api_base and self.state_dir):
+            return None
+        home = self.state_dir / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+    def process_env(self, home: Path | None) -> dict[str, str]:
+        """Allowlist + the CLI's own variables + the managed configuration + `env` from settings."""
+        env = tool_env([*self.passthrough, *self.own_vars, *([self.api_key_env] if self.api_key_env else [])])
+        key = self.api_key()
+        if key and self.key_var:
+            env[self.key_var] = key
+        if home is not None:
+            env["HOME"] = str(home)
+            env.update(self.configure(home))
+        env.update(self.env)
+        return env
+
+    def policy(self, home: Path | None, env: dict[str, str]) -> Any:
+        from engine.sandbox import Policy
+
+        scope = procs.current()
+        base = scope.sandbox if scope is not None and scope.sandbox is not None else Policy()
+        mode = self.sandbox_mode or base.mode
+        network = self.network or ("endpoint" if self.api_base else "full")
+        user_home = Path(env.get("HOME") or os.path.expanduser("~"))
+        writable = [home] if home is not None else []
+        for rel in self.home_paths:
+            p = user_home / rel
+            if home is None or user_home != home:
+                if p.exists():
+                    writable.append(p)
+        return Policy(mode=mode, network=network, endpoints=[self.api_base] if self.api_base else [],
+                      writable=writable)
+
+    def hijack_env(self, home: Path | None) -> dict[str, str]:
+        """The environment of an interactive session (the person's terminal variables kept)."""
+        env = {**os.environ, **self.process_env(home)}
+        return env
 
     # -- the run -----------------------------------------------------------------------
     async def run(self, prompt: str, *, output: type[BaseModel] | None, workdir: Path, emit: Emit,
@@ -154,31 +257,66 @@ class CLIAgent(Agent):
         usage = usage.model_copy(update={"duration_s": time.monotonic() - started})
         return AgentResult(output=output, text=text, usage=usage, structured_mode=mode, attempts=attempts)
 
+    def session_note(self, st: RunState, exe: str, workdir: Path, env: dict[str, str]) -> dict[str, Any]:
+        """What `smithers hijack` needs to reopen this attempt's session."""
+        return {"id": st.session_id, "cli": self.kind(), "agent": self.name, "binary": exe, "workdir": str(workdir),
+                "home": str(st.home) if st.home else None}
+
+    @classmethod
+    def kind(cls) -> str:
+        return next((k for k, c in CLI_AGENTS.items() if c is cls), cls.default_name)
+
     async def _exec(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState, emit: Emit) -> None:
+        from engine.sandbox import SandboxUnavailable, wrap
+
+        st.home = self.managed_home()
+        env = self.process_env(st.home)
+        policy = self.policy(st.home, env)
+        policy.read_only = st.read_only
+        st.sandboxed = policy.active()
         cmd = self.command(exe, prompt, workdir, resume, st)
         stdin = self.stdin_text(prompt)
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, cwd=str(workdir), env={**os.environ, **self.env}, start_new_session=True, limit=64 * 1024 * 1024,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        scope = procs.current()
+        if scope is not None:
+            env[procs.TAG_VAR] = scope.tag
+        try:
+            wrapped = await wrap(cmd, workdir, policy)
+        except SandboxUnavailable as e:
+            raise AgentUnavailable(f"{self.name}: {e}") from None
+        if wrapped.note and scope is not None:
+            scope.note("sandbox", wrapped.note)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *wrapped.argv, cwd=str(workdir), env=env, limit=64 * 1024 * 1024,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, **procs.spawn_kwargs())
+        except BaseException:
+            await wrapped.close()
+            raise
+        procs.record(scope, proc.pid, self.name)
         err_tail: list[str] = []
 
         async def drain_stderr() -> None:
             assert proc.stderr is not None
             async for raw in proc.stderr:
-                err_tail.append(raw.decode("utf-8", "replace").rstrip())
-                del err_tail[:-20]
+                line = plain(raw.decode("utf-8", "replace").rstrip())
+                err_tail.append(line)
+                del err_tail[:-40]
+                if line.strip() and _RETRY_LINE.search(line):  # say live what a retrying CLI is doing
+                    emit(AgentEvent(kind="retry", agent=self.name, text=line[:300],
+                                    data={"reason": "provider", "stream": "stderr"}))
 
         err_task = asyncio.create_task(drain_stderr())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        rc: int | None = None
         try:
             if stdin is not None and proc.stdin is not None:
                 proc.stdin.write(stdin.encode())
                 await proc.stdin.drain()
                 proc.stdin.close()
             assert proc.stdout is not None
-            while True:
+            while not st.fatal:
                 left = deadline - loop.time()
                 if left <= 0:
                     raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed")
@@ -191,30 +329,40 @@ class CLIAgent(Agent):
                                      "the process was killed") from None
                 if not raw:
                     break
-                line = raw.decode("utf-8", "replace").rstrip("\n")
+                line = plain(raw.decode("utf-8", "replace").rstrip("\n"))
                 st.lines.append(line)
                 if line.strip():
                     self.on_line(line, st, emit)
-            rc = await asyncio.wait_for(proc.wait(), max(1.0, deadline - loop.time()))
+            if not st.fatal:
+                rc = await asyncio.wait_for(proc.wait(), max(1.0, deadline - loop.time()))
         except asyncio.TimeoutError:
             raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed") from None
         finally:
             if proc.returncode is None:
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                await proc.wait()
+                    os.kill(proc.pid, signal.SIGTERM)  # the guard ends the CLI and all it started
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 5)
+                except (ProcessLookupError, asyncio.TimeoutError):
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                    await proc.wait()
             try:
                 await asyncio.wait_for(err_task, 2)
             except asyncio.TimeoutError:
                 err_task.cancel()
+            procs.forget(scope, proc.pid)
+            await wrapped.close()
+            if scope is not None and st.session_id:
+                scope.note("session", self.session_note(st, exe, workdir, env))
         for e in err_tail[-5:]:
             if e.strip():
                 emit(AgentEvent(kind="message", text=e, agent=self.name, data={"stream": "stderr"}))
         if rc != 0 or st.error:
-            why = st.error or next((e for e in reversed(err_tail) if e.strip()), "") or (st.lines[-1] if st.lines else "")
-            raise AgentError(f"{self.name}: `{self.binary}` failed (exit {rc}): {' '.join(why.split())[:300]}")
+            why = st.error or error_summary(err_tail) or error_summary(st.lines[-20:])
+            code = f"exit {rc}" if rc is not None else "stopped"
+            raise AgentError(f"{self.name}: `{self.binary}` failed ({code}): {' '.join(why.split())[:300]}")
 
 
 def _json_line(line: str) -> dict | None:
@@ -230,19 +378,38 @@ class ClaudeCodeAgent(CLIAgent):
 
     binary = "claude"
     default_name = "claude-code"
-    install_hint = "run `npm install -g @anthropic-ai/claude-code` (or `make agent-clis`)"
+    install_hint = "run `make agent-clis` (or `npm install -g @anthropic-ai/claude-code`)"
     supports_resume = True
+    key_var = "ANTHROPIC_API_KEY"
+    own_vars = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_MODEL",
+                "CLAUDE_CONFIG_DIR", "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX")
+    home_paths = (".claude", ".claude.json")
     allowed_tools = "Read,Edit,Write,MultiEdit,Bash,Glob,Grep,LS"
+    read_tools = "Read,Glob,Grep,LS"
 
     def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
         cmd = [exe, "-p", "--output-format", "stream-json", "--verbose", "--permission-mode",
                "default" if st.read_only else "acceptEdits",
-               "--allowedTools", "Read,Glob,Grep,LS" if st.read_only else self.allowed_tools]
+               "--allowedTools", self.read_tools if st.read_only else self.allowed_tools]
+        if st.read_only:
+            cmd += ["--disallowedTools", "Edit,Write,MultiEdit,NotebookEdit,Bash"]
         if self.model:
             cmd += ["--model", self.model]
         if resume:
             cmd += ["--resume", resume]
         return cmd + self.extra_args
+
+    def process_env(self, home: Path | None) -> dict[str, str]:
+        env = super().process_env(home)
+        env.setdefault("CLAUDE_CODE_MAX_RETRIES", str(self.max_retries))  # its default of 10 takes minutes
+        return env
+
+    def configure(self, home: Path) -> dict[str, str]:
+        return {"ANTHROPIC_BASE_URL": str(self.api_base), "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                "DISABLE_AUTOUPDATER": "1"}
+
+    def interactive(self, exe: str, session: str | None, workdir: Path) -> list[str]:
+        return [exe, *(["--resume", session] if session else []), *(["--model", self.model] if self.model else [])]
 
     def stdin_text(self, prompt: str) -> str | None:
         return prompt  # via stdin: no argv length limit
@@ -254,7 +421,13 @@ class ClaudeCodeAgent(CLIAgent):
         kind = obj.get("type")
         st.session_id = obj.get("session_id") or st.session_id
         content = (obj.get("message") or {}).get("content") or []
-        if kind == "assistant":
+        if kind == "system" and obj.get("subtype") == "api_retry":
+            st.retries += 1
+            emit(AgentEvent(kind="retry", agent=self.name, data={"reason": "provider", **{
+                k: obj.get(k) for k in ("attempt", "max_retries", "retry_delay_ms", "error_status", "error")}},
+                text=f"the endpoint failed ({obj.get('error_status') or obj.get('error')}); "
+                     f"claude retries ({obj.get('attempt')}/{obj.get('max_retries')})"))
+        elif kind == "assistant":
             for block in content if isinstance(content, list) else []:
                 if block.get("type") == "text" and block.get("text"):
                     emit(AgentEvent(kind="message", text=block["text"], agent=self.name))
@@ -284,41 +457,80 @@ class ClaudeCodeAgent(CLIAgent):
 
 
 class CodexAgent(CLIAgent):
-    """`codex exec --json`; the last agent message is the answer."""
+    """`codex exec --json`; the last agent message is the answer. With an endpoint configured, a
+    custom provider in CODEX_HOME/config.toml (`wire_api = "responses"`, the retry budget)."""
 
     binary = "codex"
     default_name = "codex"
-    install_hint = "run `npm install -g @openai/codex` (or `make agent-clis`)"
+    install_hint = "run `make agent-clis` (or `npm install -g @openai/codex`)"
+    key_var = "OPENAI_API_KEY"
+    own_vars = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CODEX_HOME", "CODEX_API_KEY")
+    home_paths = (".codex",)
 
     def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
-        cmd = [exe, "exec", "--json", "--skip-git-repo-check", "--sandbox",
-               "read-only" if st.read_only else "workspace-write", "-C", str(workdir)]
+        # inside the OS sandbox (which enforces read-only itself) codex's own bwrap cannot nest
+        mode = "danger-full-access" if st.sandboxed else "read-only" if st.read_only else "workspace-write"
+        cmd = [exe, "exec", "--json", "--skip-git-repo-check", "--sandbox", mode, "-C", str(workdir)]
         if self.model:
             cmd += ["-m", self.model]
         return cmd + self.extra_args + [prompt]
+
+    def configure(self, home: Path) -> dict[str, str]:
+        codex_home = home / ".codex"
+        codex_home.mkdir(parents=True, exist_ok=True)
+        base = str(self.api_base).rstrip("/")
+        base = base if base.endswith("/v1") else base + "/v1"
+        retries = max(0, self.max_retries)
+        (codex_home / "config.toml").write_text(
+            (f"model = {json.dumps(self.model)}\n" if self.model else "")
+            + 'model_provider = "smithers"\n'
+            + "[model_providers.smithers]\n"
+            + 'name = "smithers"\n'
+            + f"base_url = {json.dumps(base)}\n"
+            + f"env_key = {json.dumps(self.key_var)}\n"
+            + 'wire_api = "responses"\n'
+            + f"request_max_retries = {retries}\n"
+            + f"stream_max_retries = {retries}\n"
+            + f"stream_idle_timeout_ms = {int(self.idle_timeout * 1000)}\n")
+        return {"CODEX_HOME": str(codex_home)}
+
+    def interactive(self, exe: str, session: str | None, workdir: Path) -> list[str]:
+        return [exe, "resume", *([session] if session else ["--last"]), "-C", str(workdir)]
 
     def on_line(self, line: str, st: RunState, emit: Emit) -> None:
         obj = _json_line(line)
         if obj is None:
             return emit(AgentEvent(kind="message", text=line, agent=self.name))
+        typ = obj.get("type")
+        if typ == "thread.started":
+            st.session_id = obj.get("thread_id") or st.session_id
         item = obj.get("item") or obj.get("msg") or {}
         itype = item.get("type") or item.get("item_type")
         if itype == "agent_message":
             st.text = item.get("text") or item.get("message") or ""
             emit(AgentEvent(kind="message", text=st.text, agent=self.name))
-        elif itype in ("command_execution", "exec_command_begin") and obj.get("type") != "item.completed":
+        elif itype in ("command_execution", "exec_command_begin") and typ != "item.completed":
             emit(AgentEvent(kind="tool_call", agent=self.name, text=str(item.get("command")),
                             data={"name": "shell", "arguments": item.get("command")}))
         elif itype in ("command_execution", "exec_command_end"):
             emit(AgentEvent(kind="tool_result", agent=self.name, text=str(item.get("aggregated_output", ""))[:2000],
                             data={"name": "shell", "ok": item.get("exit_code") in (0, None)}))
-        u = obj.get("usage") if obj.get("type") == "turn.completed" else None
+        elif itype == "file_change" and typ == "item.completed":
+            changes = item.get("changes") or []
+            emit(AgentEvent(kind="tool_result", agent=self.name, data={"name": "apply_patch", "ok": True},
+                            text=", ".join(f"{c.get('kind')} {c.get('path')}" for c in changes if isinstance(c, dict))))
+        elif itype == "error" and item.get("message"):
+            msg = str(item.get("message"))
+            if _RETRY_LINE.search(msg):
+                emit(AgentEvent(kind="retry", agent=self.name, text=msg[:300], data={"reason": "provider"}))
+        u = obj.get("usage") if typ == "turn.completed" else None
         if u:
             st.usage = st.usage + Usage(input_tokens=int(u.get("input_tokens", 0) or 0),
                                         output_tokens=int(u.get("output_tokens", 0) or 0))
-        if obj.get("type") in ("turn.failed", "error"):
-            st.error = str((obj.get("error") or {}).get("message") if isinstance(obj.get("error"), dict)
-                           else obj.get("message") or obj.get("error"))
+        if typ in ("turn.failed", "error"):
+            err = obj.get("error")
+            st.error = str(err.get("message") if isinstance(err, dict) else obj.get("message") or err)
+            st.error = error_summary([st.error]) or st.error
 
 
 class GeminiAgent(CLIAgent):
