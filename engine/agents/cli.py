@@ -70,6 +70,8 @@ def error_summary(lines: list[str]) -> str:
     """One line from what a CLI printed when it failed: the `message` of a JSON error object if it
     printed one (even over several lines), else the last line that says something."""
     whole = plain("\n".join(lines))
+    code = re.search(r'"(?:code|status|status_code)"\s*:\s*(4\d\d|5\d\d)\b', whole)
+    prefix = f"HTTP {code.group(1)}: " if code else ""
     for m in reversed(list(re.finditer(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"', whole))):
         try:
             msg = json.loads(f'"{m.group(1)}"')
@@ -79,7 +81,7 @@ def error_summary(lines: list[str]) -> str:
         if inner:
             msg = inner.group(1)
         if msg.strip():
-            return " ".join(msg.split())
+            return prefix + " ".join(msg.split())
     for line in reversed(whole.splitlines()):
         if re.search(r"[A-Za-z0-9]", line) and not line.strip().startswith("at "):
             return " ".join(line.split())
@@ -360,7 +362,8 @@ class CLIAgent(Agent):
             if e.strip():
                 emit(AgentEvent(kind="message", text=e, agent=self.name, data={"stream": "stderr"}))
         if rc != 0 or st.error:
-            why = st.error or error_summary(err_tail) or error_summary(st.lines[-20:])
+            why = (error_summary([st.error]) or st.error) if st.error else (
+                error_summary(err_tail) or error_summary(st.lines[-20:]))
             code = f"exit {rc}" if rc is not None else "stopped"
             raise AgentError(f"{self.name}: `{self.binary}` failed ({code}): {' '.join(why.split())[:300]}")
 
@@ -534,49 +537,140 @@ class CodexAgent(CLIAgent):
 
 
 class GeminiAgent(CLIAgent):
-    """`gemini -p` with JSON output ({"response": ..., "stats": ...})."""
+    """`gemini -p --output-format stream-json --skip-trust`: tool use, results, deltas and a final
+    result streamed; `--approval-mode plan` for read-only steps. With an endpoint configured, its
+    settings select API-key auth (a base URL alone is rejected by its own auth check) and its retry
+    budget."""
 
     binary = "gemini"
     default_name = "gemini-cli"
-    install_hint = "run `npm install -g @google/gemini-cli` (or `make agent-clis`)"
+    install_hint = "run `make agent-clis` (or `npm install -g @google/gemini-cli`)"
+    key_var = "GEMINI_API_KEY"
+    own_vars = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_CLOUD_PROJECT",
+                "GOOGLE_APPLICATION_CREDENTIALS", "GEMINI_CLI_HOME")
+    home_paths = (".gemini",)
 
     def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
-        cmd = [exe, "-p", prompt, "--output-format", "json", "--yolo"]
+        cmd = [exe, "-p", prompt, "--output-format", "stream-json", "--skip-trust",
+               "--approval-mode", "plan" if st.read_only else "yolo"]
         if self.model:
             cmd += ["-m", self.model]
         return cmd + self.extra_args
 
-    def finish(self, st: RunState) -> str:
-        whole = "\n".join(st.lines)
-        start = whole.find("{")
-        obj = _json_line(whole[start:]) if start >= 0 else None
-        if obj is None or "response" not in obj:
-            return whole
-        for m in ((obj.get("stats") or {}).get("models") or {}).values():
-            t = m.get("tokens") or {}
-            st.usage = st.usage + Usage(input_tokens=int(t.get("prompt", 0) or 0),
-                                        output_tokens=int(t.get("candidates", 0) or 0))
-        return str(obj.get("response") or "")
+    def configure(self, home: Path) -> dict[str, str]:
+        d = home / ".gemini"
+        d.mkdir(parents=True, exist_ok=True)
+        settings_file = d / "settings.json"
+        try:
+            settings = json.loads(settings_file.read_text())
+        except (OSError, ValueError):
+            settings = {}
+        settings.setdefault("security", {}).setdefault("auth", {})["selectedType"] = "gemini-api-key"
+        settings.setdefault("general", {})["maxAttempts"] = max(1, self.max_retries + 1)
+        settings.setdefault("privacy", {})["usageStatisticsEnabled"] = False
+        settings_file.write_text(json.dumps(settings, indent=1))
+        return {"GOOGLE_GEMINI_BASE_URL": str(self.api_base).rstrip("/")}
+
+    def interactive(self, exe: str, session: str | None, workdir: Path) -> list[str]:
+        return [exe, *(["--resume", session] if session else []), "--skip-trust"]
+
+    def on_line(self, line: str, st: RunState, emit: Emit) -> None:
+        obj = _json_line(line)
+        if obj is None:
+            return emit(AgentEvent(kind="message", text=line, agent=self.name))
+        typ = obj.get("type")
+        if typ == "init":
+            st.session_id = obj.get("session_id") or st.session_id
+        elif typ == "message" and obj.get("role") == "assistant":
+            text = str(obj.get("content") or "")
+            st.text = (st.text or "") + text if obj.get("delta") else text
+            emit(AgentEvent(kind="token" if obj.get("delta") else "message", text=text, agent=self.name))
+        elif typ == "tool_use":
+            st.text = None  # the answer is what comes after the last tool call
+            args = obj.get("parameters")
+            emit(AgentEvent(kind="tool_call", agent=self.name, text=f"{obj.get('tool_name')} {json.dumps(args)[:300]}",
+                            data={"id": obj.get("tool_id"), "name": obj.get("tool_name"), "arguments": args}))
+        elif typ == "tool_result":
+            out = obj.get("output") if obj.get("output") is not None else (obj.get("error") or {}).get("message", "")
+            emit(AgentEvent(kind="tool_result", agent=self.name, text=str(out)[:2000],
+                            data={"id": obj.get("tool_id"), "ok": obj.get("status") == "success"}))
+        elif typ == "error":
+            msg = str(obj.get("message") or "")
+            kind = "retry" if _RETRY_LINE.search(msg) else "message"
+            emit(AgentEvent(kind=kind, agent=self.name, text=msg[:300], data={"severity": obj.get("severity")}))
+        elif typ == "result":
+            stats = obj.get("stats") or {}
+            st.usage = st.usage + Usage(input_tokens=int(stats.get("input_tokens", 0) or 0),
+                                        output_tokens=int(stats.get("output_tokens", 0) or 0))
+            if obj.get("status") != "success":
+                err = obj.get("error") or {}
+                st.error = str(err.get("message") if isinstance(err, dict) else err) or "failed"
 
 
 class AiderAgent(CLIAgent):
-    """`aider --message ... --yes`; the whole chat output is the answer; cost read from its report."""
+    """`aider --message ...`: the chat output is the answer; cost read from its report. `--dry-run`
+    for read-only steps; `--no-gitignore` and no repo map, so it leaves the worktree as it found it;
+    its chat history goes to its state folder (the session `smithers hijack` reopens). Aider prints
+    API errors and exits 0: those lines fail the attempt (after `max_retries` of its own retries)."""
 
     binary = "aider"
     default_name = "aider"
-    install_hint = "run `python -m pip install aider-install && aider-install` (or `pipx install aider-chat`)"
+    install_hint = "run `make agent-clis` (installs aider-chat in tools/aider-venv)"
+    key_var = "OPENAI_API_KEY"
+    own_vars = ("OPENAI_API_KEY", "OPENAI_API_BASE", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AIDER_MODEL")
+    home_paths = (".aider",)
     _COST = re.compile(r"Cost:\s*\$([0-9.]+)\s*message")
     _TOKENS = re.compile(r"Tokens:\s*([0-9.]+)(k?)\s*sent,\s*([0-9.]+)(k?)\s*received")
+    _API_ERROR = re.compile(r"litellm\.(\w+Error)|API provider|AuthenticationError|InternalServerError|"
+                            r"RateLimitError|APIConnectionError|NotFoundError|BadRequestError")
+    _RETRYING = re.compile(r"Retrying in [0-9.]+ seconds", re.I)
+
+    def process_env(self, home: Path | None) -> dict[str, str]:
+        env = super().process_env(home)
+        env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of the price list at start
+        return env
+
+    def model_name(self) -> str | None:
+        if self.model and self.api_base and "/" not in self.model:
+            return f"openai/{self.model}"  # an OpenAI-compatible endpoint
+        return self.model
+
+    def _files(self, st_home: Path | None, workdir: Path) -> list[str]:
+        d = (self.state_dir or (workdir / ".smithers" / "aider")) / "history"
+        d.mkdir(parents=True, exist_ok=True)
+        return ["--chat-history-file", str(d / "chat.md"), "--input-history-file", str(d / "input"),
+                "--llm-history-file", str(d / "llm.log")]
+
+    def common(self, workdir: Path) -> list[str]:
+        cmd = ["--no-git", "--no-auto-commits", "--no-gitignore", "--no-check-update", "--no-show-model-warnings",
+               "--analytics-disable", "--no-pretty", "--map-tokens", "0", "--no-show-release-notes",
+               *self._files(None, workdir)]
+        if self.api_base:
+            cmd += ["--openai-api-base", str(self.api_base).rstrip("/") + ("" if str(self.api_base).rstrip("/")
+                                                                           .endswith("/v1") else "/v1")]
+        if self.model_name():
+            cmd += ["--model", str(self.model_name())]
+        return cmd
 
     def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
-        cmd = [exe, "--message", prompt, "--yes", "--no-auto-commits", "--no-pretty", "--no-stream",
-               "--no-check-update", "--no-show-model-warnings", "--analytics-disable"]
-        if self.model:
-            cmd += ["--model", self.model]
-        return cmd + self.extra_args
+        st.session_id = str(Path(self._files(None, workdir)[1]))
+        return [exe, "--message", prompt, "--yes-always", "--no-stream", *(["--dry-run"] if st.read_only else []),
+                *self.common(workdir), *self.extra_args]
+
+    def interactive(self, exe: str, session: str | None, workdir: Path) -> list[str]:
+        return [exe, "--restore-chat-history", *self.common(workdir)]
 
     def on_line(self, line: str, st: RunState, emit: Emit) -> None:
+        if self._RETRYING.search(line):
+            st.retries += 1
+            emit(AgentEvent(kind="retry", agent=self.name, text=line[:300], data={"reason": "provider"}))
+            if st.retries > self.max_retries:
+                st.error = st.error or line
+                st.fatal = True
+            return
         emit(AgentEvent(kind="message", text=line, agent=self.name))
+        if self._API_ERROR.search(line):
+            st.error = line
         if m := self._COST.search(line):
             st.usage = st.usage + Usage(cost_usd=float(m.group(1)))
         if m := self._TOKENS.search(line):
