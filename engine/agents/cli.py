@@ -157,6 +157,22 @@ class CLIAgent(Agent):
     def on_line(self, line: str, st: RunState, emit: Emit) -> None:
         emit(AgentEvent(kind="message", text=line, agent=self.name))
 
+    def on_stderr(self, line: str, st: RunState, emit: Emit) -> None:
+        """A line on stderr: by default, retries are said live (the app shows what a CLI is doing)."""
+        if _RETRY_LINE.search(line):
+            emit(AgentEvent(kind="retry", agent=self.name, text=line[:300], data={"reason": "provider",
+                                                                                  "stream": "stderr"}))
+
+    def give_up(self, st: RunState, error: str, emit: Emit) -> None:
+        """The endpoint failed once more: retry (said live) within `max_retries`, then stop the CLI."""
+        st.retries += 1
+        if st.retries > self.max_retries:
+            st.error, st.fatal = st.error or error, True
+        else:
+            emit(AgentEvent(kind="retry", agent=self.name, text=f"the endpoint failed ({error[:200]}); "
+                            f"{self.name} retries ({st.retries}/{self.max_retries})",
+                            data={"reason": "provider", "attempt": st.retries}))
+
     def finish(self, st: RunState) -> str:
         """The final answer text once the process has exited."""
         return st.text if st.text is not None else "\n".join(st.lines)
@@ -304,9 +320,13 @@ class CLIAgent(Agent):
                 line = plain(raw.decode("utf-8", "replace").rstrip())
                 err_tail.append(line)
                 del err_tail[:-40]
-                if line.strip() and _RETRY_LINE.search(line):  # say live what a retrying CLI is doing
-                    emit(AgentEvent(kind="retry", agent=self.name, text=line[:300],
-                                    data={"reason": "provider", "stream": "stderr"}))
+                if line.strip():
+                    self.on_stderr(line, st, emit)
+                    if st.fatal and proc.returncode is None:  # stop a CLI that would retry forever
+                        try:
+                            os.kill(proc.pid, signal.SIGTERM)
+                        except ProcessLookupError:
+                            pass
 
         err_task = asyncio.create_task(drain_stderr())
         loop = asyncio.get_running_loop()
@@ -662,12 +682,7 @@ class AiderAgent(CLIAgent):
 
     def on_line(self, line: str, st: RunState, emit: Emit) -> None:
         if self._RETRYING.search(line):
-            st.retries += 1
-            emit(AgentEvent(kind="retry", agent=self.name, text=line[:300], data={"reason": "provider"}))
-            if st.retries > self.max_retries:
-                st.error = st.error or line
-                st.fatal = True
-            return
+            return self.give_up(st, st.error or line, emit)
         emit(AgentEvent(kind="message", text=line, agent=self.name))
         if self._API_ERROR.search(line):
             st.error = line
@@ -679,6 +694,176 @@ class AiderAgent(CLIAgent):
             st.usage = st.usage + Usage(input_tokens=n(m.group(1), m.group(2)), output_tokens=n(m.group(3), m.group(4)))
 
 
+class OpenCodeAgent(CLIAgent):
+    """`opencode run --format json`: JSON events per step (text, tool use, step finish with tokens
+    and cost); the `plan` agent for read-only steps. With an endpoint configured, an
+    OpenAI-compatible provider `smithers` in its opencode.json (its key from a variable)."""
+
+    binary = "opencode"
+    default_name = "opencode"
+    install_hint = "run `make agent-clis` (or `npm install -g opencode-ai`)"
+    supports_resume = True
+    key_var = "SMITHERS_OPENCODE_KEY"
+    own_vars = ("OPENCODE_CONFIG", "OPENCODE_CONFIG_CONTENT", "ANTHROPIC_API_KEY", "OPENAI_API_KEY",
+                "GEMINI_API_KEY", "OPENROUTER_API_KEY")
+    home_paths = (".config/opencode", ".local/share/opencode", ".local/state/opencode", ".cache/opencode")
+
+    def model_ref(self) -> str | None:
+        if self.api_base:
+            return f"smithers/{self.model or 'default'}"
+        return self.model
+
+    def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
+        cmd = [exe, "run", "--format", "json", "--dir", str(workdir), "--print-logs", "--log-level", "ERROR"]
+        if st.read_only:
+            cmd += ["--agent", "plan"]
+        else:
+            cmd += ["--auto"]
+        if self.model_ref():
+            cmd += ["-m", str(self.model_ref())]
+        if resume:
+            cmd += ["--session", resume]
+        return cmd + self.extra_args + [prompt]
+
+    def configure(self, home: Path) -> dict[str, str]:
+        base = str(self.api_base).rstrip("/")
+        config = {"$schema": "https://opencode.ai/config.json", "autoupdate": False, "share": "disabled",
+                  "provider": {"smithers": {"npm": "@ai-sdk/openai-compatible", "name": "smithers",
+                                            "options": {"baseURL": base if base.endswith("/v1") else base + "/v1",
+                                                        "apiKey": "{env:SMITHERS_OPENCODE_KEY}",
+                                                        "maxRetries": max(0, self.max_retries)},
+                                            "models": {self.model or "default": {"name": self.model or "default"}}}}}
+        d = home / ".config" / "opencode"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "opencode.json").write_text(json.dumps(config, indent=1))
+        return {"OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+                "SMITHERS_OPENCODE_KEY": self.api_key() or "none"}
+
+    _STREAM_ERROR = re.compile(r'message="stream error".*small=false.*error\.error="([^"]*)"')
+
+    def on_stderr(self, line: str, st: RunState, emit: Emit) -> None:
+        if m := self._STREAM_ERROR.search(line):  # it retries a failing endpoint without end
+            self.give_up(st, m.group(1), emit)
+
+    def interactive(self, exe: str, session: str | None, workdir: Path) -> list[str]:
+        return [exe, str(workdir), *(["--session", session] if session else []),
+                *(["-m", str(self.model_ref())] if self.model_ref() else [])]
+
+    def on_line(self, line: str, st: RunState, emit: Emit) -> None:
+        obj = _json_line(line)
+        if obj is None:
+            return emit(AgentEvent(kind="message", text=line, agent=self.name))
+        st.session_id = obj.get("sessionID") or st.session_id
+        typ, part = obj.get("type"), obj.get("part") or {}
+        if typ == "text":
+            st.text = str(part.get("text") or "")
+            emit(AgentEvent(kind="message", text=st.text, agent=self.name))
+        elif typ == "tool_use":
+            state = part.get("state") or {}
+            emit(AgentEvent(kind="tool_call", agent=self.name, text=f"{part.get('tool')} "
+                            f"{json.dumps(state.get('input'))[:300]}",
+                            data={"id": part.get("callID"), "name": part.get("tool"), "arguments": state.get("input")}))
+            emit(AgentEvent(kind="tool_result", agent=self.name, text=str(state.get("output") or state.get("error")
+                                                                           or "")[:2000],
+                            data={"id": part.get("callID"), "name": part.get("tool"),
+                                  "ok": state.get("status") == "completed"}))
+        elif typ == "step_finish":
+            tokens = part.get("tokens") or {}
+            st.usage = st.usage + Usage(input_tokens=int(tokens.get("input", 0) or 0),
+                                        output_tokens=int(tokens.get("output", 0) or 0),
+                                        cost_usd=float(part.get("cost") or 0.0))
+        elif typ == "error":
+            err = obj.get("error") or {}
+            data = err.get("data") if isinstance(err, dict) else None
+            st.error = str((data or {}).get("message") or (err.get("name") if isinstance(err, dict) else err))
+            code = (data or {}).get("statusCode")
+            if code:
+                st.error = f"HTTP {code}: {st.error}"
+
+
+class PiAgent(CLIAgent):
+    """`pi -p --mode json`: session header, message deltas, tool executions, usage per message;
+    only read-only tools (read, grep, find, ls) for read-only steps. With an endpoint configured, a
+    provider `smithers` in its models.json (OpenAI Chat Completions)."""
+
+    binary = "pi"
+    default_name = "pi"
+    install_hint = "run `make agent-clis` (or `npm install -g @mariozechner/pi-coding-agent`)"
+    supports_resume = True
+    key_var = "SMITHERS_PI_KEY"
+    own_vars = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY",
+                "PI_CODING_AGENT_DIR")
+    home_paths = (".pi",)
+
+    def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
+        cmd = [exe, "-p", "--mode", "json", "--offline", "--no-extensions", "--no-skills",
+               "--no-prompt-templates", "--no-themes"]
+        if st.read_only:
+            cmd += ["--tools", "read,grep,find,ls"]
+        if self.api_base:
+            cmd += ["--provider", "smithers"]
+        if self.model:
+            cmd += ["--model", self.model]
+        if resume:
+            cmd += ["--session", resume]
+        return cmd + self.extra_args + [prompt]
+
+    def configure(self, home: Path) -> dict[str, str]:
+        d = home / ".pi" / "agent"
+        d.mkdir(parents=True, exist_ok=True)
+        base = str(self.api_base).rstrip("/")
+        (d / "models.json").write_text(json.dumps({"providers": {"smithers": {
+            "baseUrl": base if base.endswith("/v1") else base + "/v1", "api": "openai-completions",
+            "apiKey": "SMITHERS_PI_KEY", "compat": {"supportsDeveloperRole": False},
+            "models": [{"id": self.model or "default"}]}}}, indent=1))
+        (d / "settings.json").write_text(json.dumps({"retry": {"enabled": self.max_retries > 0,
+                                                               "maxRetries": max(1, self.max_retries)}}))
+        return {"SMITHERS_PI_KEY": self.api_key() or "none", "PI_OFFLINE": "1"}
+
+    def interactive(self, exe: str, session: str | None, workdir: Path) -> list[str]:
+        return [exe, *(["--session", session] if session else ["--continue"]),
+                *(["--provider", "smithers"] if self.api_base else []), *(["--model", self.model] if self.model else [])]
+
+    def on_line(self, line: str, st: RunState, emit: Emit) -> None:
+        obj = _json_line(line)
+        if obj is None:
+            return emit(AgentEvent(kind="message", text=line, agent=self.name))
+        typ = obj.get("type")
+        if typ == "session":
+            st.session_id = obj.get("id") or st.session_id
+        elif typ == "message_update":
+            ev = obj.get("assistantMessageEvent") or {}
+            if ev.get("type") == "text_delta":
+                emit(AgentEvent(kind="token", text=str(ev.get("delta") or ""), agent=self.name))
+        elif typ == "message_end":
+            msg = obj.get("message") or {}
+            if msg.get("role") == "assistant":
+                texts = [c.get("text", "") for c in msg.get("content") or [] if c.get("type") == "text"]
+                if texts:
+                    st.text = "".join(texts)
+                    emit(AgentEvent(kind="message", text=st.text, agent=self.name))
+                u = msg.get("usage") or {}
+                st.usage = st.usage + Usage(input_tokens=int(u.get("input", 0) or 0),
+                                            output_tokens=int(u.get("output", 0) or 0),
+                                            cost_usd=float((u.get("cost") or {}).get("total", 0) or 0))
+                if msg.get("stopReason") == "error" or msg.get("errorMessage"):
+                    st.error = str(msg.get("errorMessage") or "the model call failed")
+        elif typ == "tool_execution_start":
+            emit(AgentEvent(kind="tool_call", agent=self.name, text=f"{obj.get('toolName')} "
+                            f"{json.dumps(obj.get('args'))[:300]}",
+                            data={"id": obj.get("toolCallId"), "name": obj.get("toolName"), "arguments": obj.get("args")}))
+        elif typ == "tool_execution_end":
+            res = obj.get("result") or {}
+            text = res if isinstance(res, str) else " ".join(
+                str(c.get("text", "")) for c in (res.get("content") or []) if isinstance(c, dict))
+            emit(AgentEvent(kind="tool_result", agent=self.name, text=text[:2000],
+                            data={"id": obj.get("toolCallId"), "name": obj.get("toolName"), "ok": not obj.get("isError")}))
+        elif typ == "auto_retry_start":
+            emit(AgentEvent(kind="retry", agent=self.name, data={"reason": "provider", "attempt": obj.get("attempt")},
+                            text=f"pi retries ({obj.get('attempt')}/{obj.get('maxAttempts')}): {obj.get('errorMessage')}"))
+
+
 CLI_AGENTS: dict[str, type[CLIAgent]] = {
     "claude-code": ClaudeCodeAgent, "codex": CodexAgent, "gemini": GeminiAgent, "aider": AiderAgent,
+    "opencode": OpenCodeAgent, "pi": PiAgent,
 }
