@@ -217,11 +217,12 @@ class CLIAgent(Agent):
         network = self.network or ("endpoint" if self.api_base else "full")
         user_home = Path(env.get("HOME") or os.path.expanduser("~"))
         writable = [home] if home is not None else []
-        for rel in self.home_paths:
+        for rel in self.home_paths if home is None else ():
             p = user_home / rel
-            if home is None or user_home != home:
-                if p.exists():
-                    writable.append(p)
+            if not p.exists() and not p.suffix:
+                p.mkdir(parents=True, exist_ok=True)  # so the sandbox can bind it writable
+            if p.exists():
+                writable.append(p)
         return Policy(mode=mode, network=network, endpoints=[self.api_base] if self.api_base else [],
                       writable=writable)
 
