@@ -248,7 +248,10 @@ def _kind_of(agent: Agent) -> str:
 
 def list_agents(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every known agent with (name, kind, model, usable, why): for `smithers agents --json`."""
+    from engine.sandbox import describe
+
     settings = settings or load_settings()
+    sandbox_line = describe() if settings.sandbox.mode != "off" else "OS sandbox: off ([sandbox] mode = \"off\")"
     names = list(dict.fromkeys(["default", *ROLES, *settings.agents, *CLI_AGENTS, "demo"]))
     rows = []
     for name in names:
@@ -266,6 +269,6 @@ def list_agents(settings: Settings | None = None) -> list[dict[str, Any]]:
                 row["fallback"] = [a.name for a in agent.agents]
         except AgentUnavailable as e:
             ok, why = False, str(e)
-        row.update(usable=ok, why=why)
+        row.update(usable=ok, why=why, sandbox=sandbox_line)
         rows.append(row)
     return rows

@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd("agents", "configured agents and whether each can run here")
 
+    sp = cmd("hijack", "take over a step's coding-agent session in its CLI, in the step's worktree", json_flag=False)
+    sp.add_argument("run_id")
+    sp.add_argument("node")
+    sp.add_argument("--iteration", type=int, help="default: the latest")
+
     sp = cmd("init", "set this project up: .smithers/ with a commented config.toml and an example ticket",
              json_flag=False)
     sp.add_argument("path", nargs="?", type=Path, default=Path("."))
@@ -595,7 +600,22 @@ async def cmd_agents(args: argparse.Namespace, db: Path) -> int:
         rows = [[i["name"], i.get("kind", ""), i.get("model") or "", "yes" if i["usable"] else "no", i.get("why") or ""]
                 for i in items]
         print(table(rows, ["agent", "kind", "model", "usable", "why"]))
+        from engine.sandbox import describe
+
+        print(describe())
     return 0
+
+
+async def cmd_hijack(args: argparse.Namespace, db: Path) -> int:
+    from .hijack import hijack
+
+    store = await open_store(db)
+    try:
+        outcome = await hijack(store, await store.find_run(args.run_id), args.node, args.iteration)
+        print(outcome.line())
+        return 0
+    finally:
+        await store.close()
 
 
 async def cmd_init(args: argparse.Namespace, db: Path) -> int:
