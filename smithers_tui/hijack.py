@@ -81,3 +81,24 @@ async def hijack(store: Any, run_id: str, node: str, iteration: int | None = Non
     before = tree_of(session.workdir)
     code = run_interactive(session, runner)
     return await record(store, session, before, code)
+
+
+async def hijack_in_app(app: Any, run_id: str, node: str, iteration: int | None = None) -> Outcome | None:
+    """The app's `H`: suspend the app, run the CLI on the terminal, come back and record. Where the
+    app cannot suspend (a headless or web driver) the CLI runs without the app giving way."""
+    from textual.app import SuspendNotSupported
+
+    try:
+        session = await find_session(app.store, run_id, node, iteration)
+    except BadInput as e:
+        app.notify(str(e), severity="error", timeout=8)
+        return None
+    before = tree_of(session.workdir)
+    try:
+        with app.suspend():
+            code = run_interactive(session)
+    except SuspendNotSupported:
+        code = run_interactive(session, lambda argv, **kw: subprocess.call(argv, stdin=subprocess.DEVNULL, **kw))
+    outcome = await record(app.store, session, before, code)
+    app.notify(outcome.line(), timeout=8)
+    return outcome
