@@ -137,6 +137,9 @@ async def wrap(argv: list[str], workdir: Path, policy: Policy | None) -> Wrapped
     for hidden in policy.readable_hidden:
         if Path(hidden).exists():
             cmd += ["--tmpfs", str(hidden)]
+    for exe in {argv[0], os.path.realpath(argv[0])}:  # a program kept under /tmp stays visible
+        if os.path.isabs(exe) and exe.startswith("/tmp/"):
+            cmd += ["--ro-bind", os.path.dirname(exe), os.path.dirname(exe)]
     cmd += ["--ro-bind" if policy.read_only else "--bind", root, root]
     for p in policy.writable:
         p = Path(os.path.realpath(p))

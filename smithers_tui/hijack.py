@@ -89,7 +89,7 @@ async def hijack_in_app(app: Any, run_id: str, node: str, iteration: int | None 
     from textual.app import SuspendNotSupported
 
     try:
-        session = await find_session(app.store, run_id, node, iteration)
+        session = await find_session(app.host.store, run_id, node, iteration)
     except BadInput as e:
         app.notify(str(e), severity="error", timeout=8)
         return None
@@ -99,6 +99,6 @@ async def hijack_in_app(app: Any, run_id: str, node: str, iteration: int | None 
             code = run_interactive(session)
     except SuspendNotSupported:
         code = run_interactive(session, lambda argv, **kw: subprocess.call(argv, stdin=subprocess.DEVNULL, **kw))
-    outcome = await record(app.store, session, before, code)
+    outcome = await record(app.host.store, session, before, code)
     app.notify(outcome.line(), timeout=8)
     return outcome
