@@ -25,7 +25,6 @@ import functools
 import ipaddress
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -208,11 +207,3 @@ def _relay_to(host: str, port: int):  # type: ignore[no-untyped-def]
         await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
 
     return handle
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port

@@ -17,7 +17,6 @@ import os
 import re
 import threading
 from typing import Any, Iterable, Mapping
-from urllib.parse import urlsplit
 
 # names that hold secrets: *_API_KEY, *_TOKEN, *_SECRET, *_PASSWORD, *_PAT, *_CREDENTIALS, ...
 SECRET_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|SECRETS|PASSWORD|PASSWD|PASS|PAT|CREDENTIALS?|"

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
-
-from tests.fakes.openai_server import Reply
 
 from engine.agents import AgentError, AgentUnavailable, ClaudeCodeAgent, CodexAgent, OutputInvalid
 from engine import procs
