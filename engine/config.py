@@ -189,6 +189,11 @@ def build_agent(name: str, cfg: AgentConfig, settings: Settings, _seen: tuple[st
     return agent
 
 
+def _with_env(agent: Agent, settings: Settings) -> Agent:
+    agent.passthrough = list(settings.sandbox.env)
+    return agent
+
+
 def state_dir(settings: Settings, name: str) -> Path:
     """Where a CLI agent keeps its own configuration and sessions: .smithers/agents/NAME/ (host-local)."""
     return Path(settings.project_dir or Path.cwd()).resolve() / ".smithers" / "agents" / name
@@ -210,9 +215,9 @@ def _resolve_name(name: str, settings: Settings, seen: tuple[str, ...] = ()) -> 
         found = env_default_model()
         if found is None:
             raise AgentUnavailable(NO_AGENT_HINT)
-        return LLMAgent(found[1], name="default")
+        return _with_env(LLMAgent(found[1], name="default"), settings)
     if "/" in name or provider_of(name):
-        return LLMAgent(name, name=name)  # a litellm model string, e.g. "openai/gpt-4.1"
+        return _with_env(LLMAgent(name, name=name), settings)  # a litellm model string, e.g. "openai/gpt-4.1"
     raise AgentUnavailable(f"unknown agent {name!r}: add [agents.{name}] to .smithers/config.toml, "
                            "use a role (planner, implementer, reviewer, default) or a model like openai/gpt-4.1")
 
