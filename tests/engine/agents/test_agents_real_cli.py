@@ -152,3 +152,16 @@ async def test_endpoint_errors_are_one_clear_line(kind, server, repo, tmp_path, 
             any(w in lower for w in ("server", "overloaded", "demand", "internal"))), line
         assert "}" not in line.split(":", 1)[1][-3:] and "\x1b" not in line  # not the tail of a JSON dump
         assert len(server.completions()) <= 3  # the project's retry budget, not the CLI's default
+
+
+@pytest.mark.parametrize("kind", ["claude-code", "gemini"])
+async def test_a_retrying_cli_says_so_while_it_retries(kind, server, repo, tmp_path, events):
+    """A failing endpoint within the retry budget: the retry is an event (the app shows it live), then
+    the answer comes. (Codex, OpenCode and Pi retry without saying so in their output.)"""
+    agent = make_agent(kind, server, tmp_path)
+    agent.max_retries = 1
+    server.push(Reply.error(500, text="flaky upstream"), Reply.say("done after a retry"))
+    result, _ = await run_in_step(agent, repo, output=None, emit=events)
+    assert result.text == "done after a retry"
+    retry = next(e for e in events if e.kind == "retry")
+    assert retry.data.get("reason") == "provider" and "500" in retry.text + str(retry.data)
