@@ -146,27 +146,32 @@ def main(argv: list[str]) -> int:
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, die)
+    wake_r, wake_w = os.pipe()  # SIGCHLD wakes the loop at once (no polling delay per command)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     try:
         child = subprocess.Popen(cmd, pass_fds=(), close_fds=True)
     except OSError as e:
         print(f"cannot run {cmd[0]!r}: {e.strerror or e}", file=sys.stderr)
         return 127
     status: int | None = None
+    watch = [wake_r] + ([lifeline] if lifeline is not None else [])
     while status is None:
-        ready = []
-        if lifeline is not None:
-            ready, _, _ = select.select([lifeline], [], [], 0.2)
-        if ready and not os.read(lifeline, 1):  # type: ignore[arg-type]
+        ready, _, _ = select.select(watch, [], [], 1.0)
+        if wake_r in ready:
+            os.read(wake_r, 4096)
+        if lifeline is not None and lifeline in ready and not os.read(lifeline, 1):
             die(signal.SIGTERM)  # the engine is gone
         while True:  # reap: the command, or orphans re-parented to us
             try:
-                pid, st = os.waitpid(-1, os.WNOHANG if lifeline is not None else 0)
+                pid, st = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                pid, st = child.pid, 0
+                break
             if pid == 0:
                 break
             if pid == child.pid:
-                status = os.waitstatus_to_exitcode(st) if st or pid else (child.returncode or 0)
+                status = os.waitstatus_to_exitcode(st)
                 break
     kill_all(me)
     return 128 - status if status < 0 else status
