@@ -515,7 +515,11 @@ class CodexAgent(CLIAgent):
             + 'wire_api = "responses"\n'
             + f"request_max_retries = {retries}\n"
             + f"stream_max_retries = {retries}\n"
-            + f"stream_idle_timeout_ms = {int(self.idle_timeout * 1000)}\n")
+            + f"stream_idle_timeout_ms = {int(self.idle_timeout * 1000)}\n"
+            # no plugin sync from GitHub at start (seconds of waiting where the network is closed), no
+            # reconnecting without end: the retry budget above is the whole of it
+            + "[features]\nplugins = false\nremote_plugin = false\nunbounded_connection_retries = false\n"
+            + "[analytics]\nenabled = false\n")  # no metrics export (another 5 s at exit when it cannot)
         return {"CODEX_HOME": str(codex_home)}
 
     def interactive(self, exe: str, session: str | None, workdir: Path) -> list[str]:
@@ -738,6 +742,8 @@ class OpenCodeAgent(CLIAgent):
         d.mkdir(parents=True, exist_ok=True)
         (d / "opencode.json").write_text(json.dumps(config, indent=1))
         return {"OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+                "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_SHARE": "1",
+                "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1", "OPENCODE_DISABLE_CLAUDE_CODE": "1",
                 "SMITHERS_OPENCODE_KEY": self.api_key() or "none"}
 
     _STREAM_ERROR = re.compile(r'message="stream error".*small=false.*error\.error="([^"]*)"')
