@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -661,7 +662,7 @@ class AiderAgent(CLIAgent):
         return self.model
 
     def _files(self, st_home: Path | None, workdir: Path) -> list[str]:
-        d = (self.state_dir or (workdir / ".smithers" / "aider")) / "history"
+        d = (self.state_dir or Path(tempfile.gettempdir()) / f"smithers-{self.name}") / "history"  # never the worktree
         d.mkdir(parents=True, exist_ok=True)
         return ["--chat-history-file", str(d / "chat.md"), "--input-history-file", str(d / "input"),
                 "--llm-history-file", str(d / "llm.log")]

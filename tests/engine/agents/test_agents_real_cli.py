@@ -18,7 +18,6 @@ is the project's, so it cannot take long). A CLI that is not installed is skippe
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -65,9 +64,13 @@ def binary_or_skip(kind: str) -> str:
     return exe
 
 
+@pytest.fixture(autouse=True)
+def key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMITHERS_TEST_CLI_KEY", KEY)
+
+
 def make_agent(kind: str, server: Any, tmp_path: Path, **kw: Any) -> Any:
     exe = binary_or_skip(kind)
-    os.environ["SMITHERS_TEST_CLI_KEY"] = KEY
     return CLI_AGENTS[kind](binary=exe, model="fake-model", api_base=server.url, api_key_env="SMITHERS_TEST_CLI_KEY",
                             state_dir=tmp_path / "state" / kind, timeout=120, idle_timeout=60, max_retries=0,
                             max_validation_retries=1, **kw)
