@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from engine.agents.base import Agent, AgentUnavailable, FallbackAgent
-from engine.agents.cli import CLI_AGENTS, local_bin_dirs
+from engine.agents.cli import local_bin_dirs
+from engine.agents.clis import CLI_AGENTS
 from engine.agents.demo import DemoAgent
 from engine.agents.llm import LLMAgent, provider_of
 from engine import secrets
