@@ -51,7 +51,6 @@ class Policy:
     network: Network = "none"
     endpoints: list[str] = field(default_factory=list)  # URLs or host:port reachable when network="endpoint"
     writable: list[Path] = field(default_factory=list)  # besides the working directory and /tmp
-    readable_hidden: list[Path] = field(default_factory=list)  # paths replaced by an empty folder
     read_only: bool = False  # the working directory itself read-only too (a read-only step)
 
     def active(self) -> bool:
@@ -133,9 +132,6 @@ async def wrap(argv: list[str], workdir: Path, policy: Policy | None) -> Wrapped
     out = Wrapped([], True)
     cmd = [why, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session",
            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for hidden in policy.readable_hidden:
-        if Path(hidden).exists():
-            cmd += ["--tmpfs", str(hidden)]
     for exe in {argv[0], os.path.realpath(argv[0])}:  # a program kept under /tmp stays visible
         if os.path.isabs(exe) and exe.startswith("/tmp/"):
             cmd += ["--ro-bind", os.path.dirname(exe), os.path.dirname(exe)]
