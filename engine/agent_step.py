@@ -45,7 +45,7 @@ async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
     def emit(ev: Any) -> None:
         data = {"kind": ev.kind, "text": redact(ev.text), "agent": ev.agent or agent.name,
                 **({"data": redact_data(ev.data)} if ev.data else {})}
-        if ex.bus._subs:
+        if ex.bus.has_subscribers:
             ex.bus.publish(Event(run_id=ex.run_id, frame=ex.frame, at=time.time(), type="agent", node_id=r.key[0],
                                  iteration=r.key[1], data=data))
         if ev.kind in STORED_KINDS:

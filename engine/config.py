@@ -8,6 +8,7 @@
     fallback = ["claude-code", "default"]
     [engine]
     max_concurrency = 4
+    durability = "full"         # or "normal": faster commits, the last ones may be lost on power loss
     [sandbox]                   # the OS sandbox of run_shell and CLI agents (engine/sandbox.py)
     mode = "auto"               # "bwrap" to require it, "off" to never use it
     env = ["CARGO_HOME"]        # variables tools get besides PATH, HOME, LANG, TERM...
@@ -92,6 +93,7 @@ class AgentConfig(BaseModel):
 
 class EngineSettings(BaseModel):
     max_concurrency: int = 4
+    durability: Literal["full", "normal"] = "full"  # full: every commit fsynced (survives an OS crash)
 
 
 class SandboxSettings(BaseModel):
@@ -278,3 +280,4 @@ def list_agents(settings: Settings | None = None) -> list[dict[str, Any]]:
         row.update(usable=ok, why=why, sandbox=sandbox_line)
         rows.append(row)
     return rows
+

@@ -62,3 +62,23 @@ class ApprovalConflict(SmithersError):
     """A gate was already decided by someone else."""
 
     exit_code = 1
+
+
+class Conflict(BadInput):
+    """A write collided with a row that exists (e.g. a run id taken)."""
+
+
+class StoreDamaged(BadInput):
+    """The database file is corrupt or not ours."""
+
+
+class StoreFull(BadInput):
+    """The disk is full: nothing of the failed write was saved; everything before it is kept."""
+
+
+class StoreReadOnly(BadInput):
+    """A write to a database opened (or only readable) read-only."""
+
+
+class StoreBusy(BadInput):
+    """Another process held the write lock for longer than the busy timeout."""

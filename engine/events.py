@@ -2,7 +2,6 @@
 another process can follow them; fanned out in-process to subscribers after the commit."""
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
@@ -10,7 +9,7 @@ from pydantic import BaseModel, Field
 EventType = Literal[
     "run_started", "run_resumed", "run_finished", "run_failed", "run_cancelled", "run_waiting",
     "run_forked", "run_rewound", "run_stopped",
-    "node_started", "node_finished", "node_failed", "node_retrying", "node_skipped", "node_cancelled",
+    "node_started", "node_finished", "node_failed", "node_retrying", "node_skipped",
     "node_interrupted", "loop_iteration", "loop_finished",
     "approval_requested", "approval_decided",
     "worktree_created", "worktree_finished", "worktree_removed", "snapshot",
@@ -48,26 +47,19 @@ Subscriber = Callable[[Event], None]
 
 class EventBus:
     """In-process fan-out. Subscribers are called synchronously in the engine's event loop and
-    must not block; `queue()` gives an asyncio.Queue for consumers that await."""
+    must not block."""
 
     def __init__(self) -> None:
         self._subs: list[tuple[str | None, Subscriber]] = []
+
+    @property
+    def has_subscribers(self) -> bool:
+        return bool(self._subs)
 
     def subscribe(self, fn: Subscriber, run_id: str | None = None) -> Callable[[], None]:
         item = (run_id, fn)
         self._subs.append(item)
         return lambda: self._subs.remove(item) if item in self._subs else None
-
-    def queue(self, run_id: str | None = None, maxsize: int = 0) -> tuple[asyncio.Queue[Event], Callable[[], None]]:
-        q: asyncio.Queue[Event] = asyncio.Queue(maxsize)
-
-        def put(ev: Event) -> None:
-            try:
-                q.put_nowait(ev)
-            except asyncio.QueueFull:
-                pass
-
-        return q, self.subscribe(put, run_id)
 
     def publish(self, ev: Event) -> None:
         for run_id, fn in list(self._subs):

@@ -254,6 +254,36 @@ def restore_worktree(repo: str | os.PathLike[str], path: str | os.PathLike[str],
     return target
 
 
+def restore_files(repo: str | os.PathLike[str], path: str | os.PathLike[str], branch: str, commit: str) -> Path:
+    """Put back exactly the files of snapshot ``commit`` in the worktree at ``path`` (tracked and
+    untracked files alike; ignored files stay), without moving its HEAD or branch: what a step that
+    was cut short wrote is undone, so its re-run sees what its first attempt saw. A worktree whose
+    folder is gone is checked out again on ``branch`` first."""
+    main, target = _open_worktree(repo, path)
+    with _lock(f"repo:{main}"):
+        sha = _commit(main, commit)
+        entry = _entry(main, target)
+        if entry is None or not _healthy(entry):
+            _prepare_path(main, target, entry)
+            if _rev(main, f"refs/heads/{branch}") is None:
+                _git(main, "worktree", "add", "-b", branch, str(target), sha)
+            else:
+                _git(main, "worktree", "add", str(target), branch)
+        scratch = tempfile.mkdtemp(prefix="smithers-index-")
+        try:
+            env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+            _git(target, "read-tree", sha, env=env)
+            _git(target, "checkout-index", "-a", "-f", env=env)
+            extra = _git(target, "ls-files", "-z", "--others", "--exclude-standard", env=env, strip=False)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        for rel in filter(None, extra.split("\0")):
+            p = target / rel
+            if p.is_file() or p.is_symlink():
+                p.unlink()  # (empty folders stay: git holds files, not folders)
+    return target
+
+
 def remove_worktree(repo: str | os.PathLike[str], path: str | os.PathLike[str], force: bool = True) -> None:
     """Remove the worktree at ``path`` and prune; its branch stays. Nothing to do if already gone."""
     main, target = _open_worktree(repo, path)

@@ -1,4 +1,5 @@
-"""Ownership of a run: owner id, host, pid (+ its start time, against pid reuse), heartbeat."""
+"""Ownership of a run: owner id (the fencing token of every write), host, pid (+ its start time,
+against pid reuse), heartbeat. Whether an owner is still there decides what a run is shown as."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,9 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+
+from .records import OwnerInfo, RunRecord
+from .state import RunStatus
 
 HEARTBEAT_S = 1.0
 STALE_AFTER_S = 30.0
@@ -34,19 +37,18 @@ class Owner:
         pid = os.getpid()
         return cls(uuid.uuid4().hex[:12], socket.gethostname(), pid, _proc_start(pid))
 
-    def columns(self, now: float) -> dict[str, Any]:
-        return {"owner_id": self.id, "owner_host": self.host, "owner_pid": self.pid,
-                "owner_started": self.started, "heartbeat_at": now}
 
-
-def owner_alive(run: dict[str, Any], now: float | None = None) -> bool:
-    """Is the process that holds this run's lease still there?"""
-    if not run.get("owner_id"):
+def owner_alive(owner: OwnerInfo | None, now: float | None = None) -> bool:
+    """Is the process that holds this lease still there? On this host: its pid (not a reused one,
+    not a zombie). On another: a heartbeat fresher than STALE_AFTER_S."""
+    if owner is None:
         return False
     now = time.time() if now is None else now
-    if run["owner_host"] != socket.gethostname():
-        return (now - (run["heartbeat_at"] or 0)) < STALE_AFTER_S
-    pid = run["owner_pid"]
+    if owner.host != socket.gethostname():
+        return (now - (owner.heartbeat_at or 0)) < STALE_AFTER_S
+    pid = owner.pid
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -54,11 +56,9 @@ def owner_alive(run: dict[str, Any], now: float | None = None) -> bool:
     except PermissionError:
         pass
     started = _proc_start(pid)
-    if started is not None and run["owner_started"] is not None and started != run["owner_started"]:
+    if started is not None and owner.started is not None and started != owner.started:
         return False  # the pid was reused by another process
-    if _is_zombie(pid):
-        return False
-    return True
+    return not _is_zombie(pid)
 
 
 def _is_zombie(pid: int) -> bool:
@@ -69,6 +69,16 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def describe_owner(run: dict[str, Any]) -> str:
-    age = time.time() - (run["heartbeat_at"] or 0)
-    return f"pid {run['owner_pid']} on {run['owner_host']} (heartbeat {age:.0f}s ago)"
+def describe_owner(owner: OwnerInfo | None) -> str:
+    if owner is None:
+        return "nobody"
+    age = max(0.0, time.time() - (owner.heartbeat_at or 0))
+    return f"pid {owner.pid} on {owner.host} (heartbeat {age:.0f}s ago)"
+
+
+def shown_status(run: RunRecord, executing_here: bool = False) -> RunStatus:
+    """What a run is, as people should see it: a `running` run that nobody (alive) owns is
+    `interrupted` — nothing moves it until it is resumed (or a worker takes it)."""
+    if run.status == RunStatus.RUNNING and not executing_here and not owner_alive(run.owner):
+        return RunStatus.INTERRUPTED
+    return run.status

@@ -8,7 +8,6 @@ when the process died.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,13 +19,15 @@ from .context import Ctx, TaskCtx
 from .dsl import Node, Task, WorkflowDef, Worktree
 from .errors import RenderError, SmithersError, TaskTimeout
 from .events import Event
-from .frame import Delta
+from .frame import Delta, keyframe
 from .lease import HEARTBEAT_S
-from .render import (S_DONE, S_FAILED, S_WAITING, Ready, coerce_output, fingerprint, index_tree,
+from .records import ApprovalRecord, RunRecord
+from .render import (S_DONE, S_FAILED, S_WAITING, Plan, Ready, coerce_output, fingerprint, index_tree,
                      one_line_validation, render)
-from .state import (CANCELLED, DONE, FAILED, FINAL_NODE_STATES, PENDING, RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_RUNNING,
-                    RUN_WAITING, RUNNING, SKIPPED, WAITING_APPROVAL, Key, NodeRecord, RunState)
-from .store import Store, dumps
+from .state import (CANCELLED, DONE, FAILED, FINAL_NODE_STATES, PENDING, RUN_CANCELLED, RUN_FAILED, RUN_FINISHED,
+                    RUN_RUNNING, RUN_WAITING, RUNNING, SKIPPED, WAITING_APPROVAL, Key, NodeKind, NodeRecord, RunState,
+                    RunStatus, key_str)
+from .store import dumps
 from .secrets import redact_data
 
 if TYPE_CHECKING:
@@ -36,19 +37,18 @@ if TYPE_CHECKING:
 class RunExecutor:
     """Executes one run in this process. Holds its live state; the store mirrors it."""
 
-    def __init__(self, engine: "Engine", run: dict[str, Any], wf: WorkflowDef, state: RunState) -> None:
+    def __init__(self, engine: "Engine", run: RunRecord, wf: WorkflowDef | None, state: RunState) -> None:
         self.engine, self.store, self.bus = engine, engine.store, engine.bus
-        self.run_id: str = run["id"]
+        self.run_id: str = run.id
         self.run = run
-        self.wf = wf
+        self.wf = wf  # None only for an executor that cancels a run nobody runs (it renders nothing)
         self.state = state
-        self.workdir = Path(run["workdir"])
-        meta = json.loads(run.get("meta") or "{}")
-        self.max_concurrency: int = meta.get("max_concurrency") or engine.max_concurrency
-        self.agent_override: str | None = meta.get("agent_override")  # e.g. a run started with --agent demo
-        inp = wf.validate_input(json.loads(run["input"])) if wf.input else json.loads(run["input"])
+        self.workdir = Path(run.workdir)
+        self.max_concurrency: int = run.max_concurrency or engine.max_concurrency
+        self.agent_override: str | None = run.agent_override  # e.g. a run started with --agent demo
+        inp = wf.validate_input(run.input) if wf is not None and wf.input else run.input
         self.ctx = Ctx(self.run_id, inp, state, {}, self.workdir)
-        self.frame: int = run["frame"]
+        self.frame: int = run.frame
         self.delta = Delta()
         self.running: dict[asyncio.Task[Any], Ready] = {}
         self.running_keys: set[Key] = set()
@@ -57,8 +57,9 @@ class RunExecutor:
         self.step_ctx: dict[Key, TaskCtx] = {}
         self.snapshots: dict[Key, str] = {}
         self.failing: Key | None = None
-        self.status = RUN_RUNNING
+        self.status: RunStatus = RUN_RUNNING
         self.error: str | None = None
+        self.restore: set[Key] = set()  # interrupted steps: their worktree's files go back before they re-run
         self._cancel: bool = False
         self._stop: bool = False
         self._woken = False
@@ -76,11 +77,8 @@ class RunExecutor:
                                                                                    and rec.data.get("path")):
                 self._set(key, NodeRecord(rec.kind, PENDING, rec.attempts, "interrupted", rec.data))
                 self.delta.event("node_interrupted", key, attempt=rec.attempts)
-                self.delta.sql.append((  # the attempt row, started when the node was marked running
-                    "INSERT OR IGNORE INTO attempts (run_id,node_id,iteration,attempt,started_at,finished_at,outcome,error)"
-                    " SELECT run_id,node_id,iteration,attempts,updated_at,?,'interrupted','interrupted' FROM nodes"
-                    " WHERE run_id=? AND node_id=? AND iteration=?",
-                    [(time.time(), self.run_id, key[0], key[1])]))
+                self.delta.interrupted.append(key)  # its attempt row, started when the node was marked running
+                self.restore.add(key)
             elif was_failed and rec.state == FAILED:
                 data = rec.data
                 if rec.kind == "loop":  # a loop that hit max_iterations with on_max="fail" gets one more round
@@ -149,9 +147,7 @@ class RunExecutor:
             for r in starts:
                 self._mark_started(r)
             if final == RUN_FINISHED:
-                from .worktree import remove_worktrees
-
-                await remove_worktrees(self)
+                await self._remove_worktrees()
             if final:
                 self._finalize(final)
             await self.commit()
@@ -165,7 +161,18 @@ class RunExecutor:
             await self._wait()
             self._collect()
 
-    def _render(self) -> Any:
+    async def _remove_worktrees(self, state: str | None = None) -> None:
+        """The run's worktrees go when it ends (branches and snapshots stay) unless keep=True. Their
+        removal is committed as wanted first, then done, so a kill in between leaves a run whose next
+        resume removes them again (idempotently) instead of re-running a step in a missing folder."""
+        from .worktree import mark_removing, remove_worktrees
+
+        if mark_removing(self, state):
+            await self.commit()
+            await remove_worktrees(self)
+
+    def _render(self) -> Plan:
+        assert self.wf is not None
         for _ in range(100000):
             tree = self._build()
             plan = render(tree, self.state, self.delta, self.ctx, self.backoff, self.workdir)
@@ -174,6 +181,7 @@ class RunExecutor:
         raise RenderError(f"workflow {self.wf.name!r} never settles: it keeps adding outputs while rendering")
 
     def _build(self) -> Node:
+        assert self.wf is not None
         try:
             tree = self.wf.builder(self.ctx)
         except RenderError:
@@ -244,6 +252,12 @@ class RunExecutor:
             raise SmithersError(f"no runner for {kind} steps in this engine")
         self.step_ctx[r.key] = tctx
         timeout = node.timeout if isinstance(node, Task) else None
+        if r.key in self.restore:
+            self.restore.discard(r.key)
+            if r.worktree is not None:
+                from .worktree import restore_files
+
+                await restore_files(self, r.worktree)
         try:
             if timeout:
                 try:
@@ -372,7 +386,7 @@ class RunExecutor:
         if not cont:
             self.failing = self.failing or r.key
 
-    def _finalize(self, status: str) -> None:
+    def _finalize(self, status: RunStatus) -> None:
         now = time.time()
         self.status = status
         if status == RUN_FAILED:
@@ -385,7 +399,7 @@ class RunExecutor:
                RUN_CANCELLED: "run_cancelled"}[status]
         data: dict[str, Any] = {"error": self.error} if status == RUN_FAILED else {}
         if status == RUN_WAITING:
-            data["gates"] = [f"{k[0]}#{k[1]}" for k, rec in self.state.nodes.items() if rec.state == WAITING_APPROVAL]
+            data["gates"] = [key_str(k) for k, rec in self.state.nodes.items() if rec.state == WAITING_APPROVAL]
         self.delta.event(typ, None, **data)
 
     def _failure_text(self) -> str:
@@ -405,34 +419,30 @@ class RunExecutor:
         now = time.time()
         if self.status not in (RUN_FINISHED, RUN_FAILED, RUN_CANCELLED) and "owner_id" not in delta.run:
             delta.run["heartbeat_at"] = now
-        delta_json = dumps(delta.summary())
-        self._since_keyframe += len(delta_json)
-        keyframe = None
+        self._since_keyframe += 24 * (len(delta.nodes) + len(delta.outputs)) + 16
+        kf = None
         if self._since_keyframe >= 64 + 40 * len(self.state.nodes):  # deltas since outweigh the state
-            keyframe = Store.keyframe_ops(self.run_id, self.frame, self.state, self.status)
+            kf = keyframe(self.state.nodes, self.status)
             self._since_keyframe = 0
-        ops, events = self.store.commit_ops(self.run_id, self.engine.owner.id, self.frame, delta, now, delta_json,
-                                            keyframe)
-        counts = await self.store.transact(ops, fence=self.run_id)
+        last = await self.store.commit(self.run_id, self.engine.owner.id, self.frame, delta, now, kf)
         self._last_commit = time.monotonic()
         if self.engine.on_commit:
             self.engine.on_commit(self.run_id, self.frame, self.state)
-        if events and self.bus._subs:
-            last = counts[-1]
-            first = last - len(events) + 1
-            for i, (run_id, frame, at, typ, nid, it, data) in enumerate(events):
-                self.bus.publish(Event(seq=first + i, run_id=run_id, frame=frame, at=at, type=typ, node_id=nid,
-                                       iteration=it, data=delta_data(delta, i)))
+        if delta.events and self.bus.has_subscribers:
+            first = last - len(delta.events) + 1
+            for i, (typ, k, data) in enumerate(delta.events):
+                self.bus.publish(Event(seq=first + i, run_id=self.run_id, frame=self.frame, at=now,
+                                       type=typ, node_id=k[0] if k else None,  # type: ignore[arg-type]  # EventType
+                                       iteration=k[1] if k else None, data=data))
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             if time.monotonic() - self._last_commit >= HEARTBEAT_S:
                 try:
-                    await self.store.transact([("UPDATE runs SET heartbeat_at=? WHERE id=? AND owner_id=?",
-                                                [(time.time(), self.run_id, self.engine.owner.id)])])
+                    await self.store.heartbeat(self.run_id, self.engine.owner.id, time.time())
                     self._last_commit = time.monotonic()
-                except Exception:
+                except Exception:  # a transient database error: the next beat tries again
                     pass
 
     # --- outside requests ----------------------------------------------------------------------
@@ -461,8 +471,7 @@ class RunExecutor:
 
     async def check_external(self) -> None:
         """Called when the database changed: decisions and cancel requests from other processes."""
-        row = await self.store.fetchone("SELECT cancel_requested FROM runs WHERE id=?", (self.run_id,))
-        if row and row[0]:
+        if await self.store.cancel_requested(self.run_id):
             self.request_cancel()
             return
         decided = await self.store.decided_unapplied(self.run_id)
@@ -471,21 +480,21 @@ class RunExecutor:
                 self.apply_decision(d)
             self.wakeup()
 
-    def apply_decision(self, d: dict[str, Any]) -> None:
-        key = (d["node_id"], d["iteration"])
+    def apply_decision(self, d: ApprovalRecord) -> None:
+        key = d.key
         rec = self.state.nodes.get(key)
         if rec is None or rec.state != WAITING_APPROVAL:
             return
-        approved = d["decision"] == "approved"
-        decision = {"approved": approved, "by": d["decided_by"], "note": d["note"], "at": d["decided_at"]}
+        approved = d.decision == "approved"
+        decision = {"approved": approved, "by": d.decided_by, "note": d.note, "at": d.decided_at}
         on_deny = (rec.data or {}).get("on_deny", "fail")
-        self.delta.approvals.append({"key": key, "message": d["message"], "on_deny": on_deny, "applied": True})
+        self.delta.approvals.append({"key": key, "message": d.message, "on_deny": on_deny, "applied": True})
         data = {**(rec.data or {}), "approved": approved, "decision": decision}
         if rec.kind == "task":  # a gated task: approved -> it runs; denied -> skipped or failed
             if approved:
                 self._set(key, NodeRecord("task", PENDING, rec.attempts, None, data))
             elif on_deny in ("skip", "continue"):
-                self._set(key, NodeRecord("task", SKIPPED, rec.attempts, f"denied by {d['decided_by']}", data))
+                self._set(key, NodeRecord("task", SKIPPED, rec.attempts, f"denied by {d.decided_by}", data))
             else:
                 self._set(key, NodeRecord("task", FAILED, rec.attempts, _denied(d), data))
                 self.failing = self.failing or key
@@ -514,9 +523,7 @@ class RunExecutor:
         for key, rec in list(self.state.nodes.items()):
             if rec.state not in FINAL_NODE_STATES:
                 self._set(key, NodeRecord(rec.kind, CANCELLED, rec.attempts, "cancelled", rec.data))
-        from .worktree import remove_worktrees
-
-        await remove_worktrees(self)
+        await self._remove_worktrees()
         self._finalize(RUN_CANCELLED)
         self.delta.run["cancel_requested"] = 1
         await self.commit()
@@ -528,19 +535,13 @@ class RunExecutor:
         for t in list(self.running):
             t.cancel()
         try:
-            await asyncio.shield(self.store.transact([
-                ("UPDATE runs SET owner_id=NULL, heartbeat_at=NULL WHERE id=? AND owner_id=?",
-                 [(self.run_id, self.engine.owner.id)])]))
-        except BaseException:
+            await asyncio.shield(self.store.release(self.run_id, self.engine.owner.id))
+        except BaseException:  # the database itself may be what failed: the dead owner frees it anyway
             pass
         if not self.finished.done():
             self.finished.set_result(self.status)  # waiters only need to know it stopped; execute() raises
 
 
-def _denied(d: dict[str, Any]) -> str:
-    note = f": {d['note']}" if d.get("note") else ""
-    return f"denied by {d['decided_by'] or 'someone'}{note}"
-
-
-def delta_data(delta: Delta, i: int) -> dict[str, Any]:
-    return delta.events[i][2]
+def _denied(d: ApprovalRecord) -> str:
+    note = f": {d.note}" if d.note else ""
+    return f"denied by {d.decided_by or 'someone'}{note}"

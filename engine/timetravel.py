@@ -8,45 +8,86 @@ moment leaves either the old state or the new one.
 """
 from __future__ import annotations
 
-import json
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from .context import Ctx
-from .dsl import Loop, Node, Task, WorkflowDef, Worktree
+from .dsl import WorkflowDef
 from .errors import BadInput, InputInvalid, LeaseHeld
 from .lease import describe_owner, owner_alive
-from .loader import load_target, source_hash
-from .render import fingerprint, one_line_validation
-from .attempt import new_run_id
-from .state import DONE, RUN_REWOUND, RUN_RUNNING, RUNNING, SKIPPED, Key, NodeRecord, RunState
-from .store import Store, dumps
+from .loader import source_hash
+from .outline import Outline, outline
+from .records import FrameState, NewRun, OutputRecord, RunRecord
+from .render import one_line_validation
+from .state import DONE, RUN_REWOUND, RUNNING, SKIPPED, Key, NodeRecord, RunKind, RunState, RunStatus, key_str
 
 KEEP_TASK_STATES = (DONE, SKIPPED)
 
 
-async def fork(store: Store, run_id: str, frame: int | None, *, input: Any = None, reset: Iterable[str] = (),
-               new_id: str | None = None, kind: str = "fork") -> dict[str, Any]:
-    """Create a run whose parent is (run_id, frame). Returns what was carried and what will run again."""
-    parent = await store.get_run(run_id)
-    frame = parent["frame"] if frame is None else frame
-    if frame < 0 or frame > parent["frame"]:
-        raise BadInput(f"run {run_id} has frames 0..{parent['frame']}: pick --frame in that range")
-    if kind == "rewind":
-        if parent["status"] == RUN_REWOUND:
-            raise BadInput(f"run {run_id} was already rewound (successor {parent['successor_run_id']}): "
+class ForkInfo(BaseModel):
+    """What a fork, rewind or replay made (`smithers fork --json` prints it)."""
+
+    run_id: str
+    from_run: str
+    from_frame: int
+    kind: str
+    carried: int
+    rerun: list[str]
+    input_changed: bool
+
+    def meta(self) -> dict[str, Any]:
+        """The stored form (frame 0 of the new run, its run_forked event): without the new id."""
+        return self.model_dump(exclude={"run_id"})
+
+
+@dataclass
+class ForkPlan:
+    """Everything a fork writes, decided before anything is: `Store.insert_fork(plan)` writes it
+    in one transaction."""
+
+    run: NewRun
+    parent: RunRecord
+    frame: int
+    kind: RunKind
+    nodes: dict[Key, NodeRecord] = field(default_factory=dict)
+    outputs: dict[Key, OutputRecord] = field(default_factory=dict)
+    rerun: set[Key] = field(default_factory=set)
+    input_changed: bool = False
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.result().meta()
+
+    def result(self) -> ForkInfo:
+        return ForkInfo(run_id=self.run.id, from_run=self.parent.id, from_frame=self.frame, kind=str(self.kind),
+                        carried=len(self.outputs), rerun=sorted(key_str(k) for k in self.rerun),
+                        input_changed=self.input_changed)
+
+
+def check_fork(parent: RunRecord, frame: int | None, kind: RunKind) -> int:
+    """The frame to fork from; BadInput/LeaseHeld when this fork cannot be made."""
+    frame = parent.frame if frame is None else frame
+    if frame < 0 or frame > parent.frame:
+        raise BadInput(f"run {parent.id} has frames 0..{parent.frame}: pick --frame in that range")
+    if kind == RunKind.REWIND:
+        if parent.status == RUN_REWOUND:
+            raise BadInput(f"run {parent.id} was already rewound (successor {parent.successor_run_id}): "
                            "rewind that one, or fork this one")
-        if parent["owner_id"] and owner_alive(parent):
-            raise LeaseHeld(f"run {run_id} is running in {describe_owner(parent)}: cancel it first, "
+        if owner_alive(parent.owner):
+            raise LeaseHeld(f"run {parent.id} is running in {describe_owner(parent.owner)}: cancel it first, "
                             "or fork instead (a fork leaves the original alone)")
-    new_id = new_id or new_run_id()
-    if await store.fetchone("SELECT id FROM runs WHERE id=?", (new_id,)):
-        raise BadInput(f"a run {new_id!r} already exists: choose another --run-id")
-    wf, target = load_target(parent["target"])
-    old_input = json.loads(parent["input"])
+    return frame
+
+
+def plan_fork(wf: WorkflowDef, target: str, parent: RunRecord, at: FrameState, outputs: dict[Key, OutputRecord],
+              new_id: str, *, kind: RunKind = RunKind.FORK, input: Any = None, reset: Iterable[str] = ()
+              ) -> ForkPlan:
+    """Decide a fork (pure: renders the workflow, writes nothing). `at` is the parent as of the
+    frame; `outputs` every output written by then."""
+    reset = set(reset)
+    old_input = parent.input
     new_input = old_input
     if input is not None:
         new_input = {**old_input, **input} if isinstance(input, dict) and isinstance(old_input, dict) else input
@@ -56,52 +97,23 @@ async def fork(store: Store, run_id: str, frame: int | None, *, input: Any = Non
         raise InputInvalid(f"invalid input for workflow {wf.name!r}: {one_line_validation(e)}") from None
     if new_model is not None:
         new_input = new_model.model_dump(mode="json")
-
-    nodes_at, _, _ = await store.state_at(run_id, frame)
-    rows = await store.fetchall("SELECT node_id, iteration, value, type, deps, frame FROM outputs WHERE run_id=? "
-                                "AND frame<=?", (run_id, frame))
-    frames = {(r["node_id"], r["iteration"]): r["frame"] for r in rows}
-    outputs = {(r["node_id"], r["iteration"]): (json.loads(r["value"]), r["type"],
-                                                json.loads(r["deps"]) if r["deps"] else None) for r in rows}
-    unknown = set(reset) - {k[0] for k in nodes_at}
+    unknown = reset - {k[0] for k in at.nodes}
     if unknown:
-        known = ", ".join(sorted({k[0] for k in nodes_at})) or "none"
-        raise BadInput(f"--reset {', '.join(sorted(unknown))}: no such node at frame {frame} of run {run_id} "
+        known = ", ".join(sorted({k[0] for k in at.nodes})) or "none"
+        raise BadInput(f"--reset {', '.join(sorted(unknown))}: no such node at frame {at.frame} of run {parent.id} "
                        f"(it has {known})")
-    nodes = carry(nodes_at)
-    outputs = {k: v for k, v in outputs.items() if k in nodes}
-    invalid, owners = invalidate(wf, run_id, Path(parent["workdir"]), nodes, outputs, old_model or old_input,
-                                 new_model or new_input, set(reset), new_input != old_input)
-    restore_points(nodes_at, nodes, invalid, owners, frames, set(reset))
-    now = time.time()
-    row = {"id": new_id, "workflow": parent["workflow"], "target": target,
-           "source_path": str(wf.source_path) if wf.source_path else None, "source_hash": source_hash(wf.source_path),
-           "input": dumps(new_input), "status": RUN_RUNNING, "workdir": parent["workdir"], "kind": kind,
-           "parent_run_id": run_id, "parent_frame": frame, "created_at": now, "updated_at": now, "frame": 0,
-           "meta": dumps({**json.loads(parent["meta"] or "{}"), "reset": sorted(reset)})}
-    state = RunState(nodes=nodes)
-    ops = store.insert_run_ops(row)
-    if nodes:
-        ops.append(("INSERT INTO nodes (run_id,node_id,iteration,kind,state,attempts,error,data,frame,updated_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,0,?)",
-                    [(new_id, k[0], k[1], r.kind, r.state, r.attempts, r.error,
-                      dumps(r.data) if r.data is not None else None, now) for k, r in nodes.items()]))
-    if outputs:
-        ops.append(("INSERT INTO outputs (run_id,node_id,iteration,value,type,frame,deps) VALUES (?,?,?,?,?,0,?)",
-                    [(new_id, k[0], k[1], dumps(v), t, dumps(d) if d else None) for k, (v, t, d) in outputs.items()]))
-    ops += Store.keyframe_ops(new_id, 0, state, RUN_RUNNING)
-    info = {"from_run": run_id, "from_frame": frame, "kind": kind, "carried": len(outputs),
-            "rerun": sorted(f"{k[0]}#{k[1]}" for k in invalid), "input_changed": new_input != old_input}
-    ops.append(("INSERT INTO frames (run_id, frame, at, delta) VALUES (?,?,?,?)",
-                [(new_id, 0, now, dumps({"fork": info}))]))
-    events = [(new_id, 0, now, "run_forked", dumps(info))]
-    if kind == "rewind":
-        ops.append(("UPDATE runs SET status=?, successor_run_id=?, owner_id=NULL, updated_at=? WHERE id=?",
-                    [(RUN_REWOUND, new_id, now, run_id)]))
-        events.append((run_id, parent["frame"], now, "run_rewound", dumps({"successor": new_id, "to_frame": frame})))
-    ops.append(("INSERT INTO events (run_id,frame,at,type,data) VALUES (?,?,?,?,?)", events))
-    await store.transact(ops)
-    return {"run_id": new_id, **info}
+    nodes = carry(at.nodes)
+    kept = {k: o for k, o in outputs.items() if k in nodes}
+    changed = new_input != old_input
+    invalid, owners = invalidate(wf, parent.id, Path(parent.workdir), nodes, kept, old_model or old_input,
+                                 new_model or new_input, reset, changed)
+    restore_points(at.nodes, nodes, invalid, owners, {k: o.frame for k, o in outputs.items()}, reset)
+    run = NewRun(id=new_id, workflow=parent.workflow, target=target,
+                 source_path=str(wf.source_path) if wf.source_path else None, source_hash=source_hash(wf.source_path),
+                 input=new_input, workdir=parent.workdir, status=RunStatus.QUEUED, kind=kind,
+                 meta={**parent.meta, "reset": sorted(reset)}, parent_run_id=parent.id, parent_frame=at.frame)
+    return ForkPlan(run=run, parent=parent, frame=at.frame, kind=kind, nodes=nodes, outputs=kept, rerun=invalid,
+                    input_changed=changed)
 
 
 def carry(nodes_at: dict[Key, NodeRecord]) -> dict[Key, NodeRecord]:
@@ -125,7 +137,7 @@ def carry(nodes_at: dict[Key, NodeRecord]) -> dict[Key, NodeRecord]:
 
 
 def invalidate(wf: WorkflowDef, run_id: str, workdir: Path, nodes: dict[Key, NodeRecord],
-               outputs: dict[Key, tuple[Any, str | None, dict[str, Any] | None]], old_input: Any, new_input: Any,
+               outputs: dict[Key, OutputRecord], old_input: Any, new_input: Any,
                reset: set[str], input_changed: bool) -> tuple[set[Key], dict[str, set[str]]]:
     """Drop (in place) what must run again; return those keys and each node's enclosing groups.
 
@@ -142,7 +154,7 @@ def invalidate(wf: WorkflowDef, run_id: str, workdir: Path, nodes: dict[Key, Nod
     base = _render(wf, run_id, workdir, nodes, original, old_input)
     invalid: set[Key] = {k for k, r in nodes.items() if k[0] in reset and r.kind in ("task", "approval")}
     if input_changed:
-        invalid |= {k for k, (_, _, d) in outputs.items() if d and d.get("input")}
+        invalid |= {k for k, o in outputs.items() if o.deps and o.deps.get("input")}
     groups = {k for k, r in nodes.items() if r.kind in ("loop", "worktree")}
     moved: set[str] = {k[0] for k in groups if k[0] in reset and nodes[k].kind == "loop"}
     stop_at: dict[Key, int] = {}
@@ -152,13 +164,13 @@ def invalidate(wf: WorkflowDef, run_id: str, workdir: Path, nodes: dict[Key, Nod
         before = (len(invalid), len(moved))
         now = _render(wf, run_id, workdir, nodes, {k: v for k, v in original.items() if k not in invalid}, new_input)
         for r in (base, now):
-            for nid, anc in (r[2] if r else {}).items():
+            for nid, anc in (r.groups if r else {}).items():
                 owners.setdefault(nid, set()).update(anc)
-        names = {f"{k[0]}#{k[1]}" for k in invalid} | {f"{m}#*" for m, anc in owners.items() if anc & moved}
-        invalid |= {k for k, (_, _, d) in original.items() if d and names.intersection(d.get("reads", ()))}
+        names = {key_str(k) for k in invalid} | {f"{m}#*" for m, anc in owners.items() if anc & moved}
+        invalid |= {k for k, o in original.items() if o.deps and names.intersection(o.deps.get("reads", ()))}
         if base is not None and now is not None:
-            for nid, fp in now[0].items():
-                if base[0].get(nid) not in (None, fp):
+            for nid, fp in now.fingerprints.items():
+                if base.fingerprints.get(nid) not in (None, fp):
                     invalid |= {k for k in original if k[0] == nid}
         for gkey in groups:
             rec = nodes[gkey]
@@ -172,7 +184,7 @@ def invalidate(wf: WorkflowDef, run_id: str, workdir: Path, nodes: dict[Key, Nod
                 invalid |= {k for k in original if k[0] in body and k[1] >= min(hit)}
                 moved.add(gkey[0])
             if input_changed and base is not None and now is not None and rec.data:
-                was, will = base[1].get(gkey[0]), now[1].get(gkey[0])
+                was, will = base.untils.get(gkey[0]), now.untils.get(gkey[0])
                 cur, start = rec.data["iteration"], rec.data.get("start", 0)
                 if rec.state == DONE and not rec.data.get("exhausted") and was is True and will is False:
                     reopen.add(gkey)
@@ -230,50 +242,6 @@ def restore_points(nodes_at: dict[Key, NodeRecord], nodes: dict[Key, NodeRecord]
 
 
 def _render(wf: WorkflowDef, run_id: str, workdir: Path, nodes: dict[Key, NodeRecord],
-            outputs: dict[Key, tuple[Any, str | None, Any]], input: Any
-            ) -> tuple[dict[str, str], dict[str, bool], dict[str, set[str]]] | None:
-    """Render the tree once; return (task id -> fingerprint, loop id -> until, node id -> the ids of
-    the loops and worktrees around it)."""
-    state = RunState(nodes=dict(nodes))
-    for k in sorted(outputs, key=lambda k: k[1]):
-        state.set_output(k, outputs[k][0], outputs[k][1])
-    ctx = Ctx(run_id, input, state, {}, workdir)
-    try:
-        tree = wf.builder(ctx)
-    except Exception:
-        return None
-    fps: dict[str, str] = {}
-    untils: dict[str, bool] = {}
-    owners: dict[str, set[str]] = {}
-    stack: list[tuple[Node, frozenset[str]]] = [(tree, frozenset())]
-    while stack:
-        node, around = stack.pop()
-        if isinstance(node, Task):
-            fps[node.id] = fingerprint(node)
-        if node.id is not None:
-            owners[node.id] = set(around)
-        if isinstance(node, Loop):
-            try:
-                untils[node.id] = bool(node.until(ctx) if callable(node.until) else node.until)
-            except Exception:
-                pass
-        inner = around | {node.id} if isinstance(node, (Loop, Worktree)) else around
-        stack.extend((c, inner) for c in node.children())
-    return fps, untils, owners
-
-
-async def lineage(store: Store, run_id: str) -> dict[str, Any]:
-    """The tree of forks, rewinds and replays around a run: its root and every descendant."""
-    root = await store.get_run(run_id)
-    seen = {root["id"]}
-    while root["parent_run_id"] and root["parent_run_id"] not in seen:
-        seen.add(root["parent_run_id"])
-        root = await store.get_run(root["parent_run_id"])
-
-    async def node(run: dict[str, Any]) -> dict[str, Any]:
-        kids = await store.fetchall("SELECT * FROM runs WHERE parent_run_id=? ORDER BY created_at", (run["id"],))
-        return {"run_id": run["id"], "kind": run["kind"], "status": run["status"], "parent_frame": run["parent_frame"],
-                "frames": run["frame"], "successor_run_id": run["successor_run_id"],
-                "children": [await node(dict(k)) for k in kids]}
-
-    return await node(root)
+            outputs: dict[Key, OutputRecord], input: Any) -> Outline | None:
+    """The outline of the tree rendered over these nodes and outputs."""
+    return outline(wf, run_id, input, RunState.of(nodes, {k: (o.value, o.type) for k, o in outputs.items()}), workdir)

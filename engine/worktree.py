@@ -33,7 +33,7 @@ async def run_worktree(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> dict[s
     default_path = repo / ".worktrees" / ex.run_id / name
     default_branch = f"smithers/{ex.run_id}/{name}"
     try:
-        forked = ex.run.get("parent_run_id") is not None
+        forked = ex.run.parent_run_id is not None
         base = (rec.data or {}).get("base")
         if restore:  # a fork: its own checkout holding exactly the files of the frame it came from
             path, branch = default_path, default_branch
@@ -64,19 +64,52 @@ async def snapshot(ex: "RunExecutor", key: tuple[str, int], worktree: tuple[str,
         return None
 
 
-async def remove_worktrees(ex: "RunExecutor", state: str | None = None) -> None:
-    """When a run finishes or is cancelled, its worktrees go (branches and snapshots stay) unless
-    keep=True. `state` also sets the worktree nodes' state (cancelled)."""
-    for key, rec in list(ex.state.nodes.items()):
-        data = rec.data or {}
-        if rec.kind == "worktree" and data.get("path") and not data.get("keep") and not data.get("removed"):
-            try:
-                await asyncio.to_thread(remove, data)
-            except git.GitError as e:
-                ex.emit("log", key, {"message": f"could not remove worktree: {e}"})
-                continue
-            ex.set_node(key, rec.kind, state or rec.state, {**data, "removed": True})
-            ex.emit("worktree_removed", key, {"path": data["path"], "branch": data["branch"]})
+def _to_remove(ex: "RunExecutor") -> list[tuple[tuple[str, int], dict[str, Any]]]:
+    return [(key, rec.data) for key, rec in ex.state.nodes.items()
+            if rec.kind == "worktree" and rec.data and rec.data.get("path") and not rec.data.get("keep")
+            and not rec.data.get("removed")]
+
+
+def mark_removing(ex: "RunExecutor", state: str | None = None) -> bool:
+    """Record in the pending frame that the run's worktrees are to go (keep=True ones stay); `state`
+    also sets the worktree nodes' state. False when there is nothing to remove."""
+    todo = _to_remove(ex)
+    for key, data in todo:
+        rec = ex.state.nodes[key]
+        if not data.get("removing"):
+            ex.set_node(key, rec.kind, state or rec.state, {**data, "removing": True})
+    return bool(todo)
+
+
+async def remove_worktrees(ex: "RunExecutor") -> None:
+    """Remove the worktrees marked for removal (idempotent: one already gone is just pruned); the
+    next commit records them as removed. Branches and snapshots stay."""
+    for key, data in _to_remove(ex):
+        if not data.get("removing"):
+            continue
+        try:
+            await asyncio.to_thread(remove, data)
+        except git.GitError as e:
+            ex.emit("log", key, {"message": f"could not remove worktree: {e}"})
+            continue
+        rec = ex.state.nodes[key]
+        done = {k: v for k, v in data.items() if k != "removing"}
+        ex.set_node(key, rec.kind, rec.state, {**done, "removed": True})
+        ex.emit("worktree_removed", key, {"path": data["path"], "branch": data["branch"]})
+
+
+async def restore_files(ex: "RunExecutor", worktree: tuple[str, int]) -> None:
+    """Before a step cut short by a crash runs again: its worktree's files go back to the last
+    committed snapshot, so the re-run sees exactly what the first attempt saw."""
+    rec = ex.state.nodes.get(worktree)
+    data = rec.data if rec is not None else None
+    if not data or not data.get("path") or not data.get("head") or data.get("removed"):
+        return
+    try:
+        await asyncio.to_thread(git.restore_files, data["repo"], data["path"], data["branch"], data["head"])
+    except git.GitError as e:
+        raise SmithersError(f"worktree {worktree[0]!r}: cannot restore its files to snapshot "
+                            f"{data['head'][:12]}: {e}") from None
 
 
 def remove(data: dict[str, Any]) -> None:

@@ -55,6 +55,7 @@ class Host:
         self.store: Store | None = None
         self.reader: Store | None = None
         self.engine: Engine | None = None
+        self.view: Engine | None = None  # reports, outlines and frames, read on the reader
         self._demo: Engine | None = None
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.run_engine: dict[str, Engine] = {}
@@ -70,13 +71,15 @@ class Host:
         self.ready = asyncio.Event()
 
     async def open(self) -> None:
+        from engine.project import durability
         from engine.runtime import Engine
         from engine.store import Store
-        from engine.store.shared import open_shared
 
-        self.store = await Store.open(self.db_path)
-        self.reader = await open_shared(self.db_path)  # a 2nd Store.open would drop the 1st one's file locks
+        self.store = await Store.open(self.db_path, durability=durability(self.project))
+        # the screens read through their own read-only connection: reads never wait behind commits
+        self.reader = await Store.open(self.db_path, readonly=True)
         self.engine = Engine(self.store, agent_override=self.agent_override)
+        self.view = Engine(self.reader)
         self.engine.bus.subscribe(self._on_bus)
         self.last_seq = await self.reader.last_event_seq()
         await self.reader.changed()
@@ -189,21 +192,18 @@ class Host:
         self.execute(eng, ex)
 
     async def decide(self, run_id: str, node: str, iteration: int, approved: bool, note: str | None = None) -> str:
-        from engine.lease import owner_alive
-
         assert self.store is not None and self.engine is not None
         eng = self.run_engine.get(run_id, self.engine)
-        row = await eng.decide(run_id, node, iteration, approved, note=note or None)
-        said = f"gate {key_label(node, iteration)} of run {run_id} {row['decision']}"
-        if run_id in self.tasks:
-            return said
+        d = await eng.decide(run_id, node, iteration, approved, note=note or None,
+                             resume=run_id not in self.tasks)
+        said = f"gate {key_label(node, iteration)} of run {run_id} {d.gate.decision}"
+        if d.executor is not None:
+            self.execute(eng, d.executor)
+            return f"{said}; continuing the run here"
         run = await self.store.get_run(run_id)
-        if run["status"] not in ("waiting", "running"):
-            return said
-        if run["owner_id"] and owner_alive(run):
-            return f"{said}; its owner (pid {run['owner_pid']} on {run['owner_host']}) goes on with it"
-        await self.resume(run_id)
-        return f"{said}; continuing the run here"
+        if run_id not in self.tasks and d.owner_alive and run.owner is not None:
+            return f"{said}; its owner (pid {run.owner.pid} on {run.owner.host}) goes on with it"
+        return said
 
     async def cancel(self, run_id: str) -> str:
         assert self.engine is not None
@@ -225,11 +225,19 @@ class Host:
         info = await self.engine.replay(run_id, frame, new_id=self.new_id())
         return await self._continue(run_id, info)
 
-    async def _continue(self, parent: str, info: dict[str, Any]) -> dict[str, Any]:
+    async def _continue(self, parent: str, info: Any) -> dict[str, Any]:
         if parent in self.demo_runs:
-            self.demo_runs.add(info["run_id"])
-        await self.resume(info["run_id"])
-        return info
+            self.demo_runs.add(info.run_id)
+        await self.resume(info.run_id)
+        return dict(info.model_dump())
+
+    async def report(self, run_id: str, frame: int | None = None) -> dict[str, Any]:
+        """What `show --json` prints (as of a frame: the past only), read on the reader."""
+        assert self.view is not None
+        rep = await self.view.report(run_id, frame)
+        if run_id in self.tasks and frame is None and rep.status == "interrupted":
+            rep.status = "running"
+        return rep.json_dict()
 
     async def close(self) -> None:
         """Stop runs executing here, leaving them resumable; close both connections."""

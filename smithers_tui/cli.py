@@ -1,26 +1,27 @@
 """The `smithers` command. Without a subcommand it opens the app; every action also exists here,
 with `--json` and stable exit codes: 0 finished, 1 failed, 2 cancelled, 3 waiting for approval,
-4 bad input."""
+4 bad input. Commands that only read open the database read-only: they never write to it."""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import os
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn
 
-from engine.report import run_report
+if TYPE_CHECKING:
+    from engine.report import RunReport
+    from engine.run import RunExecutor
+    from engine.runtime import Engine
+    from engine.store import Store
 
-EXIT = {"finished": 0, "failed": 1, "cancelled": 2, "waiting": 3, "rewound": 0, "running": 0}
+EXIT = {"finished": 0, "failed": 1, "cancelled": 2, "waiting": 3, "rewound": 0, "running": 0, "queued": 0,
+        "interrupted": 1}
 BAD_INPUT = 4
-
-
-def default_db() -> Path:
-    env = os.environ.get("SMITHERS_DB")
-    return Path(env) if env else Path.cwd() / ".smithers" / "smithers.db"
+_ended: dict[str, str] = {}  # run id -> final status, once the run this command executed has ended
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,12 +45,12 @@ def positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="smithers", description="Durable workflows for AI agents. "
                                 "Without a command, opens the terminal app.")
-    p.add_argument("--db", type=Path, help="database file (default .smithers/smithers.db; SMITHERS_DB overrides)")
+    p.add_argument("--db", help="database file (default .smithers/smithers.db; SMITHERS_DB overrides)")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     def cmd(name: str, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
-        sp.add_argument("--db", type=Path, default=argparse.SUPPRESS, help="database file")
+        sp.add_argument("--db", default=argparse.SUPPRESS, help="database file")
         if json_flag:
             sp.add_argument("--json", action="store_true", help="machine-readable output")
         return sp
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run_id")
 
     sp = cmd("ps", "list runs")
-    sp.add_argument("--status", choices=["running", "waiting", "finished", "failed", "cancelled", "rewound"])
+    sp.add_argument("--status", choices=["queued", "running", "waiting", "interrupted", "finished", "failed",
+                                         "cancelled", "rewound"])
 
     sp = cmd("show", "a run and its steps (as of a frame with --frame)")
     sp.add_argument("run_id")
@@ -134,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("init", "set this project up: .smithers/ with a commented config.toml and an example ticket",
              json_flag=False)
     sp.add_argument("path", nargs="?", type=Path, default=Path("."))
+
+    cmd("migrate", "upgrade the database to this smithers' schema", json_flag=False)
     return p
 
 
@@ -146,11 +150,11 @@ def run_cli(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd is None:
         return open_app(args)
-    db = args.db if getattr(args, "db", None) else default_db()
     from engine.errors import SmithersError
 
     try:
-        return asyncio.run(dispatch(args, db))
+        db = args.db if getattr(args, "db", None) else _default_db()
+        return asyncio.run(COMMANDS[args.cmd](args, db))
     except SmithersError as e:
         print(f"smithers: {e}", file=sys.stderr)
         return e.exit_code
@@ -158,10 +162,18 @@ def run_cli(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        rid = getattr(args, "run_id", None)
+        rid = getattr(args, "run_id", None) or next(iter(_ended), None)
+        if rid in _ended:  # the run had ended already: ^C only cut the printing short
+            return EXIT.get(_ended[rid], 1)
         print("smithers: interrupted" + (f"; `smithers resume {rid}` continues the run" if rid else ""),
               file=sys.stderr)
         return 130
+
+
+def _default_db() -> str:
+    from engine.project import default_db
+
+    return default_db()
 
 
 def open_app(args: argparse.Namespace) -> int:
@@ -170,15 +182,18 @@ def open_app(args: argparse.Namespace) -> int:
     except ImportError:
         build_parser().print_help()
         return 0
-    return run_app(args.db or default_db())
-
-
-async def dispatch(args: argparse.Namespace, db: Path) -> int:
-    handler = globals()[f"cmd_{args.cmd}"]
-    return await handler(args, db)
+    return run_app(Path(args.db or _default_db()))
 
 
 # --- helpers ------------------------------------------------------------------------------------
+def open_db(db: str, *, readonly: bool = False, create: bool = False) -> Awaitable["Store"]:
+    """The store for a command. Commands that only read open it read-only: nothing is written."""
+    from engine.project import durability
+    from engine.store import open_store
+
+    return open_store(db, create=create, readonly=readonly, durability=durability())
+
+
 def out_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -186,14 +201,24 @@ def out_json(obj: Any) -> None:
 def parse_input(args: argparse.Namespace) -> Any:
     from engine.errors import InputInvalid
 
-    if args.input_file:
+    if getattr(args, "input_file", None):
         try:
-            text = args.input_file.read_text()
+            raw = args.input_file.read_bytes()
         except OSError as e:
             raise InputInvalid(f"cannot read --input-file {args.input_file}: {e.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputInvalid(f"--input-file {args.input_file} is not UTF-8 text (byte {raw[e.start]:#04x} at "
+                               f"offset {e.start}): save it as UTF-8") from None
         src = str(args.input_file)
     elif args.input is not None:
         text, src = args.input, "--input"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputInvalid(f"--input holds bytes that are not UTF-8 (at character {e.start}): "
+                               "pass UTF-8 text, or put the JSON in a UTF-8 file and use --input-file") from None
     else:
         return None
     try:
@@ -203,44 +228,42 @@ def parse_input(args: argparse.Namespace) -> Any:
                            "quote it for the shell, e.g. --input '{\"n\": 3}'") from None
 
 
-async def open_store(db: Path, create: bool = False) -> Any:
-    from engine.store import Store
+def progress_printer(quiet: bool, as_json: bool) -> Callable[[Any], None]:
+    shown = {"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped", "approval_requested",
+             "approval_decided", "log", "node_interrupted", "loop_iteration"}
 
-    return await Store.open(db, create=create)
-
-
-def progress_printer(quiet: bool, as_json: bool) -> Any:
     def on_event(ev: Any) -> None:
-        if quiet or as_json:
-            return
-        if ev.type in ("node_started", "node_finished", "node_failed", "node_retrying", "node_skipped",
-                       "approval_requested", "approval_decided", "log", "node_interrupted", "loop_iteration"):
+        if not quiet and not as_json and ev.type in shown:
             print(ev.line(), flush=True)
 
     return on_event
 
 
-async def execute(engine: Any, ex: Any, args: argparse.Namespace) -> int:
+async def execute(engine: "Engine", ex: "RunExecutor", args: argparse.Namespace) -> int:
+    """Run an executor here in the foreground, print progress, then the result."""
     engine.bus.subscribe(progress_printer(args.quiet, args.json), ex.run_id)
     status = await ex.execute(stop_when_waiting=True)
-    summary = await run_report(engine.store, ex.run_id)
+    _ended[ex.run_id] = str(status)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # it has ended: ^C now would only lose the summary
+    report = await engine.report(ex.run_id)
     if args.json:
-        out_json(summary)
+        out_json(report.json_dict())
     else:
-        print(final_line(summary))
-    return EXIT.get(status, 1)
+        print(final_line(report))
+    return EXIT.get(str(status), 1)
 
 
-def final_line(s: dict[str, Any]) -> str:
-    rid, st = s["run_id"], s["status"]
+def final_line(s: "RunReport") -> str:
+    rid, st = s.run_id, s.status
     if st == "finished":
-        return f"run {rid} finished ({s['frame']} frames): `smithers show {rid}` for outputs"
+        return f"run {rid} finished ({s.frame} frames): `smithers show {rid}` for outputs"
     if st == "waiting":
-        gates = ", ".join(f"{a['node_id']}" + (f"[{a['iteration']}]" if a["iteration"] else "") + f": {a['message']}"
-                          for a in s.get("approvals", []) if a["decision"] is None)
+        from engine.state import key_label
+
+        gates = ", ".join(f"{key_label(a.node_id, a.iteration)}: {a.message}" for a in s.waiting_gates())
         return f"run {rid} waits for approval ({gates}): `smithers approve {rid}` or `smithers deny {rid}`"
     if st == "failed":
-        return f"run {rid} failed: {s['error']}; fix it, then `smithers resume {rid}` retries the failed steps"
+        return f"run {rid} failed: {s.error}; fix it, then `smithers resume {rid}` retries the failed steps"
     return f"run {rid} {st}"
 
 
@@ -251,7 +274,7 @@ def fmt_time(t: float | None) -> str:
 def fmt_duration(a: float | None, b: float | None) -> str:
     if not a:
         return "-"
-    s = int((b or time.time()) - a)
+    s = max(0, int((b or time.time()) - a))  # a clock moved back never makes a negative duration
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
@@ -267,24 +290,25 @@ def _short(v: Any, n: int = 60) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-# --- commands -----------------------------------------------------------------------------------
-async def cmd_run(args: argparse.Namespace, db: Path) -> int:
+def _engine(store: "Store", args: argparse.Namespace, **kw: Any) -> "Engine":
     from engine.runtime import Engine
 
+    return Engine(store, agent_override=getattr(args, "agent", None), **kw)
+
+
+# --- commands -----------------------------------------------------------------------------------
+async def cmd_run(args: argparse.Namespace, db: str) -> int:
     from .targets import resolve
 
     wf, target = resolve(args.target)
     data = parse_input(args)
     wf_input_check(wf, data)  # before anything is written
-    store = await open_store(db, create=True)
-    try:
-        engine = Engine(store, max_concurrency=args.max_concurrency or 4, agent_override=args.agent)
+    async with await open_db(db, create=True) as store:
+        engine = _engine(store, args, max_concurrency=args.max_concurrency or 4)
         ex = await engine.start(wf, target, data, run_id=args.run_id, max_concurrency=args.max_concurrency)
         if not args.json and not args.quiet:
             print(f"run {ex.run_id} started: {wf.name} (db {db})", flush=True)
         return await execute(engine, ex, args)
-    finally:
-        await store.close()
 
 
 def wf_input_check(wf: Any, data: Any) -> None:
@@ -300,128 +324,96 @@ def wf_input_check(wf: Any, data: Any) -> None:
                            f"`smithers workflows --json` shows its input schema") from None
 
 
-async def cmd_resume(args: argparse.Namespace, db: Path) -> int:
-    from engine.runtime import Engine
-
-    store = await open_store(db)
-    try:
-        engine = Engine(store, agent_override=args.agent)
+async def cmd_resume(args: argparse.Namespace, db: str) -> int:
+    async with await open_db(db) as store:
+        engine = _engine(store, args)
         run_id = await store.find_run(args.run_id)
         ex = await engine.resume(run_id, force=args.force, accept_changes=args.accept_changes)
         if not args.json and not args.quiet:
             print(f"run {run_id} resumed from frame {ex.frame}", flush=True)
         return await execute(engine, ex, args)
-    finally:
-        await store.close()
 
 
-async def cmd_cancel(args: argparse.Namespace, db: Path) -> int:
-    from engine.runtime import Engine
-
-    store = await open_store(db)
-    try:
+async def cmd_cancel(args: argparse.Namespace, db: str) -> int:
+    async with await open_db(db) as store:
         run_id = await store.find_run(args.run_id)
-        what = await Engine(store).cancel(run_id)
+        what = await _engine(store, args).cancel(run_id)
         if what == "requested":  # its owner notices within a poll interval
             for _ in range(50):
                 await asyncio.sleep(0.1)
-                if (await store.get_run(run_id))["status"] == "cancelled":
+                if (await store.get_run(run_id)).status == "cancelled":
                     what = "cancelled"
                     break
         msg = {"cancelled": f"run {run_id} cancelled",
                "requested": f"run {run_id}: cancel requested; its owner has not confirmed yet"}[what]
         out_json({"run_id": run_id, "result": what}) if args.json else print(msg)
         return 0
-    finally:
-        await store.close()
 
 
-async def cmd_ps(args: argparse.Namespace, db: Path) -> int:
-    if not db.exists():
+async def cmd_ps(args: argparse.Namespace, db: str) -> int:
+    if "://" not in db and not Path(db).exists():
         out_json([]) if args.json else print(f"no runs yet (database {db} does not exist)")
         return 0
-    store = await open_store(db)
-    try:
-        runs = await store.list_runs(args.status)
-        gates = await store.approvals(None, open_only=True)
-        by_run: dict[str, list[dict[str, Any]]] = {}
-        for g in gates:
-            by_run.setdefault(g["run_id"], []).append(g)
-        items = [{"run_id": r["id"], "workflow": r["workflow"], "status": r["status"], "frame": r["frame"],
-                  "created_at": r["created_at"], "updated_at": r["updated_at"], "finished_at": r["finished_at"],
-                  "error": r["error"], "parent_run_id": r["parent_run_id"], "kind": r["kind"],
-                  "waiting": [{"node_id": g["node_id"], "iteration": g["iteration"], "message": g["message"]}
-                              for g in by_run.get(r["id"], [])]} for r in runs]
-        if args.json:
-            out_json(items)
-            return 0
-        rows = [[i["run_id"], i["workflow"], i["status"], str(i["frame"]), fmt_time(i["created_at"]),
-                 fmt_duration(i["created_at"], i["finished_at"]),
-                 "; ".join(f"{w['node_id']}: {w['message']}" for w in i["waiting"]) or _short(i["error"] or "", 50)]
-                for i in items]
-        print(table(rows, ["run", "workflow", "status", "frame", "started", "took", "note"]) if rows else "no runs")
+    async with await open_db(db, readonly=True) as store:
+        items = await _engine(store, args).runs(args.status)
+    if args.json:
+        out_json([i.model_dump(mode="json") for i in items])
         return 0
-    finally:
-        await store.close()
+    rows = [[i.run_id, i.workflow, i.status, str(i.frame), fmt_time(i.created_at),
+             fmt_duration(i.created_at, i.finished_at),
+             "; ".join(f"{w.node_id}: {w.message}" for w in i.waiting) or _short(i.error or "", 50)]
+            for i in items]
+    print(table(rows, ["run", "workflow", "status", "frame", "started", "took", "note"]) if rows else "no runs")
+    return 0
 
 
-async def cmd_show(args: argparse.Namespace, db: Path) -> int:
-    store = await open_store(db)
-    try:
+async def cmd_show(args: argparse.Namespace, db: str) -> int:
+    async with await open_db(db, readonly=True) as store:
         run_id = await store.find_run(args.run_id)
-        s = await run_report(store, run_id, args.frame)
-        if args.json:
-            out_json(s)
-            return 0
-        past = f" (as of frame {s['frame']} of {s['last_frame']})" if args.frame is not None else ""
-        print(f"run {s['run_id']}  {s['workflow']}  {s['status']}{past}")
-        print(f"input  {json.dumps(s['input'])}")
-        if s["parent_run_id"]:
-            print(f"{s['kind']} of {s['parent_run_id']} at frame {s['parent_frame']}")
-        if s["error"]:
-            print(f"error  {s['error']}")
-        u = s["usage"]
-        if u["tokens_in"] or u["tokens_out"]:
-            print(f"usage  {u['tokens_in']} in / {u['tokens_out']} out tokens, ${u['cost_usd']:.4f}")
-        rows = [[n["id"], str(n["iteration"]), n["state"], str(n["attempts"]),
-                 _short(n["error"] if n["error"] else n["output"], 70)] for n in s["nodes"]]
-        print(table(rows, ["node", "iter", "state", "tries", "output / error"]))
+        s = await _engine(store, args).report(run_id, args.frame)
+    if args.json:
+        out_json(s.json_dict())
         return 0
-    finally:
-        await store.close()
+    past = f" (as of frame {s.frame} of {s.last_frame})" if args.frame is not None else ""
+    print(f"run {s.run_id}  {s.workflow}  {s.status}{past}")
+    print(f"input  {json.dumps(s.input)}")
+    if s.parent_run_id:
+        print(f"{s.kind} of {s.parent_run_id} at frame {s.parent_frame}")
+    if s.error:
+        print(f"error  {s.error}")
+    if s.usage.tokens:
+        print(f"usage  {s.usage.tokens_in} in / {s.usage.tokens_out} out tokens, ${s.usage.cost_usd:.4f}")
+    rows = [[n.id, str(n.iteration), n.state, str(n.attempts), _short(n.error if n.error else n.output, 70)]
+            for n in s.nodes]
+    print(table(rows, ["node", "iter", "state", "tries", "output / error"]))
+    return 0
 
 
-async def cmd_frames(args: argparse.Namespace, db: Path) -> int:
-    store = await open_store(db)
-    try:
+def _frame_items(frames: list[Any]) -> list[dict[str, Any]]:
+    return [{"frame": f.frame, "at": f.at, "changes": f.delta.changes(), "status": f.delta.status} for f in frames]
+
+
+def _print_frames(items: list[dict[str, Any]], empty: str) -> None:
+    for i in items:
+        st = f"  [run {i['status']}]" if i["status"] else ""
+        print(f"#{i['frame']:<5} {fmt_time(i['at'])}  {', '.join(i['changes']) or empty}{st}")
+
+
+async def cmd_frames(args: argparse.Namespace, db: str) -> int:
+    async with await open_db(db, readonly=True) as store:
         run_id = await store.find_run(args.run_id)
-        frames = await store.frames(run_id)
-        items = [{"frame": f["frame"], "at": f["at"], "changes": describe_delta(f["delta"]),
-                  "status": f["delta"].get("r")} for f in frames]
-        if args.json:
-            out_json(items)
-        else:
-            for i in items:
-                st = f"  [run {i['status']}]" if i["status"] else ""
-                print(f"#{i['frame']:<5} {fmt_time(i['at'])}  {', '.join(i['changes']) or 'created'}{st}")
-        return 0
-    finally:
-        await store.close()
+        items = _frame_items(await store.frames(run_id))
+    out_json(items) if args.json else _print_frames(items, "created")
+    return 0
 
 
-def describe_delta(d: dict[str, Any]) -> list[str]:
-    out = []
-    for key, (kind, state, attempts, error, data) in d.get("n", {}).items():
-        extra = f" it={data['iteration']}" if kind == "loop" and data else ""
-        out.append(f"{key} {state}{extra}")
-    return out
+async def cmd_logs(args: argparse.Namespace, db: str) -> int:
+    from engine.lease import shown_status
 
-
-async def cmd_logs(args: argparse.Namespace, db: Path) -> int:
-    store = await open_store(db)
-    try:
+    async with await open_db(db, readonly=True) as store:
         run_id = await store.find_run(args.run_id)
         after = 0
+        seen = -1
         while True:
             events = await store.events(run_id, after)
             for ev in events:
@@ -429,17 +421,32 @@ async def cmd_logs(args: argparse.Namespace, db: Path) -> int:
                 after = ev.seq
             if not args.follow:
                 return 0
+            if events:
+                continue
             run = await store.get_run(run_id)
-            if run["status"] in ("finished", "failed", "cancelled", "rewound") and not events:
-                return EXIT.get(run["status"], 0)
-            if run["status"] == "waiting" and not run["owner_id"] and not events:
+            shown = shown_status(run)
+            if run.status.final:
+                return EXIT.get(str(run.status), 0)
+            if run.status == "waiting" and not run.owner:
                 return 3
-            await asyncio.sleep(0.2)
-    finally:
-        await store.close()
+            if shown == "interrupted":
+                print(f"smithers: run {run_id} is interrupted: no process runs it (its owner is gone); "
+                      f"`smithers resume {run_id}` continues it", file=sys.stderr)
+                return EXIT["interrupted"]
+            while (v := await store.data_version()) == seen:  # nothing new was written: wait for a change
+                await asyncio.sleep(0.2)
+                if not _owner_still_there(run):
+                    break
+            seen = v
 
 
-async def cmd_workflows(args: argparse.Namespace, db: Path) -> int:
+def _owner_still_there(run: Any) -> bool:
+    from engine.lease import owner_alive
+
+    return run.owner is None or owner_alive(run.owner)
+
+
+async def cmd_workflows(args: argparse.Namespace, db: str) -> int:
     from .targets import all_workflows, describe
 
     items = [describe(wf, target) for wf, target in all_workflows().values()]
@@ -451,48 +458,37 @@ async def cmd_workflows(args: argparse.Namespace, db: Path) -> int:
     return 0
 
 
-async def cmd_approve(args: argparse.Namespace, db: Path, approved: bool = True) -> int:
-    from engine.lease import owner_alive
-    from engine.runtime import Engine
+async def cmd_approve(args: argparse.Namespace, db: str, approved: bool = True) -> int:
+    from engine.state import key_label
 
-    store = await open_store(db)
-    try:
+    async with await open_db(db) as store:
         run_id = await store.find_run(args.run_id)
-        engine = Engine(store, agent_override=args.agent)
-        row = await engine.decide(run_id, args.node, args.iteration, approved, args.by, args.note)
-        run = await store.get_run(run_id)
-        owned = bool(run["owner_id"]) and owner_alive(run)
-        gate = row["node_id"] + (f"[{row['iteration']}]" if row["iteration"] else "")
-        result = {"run_id": run_id, "node_id": row["node_id"], "iteration": row["iteration"],
-                  "decision": row["decision"], "by": row["decided_by"], "note": row["note"], "owner_alive": owned}
-        if args.resume and not owned:
+        engine = _engine(store, args)
+        d = await engine.decide(run_id, args.node, args.iteration, approved, args.by, args.note, resume=args.resume)
+        gate = key_label(d.gate.node_id, d.gate.iteration)
+        if d.executor is not None:
             if not args.json and not args.quiet:
-                print(f"gate {gate} of run {run_id} {row['decision']}; continuing the run here", flush=True)
-            ex = await engine.resume(run_id)
-            return await execute(engine, ex, args)
+                print(f"gate {gate} of run {run_id} {d.gate.decision}; continuing the run here", flush=True)
+            return await execute(engine, d.executor, args)
         if args.json:
-            out_json(result)
-        elif owned:
-            print(f"gate {gate} of run {run_id} {row['decision']}; its owner ({run['owner_host']} pid "
-                  f"{run['owner_pid']}) goes on with it")
+            out_json(d.json_dict())
+        elif d.owner_alive:
+            owner = (await store.get_run(run_id)).owner
+            where = f" ({owner.host} pid {owner.pid})" if owner else ""
+            print(f"gate {gate} of run {run_id} {d.gate.decision}; its owner{where} goes on with it")
         else:
-            print(f"gate {gate} of run {run_id} {row['decision']}; `smithers resume {run_id}` continues the run")
+            print(f"gate {gate} of run {run_id} {d.gate.decision}; `smithers resume {run_id}` continues the run")
         return 0
-    finally:
-        await store.close()
 
 
-async def cmd_deny(args: argparse.Namespace, db: Path) -> int:
+async def cmd_deny(args: argparse.Namespace, db: str) -> int:
     return await cmd_approve(args, db, approved=False)
 
 
-async def _time_travel(args: argparse.Namespace, db: Path, kind: str) -> int:
-    from engine.runtime import Engine
-
-    store = await open_store(db)
-    try:
+async def _time_travel(args: argparse.Namespace, db: str, kind: str) -> int:
+    async with await open_db(db) as store:
         run_id = await store.find_run(args.run_id)
-        engine = Engine(store, agent_override=args.agent)
+        engine = _engine(store, args)
         if kind == "fork":
             changes = None
             if args.input is not None:
@@ -503,94 +499,65 @@ async def _time_travel(args: argparse.Namespace, db: Path, kind: str) -> int:
             info = await engine.rewind(run_id, args.frame, new_id=args.new_id)
         else:
             info = await engine.replay(run_id, args.frame or 0, new_id=args.new_id)
-        new_id = info["run_id"]
         if args.run:
             if not args.json and not args.quiet:
-                print(f"{kind} {new_id} of {run_id} at frame {info['from_frame']}: {info['carried']} outputs "
+                print(f"{kind} {info.run_id} of {run_id} at frame {info.from_frame}: {info.carried} outputs "
                       f"carried over; running", flush=True)
-            ex = await engine.resume(new_id)
-            return await execute(engine, ex, args)
+            return await execute(engine, await engine.resume(info.run_id), args)
         if args.json:
-            out_json(info)
+            out_json(info.model_dump())
         else:
-            rerun = f"; runs again: {', '.join(info['rerun'])}" if info["rerun"] else ""
-            print(f"{kind} {new_id} of {run_id} at frame {info['from_frame']}: {info['carried']} outputs carried "
-                  f"over{rerun}. `smithers resume {new_id}` runs it")
+            rerun = f"; runs again: {', '.join(info.rerun)}" if info.rerun else ""
+            print(f"{kind} {info.run_id} of {run_id} at frame {info.from_frame}: {info.carried} outputs carried "
+                  f"over{rerun}. `smithers resume {info.run_id}` runs it")
         return 0
-    finally:
-        await store.close()
 
 
-async def cmd_fork(args: argparse.Namespace, db: Path) -> int:
+async def cmd_fork(args: argparse.Namespace, db: str) -> int:
     return await _time_travel(args, db, "fork")
 
 
-async def cmd_rewind(args: argparse.Namespace, db: Path) -> int:
+async def cmd_rewind(args: argparse.Namespace, db: str) -> int:
     return await _time_travel(args, db, "rewind")
 
 
-async def cmd_replay(args: argparse.Namespace, db: Path) -> int:
+async def cmd_replay(args: argparse.Namespace, db: str) -> int:
     return await _time_travel(args, db, "replay")
 
 
-async def cmd_timeline(args: argparse.Namespace, db: Path) -> int:
-    from engine.timetravel import lineage
-
-    store = await open_store(db)
-    try:
+async def cmd_timeline(args: argparse.Namespace, db: str) -> int:
+    async with await open_db(db, readonly=True) as store:
         run_id = await store.find_run(args.run_id)
-        frames = await store.frames(run_id)
-        tree = await lineage(store, run_id)
-        items = [{"frame": f["frame"], "at": f["at"], "changes": describe_delta(f["delta"]), "status": f["delta"].get("r")}
-                 for f in frames]
-        if args.json:
-            out_json({"run_id": run_id, "frames": items, "lineage": tree})
-            return 0
-
-        def show(node: dict[str, Any], depth: int) -> None:
-            mark = "*" if node["run_id"] == run_id else " "
-            at = f" from frame {node['parent_frame']}" if node["parent_frame"] is not None else ""
-            succ = f" -> {node['successor_run_id']}" if node["successor_run_id"] else ""
-            print(f"{mark} {'  ' * depth}{node['run_id']}  {node['kind']}{at}  {node['status']}  "
-                  f"{node['frames']} frames{succ}")
-            for child in node["children"]:
-                show(child, depth + 1)
-
-        show(tree, 0)
-        print()
-        for i in items:
-            st = f"  [run {i['status']}]" if i["status"] else ""
-            print(f"#{i['frame']:<5} {fmt_time(i['at'])}  {', '.join(i['changes']) or 'start'}{st}")
+        engine = _engine(store, args)
+        items = _frame_items(await engine.frames(run_id))
+        tree = await engine.lineage(run_id)
+    if args.json:
+        out_json({"run_id": run_id, "frames": items, "lineage": tree.model_dump()})
         return 0
-    finally:
-        await store.close()
+
+    def show(node: Any, depth: int) -> None:
+        mark = "*" if node.run_id == run_id else " "
+        at = f" from frame {node.parent_frame}" if node.parent_frame is not None else ""
+        succ = f" -> {node.successor_run_id}" if node.successor_run_id else ""
+        print(f"{mark} {'  ' * depth}{node.run_id}  {node.kind}{at}  {node.status}  {node.frames} frames{succ}")
+        for child in node.children:
+            show(child, depth + 1)
+
+    show(tree, 0)
+    print()
+    _print_frames(items, "start")
+    return 0
 
 
-async def cmd_diff(args: argparse.Namespace, db: Path) -> int:
-    from engine import git
-    from engine.errors import BadInput
-
-    store = await open_store(db)
-    try:
+async def cmd_diff(args: argparse.Namespace, db: str) -> int:
+    async with await open_db(db, readonly=True) as store:
         run_id = await store.find_run(args.run_id)
-        rows = await store.fetchall(
-            "SELECT iteration, data FROM nodes WHERE run_id=? AND node_id=? AND data LIKE '%\"commit\"%'"
-            + (" AND iteration=?" if args.iteration is not None else "") + " ORDER BY iteration",
-            (run_id, args.node, *([args.iteration] if args.iteration is not None else [])))
-        if not rows:
-            raise BadInput(f"step {args.node!r} of run {run_id} made no snapshot: only steps inside a Worktree have "
-                           "file changes (`smithers show` lists the steps)")
-        data = json.loads(rows[-1]["data"])
-        run = await store.get_run(run_id)
-        repo = git.find_repo(run["workdir"])
-        text = "" if data.get("base") == data["commit"] else git.diff(repo, data.get("base"), data["commit"])
-        print(text if text else f"step {args.node!r} changed no files")
-        return 0
-    finally:
-        await store.close()
+        text = await _engine(store, args).diff(run_id, args.node, args.iteration)
+    print(text if text else f"step {args.node!r} changed no files")
+    return 0
 
 
-async def cmd_agents(args: argparse.Namespace, db: Path) -> int:
+async def cmd_agents(args: argparse.Namespace, db: str) -> int:
     from engine.config import list_agents, load_settings
 
     items = list_agents(load_settings(Path.cwd()))
@@ -606,20 +573,33 @@ async def cmd_agents(args: argparse.Namespace, db: Path) -> int:
     return 0
 
 
-async def cmd_hijack(args: argparse.Namespace, db: Path) -> int:
+async def cmd_hijack(args: argparse.Namespace, db: str) -> int:
     from .hijack import hijack
 
-    store = await open_store(db)
-    try:
+    async with await open_db(db) as store:
         outcome = await hijack(store, await store.find_run(args.run_id), args.node, args.iteration)
-        print(outcome.line())
-        return 0
-    finally:
-        await store.close()
+    print(outcome.line())
+    return 0
 
 
-async def cmd_init(args: argparse.Namespace, db: Path) -> int:
+async def cmd_init(args: argparse.Namespace, db: str) -> int:
     from .init import init_project
 
     print(init_project(args.path.resolve()))
     return 0
+
+
+async def cmd_migrate(args: argparse.Namespace, db: str) -> int:
+    from engine.store.schema import SCHEMA_VERSION
+
+    async with await open_db(db):
+        print(f"{db} is at schema v{SCHEMA_VERSION}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, str], Awaitable[int]]] = {
+    "run": cmd_run, "resume": cmd_resume, "cancel": cmd_cancel, "ps": cmd_ps, "show": cmd_show,
+    "frames": cmd_frames, "logs": cmd_logs, "workflows": cmd_workflows, "approve": cmd_approve, "deny": cmd_deny,
+    "fork": cmd_fork, "rewind": cmd_rewind, "replay": cmd_replay, "timeline": cmd_timeline, "diff": cmd_diff,
+    "agents": cmd_agents, "init": cmd_init, "migrate": cmd_migrate,
+}

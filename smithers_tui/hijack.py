@@ -39,13 +39,13 @@ async def latest_note(store: Any, run_id: str, node: str, iteration: int | None 
     from pathlib import Path
 
     run = await store.get_run(run_id)
-    notes = session_events(await store.events(run_id), node, iteration)
+    notes = session_events(await store.events(run_id, types=["agent"]), node, iteration)
     if not notes:
         raise BadInput(f"step {node!r} of run {run_id} has no saved agent session: only agent steps that started "
                        f"can be hijacked (`smithers show {run_id}` lists the steps)")
     note = notes[-1]
     try:
-        return note, resolve_agent(note.get("agent") or note.get("cli"), load_settings(Path(run["workdir"])))
+        return note, resolve_agent(note.get("agent") or note.get("cli"), load_settings(Path(run.workdir)))
     except AgentError as e:
         raise BadInput(str(e)) from None
 
@@ -67,18 +67,43 @@ def run_interactive(session: Session, runner: Callable[..., int] = subprocess.ca
         raise BadInput(f"cannot start {session.argv[0]!r}: {e.strerror or e}") from None
 
 
+async def check_free(store: Any, run_id: str) -> None:
+    """A run a live process is executing cannot take a hijack's frame: say so before starting."""
+    from engine.lease import describe_owner, owner_alive
+
+    run = await store.get_run(run_id)
+    if owner_alive(run.owner):
+        raise BadInput(f"run {run_id} is being executed by {describe_owner(run.owner)}: wait for it to stop (or "
+                       f"`smithers cancel {run_id}`), then hijack")
+
+
 async def record(store: Any, session: Session, before: str | None, exit_code: int, by: str | None = None) -> Outcome:
-    """Write the person's changes into the run's event log (one `agent` event of kind `hijack`)."""
+    """Write the person's changes into the run as a frame of its own: one `agent` event of kind
+    `hijack` on the step, with the diff (secrets redacted). The run's lease is taken for that one
+    commit and given back; the run's status does not change."""
+    from engine.frame import Delta
+    from engine.lease import Owner
+    from engine.secrets import redact_data
+
     after = tree_of(session.workdir)
     diff = tree_diff(session.workdir, before, after)
-    data = {"kind": "hijack", "agent": session.agent, "text": f"hijacked by {by or getpass.getuser()}: "
-            f"{session.cli} session {session.session_id}, exit {exit_code}",
-            "data": {"session": session.session_id, "cli": session.cli, "by": by or getpass.getuser(),
-                     "exit_code": exit_code, "before": before, "after": after, "diff": diff[:200_000]}}
-    # TODO(lead): a Store.append_event(run, node, iteration, type, data) would keep this SQL in engine/store/.
-    await store.transact([("INSERT INTO events (run_id,frame,at,type,node_id,iteration,data) "
-                           "SELECT id, frame, ?, 'agent', ?, ?, ? FROM runs WHERE id=?",
-                           [(time.time(), session.node_id, session.iteration, json.dumps(data), session.run_id)])])
+    who = by or getpass.getuser()
+    data = redact_data({"kind": "hijack", "agent": session.agent,
+                        "text": f"hijacked by {who}: {session.cli} session {session.session_id}, exit {exit_code}",
+                        "data": {"session": session.session_id, "cli": session.cli, "by": who,
+                                 "exit_code": exit_code, "before": before, "after": after, "diff": diff[:200_000]}})
+    run = await store.get_run(session.run_id)
+    me = Owner.me()
+    now = time.time()
+    if not await store.take_over(run.id, me, run.owner.id if run.owner else None, {}, now):
+        raise BadInput(f"run {run.id} was taken over while you worked; your changes are in {session.workdir} "
+                       "but not recorded in the run")
+    try:
+        delta = Delta()
+        delta.event("agent", (session.node_id, session.iteration), **data)
+        await store.commit(run.id, me.id, run.frame + 1, delta, now)
+    finally:
+        await store.release(run.id, me.id)
     return Outcome(session, exit_code, diff)
 
 
@@ -86,6 +111,7 @@ async def hijack(store: Any, run_id: str, node: str, iteration: int | None = Non
                  runner: Callable[..., int] = subprocess.call) -> Outcome:
     """Find, reopen, wait for the person, record."""
     session = await find_session(store, run_id, node, iteration)
+    await check_free(store, run_id)
     before = tree_of(session.workdir)
     code = run_interactive(session, runner)
     return await record(store, session, before, code)
@@ -99,6 +125,7 @@ async def hijack_in_app(app: Any, run_id: str, node: str, iteration: int | None 
 
     store = app.host.store
     try:
+        await check_free(store, run_id)
         note, agent = await latest_note(store, run_id, node, iteration)
         if note.get("cli") == "litellm":
             app.push_screen(ChatScreen(store, run_id, node, note, agent))

@@ -79,10 +79,10 @@ async def run_workflow(eng: Engine, wf: Any, input: Any = None, **kw: Any) -> tu
 
 
 async def report(store: Any, run_id: str, frame: int | None = None) -> dict[str, Any]:
-    """What `smithers show --json` prints, read in this process."""
-    from engine.report import run_report
+    """What `smithers show --json` prints, read in this process (through the engine's façade)."""
+    from engine.runtime import Engine
 
-    return await run_report(store, run_id, frame)
+    return (await Engine(store).report(run_id, frame)).json_dict()
 
 
 async def nodes_of(store: Any, run_id: str) -> dict[tuple[str, int], dict[str, Any]]:

@@ -1,3 +1,23 @@
-from .sqlite import Store, dumps
+"""The storage boundary. `Store` is the interface; `open_store` picks the implementation from a
+path (SQLite, the embedded default) or a URL. Nothing outside this package speaks SQL."""
+from __future__ import annotations
 
-__all__ = ["Store", "dumps"]
+import os
+from pathlib import Path
+
+from .base import Store
+from .sqlite import SQLiteStore, dumps
+
+__all__ = ["SQLiteStore", "Store", "dumps", "open_store"]
+
+
+async def open_store(where: str | os.PathLike[str], *, create: bool = True, readonly: bool = False,
+                     durability: str = "full") -> Store:
+    """Open the database at `where`: a file path (SQLite) or a `sqlite:///path` URL.
+
+    `readonly` opens it for commands that only read: nothing is written, not even the schema.
+    `durability` is "full" (every commit survives an OS crash: the default) or "normal"."""
+    text = os.fspath(where)
+    if text.startswith("sqlite:///"):
+        text = text[len("sqlite://"):]
+    return await SQLiteStore.open(Path(text), create=create, readonly=readonly, durability=durability)

@@ -74,6 +74,11 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX approvals_open ON approvals(decision, run_id);
     """,
+    # v2: what else a step runner records with an attempt (an agent CLI's session id, cache hits...)
+    """
+    ALTER TABLE attempts ADD COLUMN data TEXT;
+    CREATE INDEX nodes_state ON nodes(state, kind);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,8 +1,19 @@
-"""The SQLite store (aiosqlite, WAL). One commit = one frame = one transaction = one thread hop.
+"""The SQLite store (aiosqlite, WAL): the embedded default. One commit = one frame = one
+transaction = one thread hop.
 
 Every write of a transition (node states, outputs, attempts, events, approvals, the frame and,
 now and then, a keyframe) is gathered in Python and handed to aiosqlite's worker thread as one
-function, so a step costs one round trip however many rows it writes.
+function (`_apply`), so a step costs one round trip however many rows it writes.
+
+Concurrency: every statement runs to completion and its cursor is closed in that same hop, so a
+connection never sits on an open read snapshot. (A half-read cursor kept a read transaction
+open, and a writer whose snapshot had gone stale failed at once with "database is locked"
+instead of waiting: SQLite only waits on a busy lock when the connection has no transaction.)
+Writers then queue on SQLite's lock for as long as `BUSY_TIMEOUT_MS`.
+
+Durability: `durability="full"` (the default) is `synchronous=FULL`: the WAL is fsynced at every
+commit, so a finished step survives an OS crash or power loss, not only a process crash.
+`"normal"` fsyncs only at checkpoints: faster, and a power loss may lose the last commits.
 """
 from __future__ import annotations
 
@@ -11,286 +22,436 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
-import aiosqlite
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 from urllib.parse import quote
 
-from ..errors import LeaseLost, NotADatabase, RunNotFound, SchemaTooNew
+import aiosqlite
+
+from ..errors import (BadInput, Conflict, LeaseLost, NotADatabase, RunNotFound, SchemaTooNew, SmithersError, StoreBusy,
+                      StoreDamaged, StoreFull, StoreReadOnly)
 from ..events import Event
-from ..frame import Delta
-from ..state import Key, NodeRecord, RunState, parse_key
+from ..frame import Delta, FrameDelta, decode_delta
+from ..lease import Owner
+from ..records import (ApprovalRecord, AttemptRecord, FrameRecord, FrameState, NewRun, OutputRecord, OwnerInfo,
+                       ReportData, RunRecord, RunStats)
+from ..state import Key, NodeRecord, RunKind, RunState, RunStatus, key_str, parse_key
+from .base import Store
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 Ops = list[tuple[str, list[tuple[Any, ...]]]]
+T = TypeVar("T")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+BUSY_TIMEOUT_MS = 60_000
+DURABILITY = {"full": "FULL", "normal": "NORMAL"}
 
 
 def dumps(v: Any) -> str:
     return _dumps(v)
 
 
-def _apply(conn: sqlite3.Connection, ops: Ops, fence: str | None = None) -> list[int]:
-    """Run in aiosqlite's thread: all ops in one transaction. Returns the rowcounts, then
-    last_insert_rowid(). With a fence (a run id), the first op is the run's own update guarded
-    by its owner id: if it changes no row, another process holds the lease and nothing is written."""
+def _all(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    """Run a query to its end and close its cursor (an open cursor would hold a read snapshot)."""
+    cur = conn.execute(sql, tuple(params))
+    try:
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+def _one(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+    rows = _all(conn, sql, params)
+    return rows[0] if rows else None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:  # SQLite may have rolled back already (a full disk, an I/O error)
+        conn.execute("ROLLBACK")
+
+
+def _apply(conn: sqlite3.Connection, ops: Ops, fence: str | BaseException | None = None) -> list[int]:
+    """Run in aiosqlite's thread: all ops in one write transaction. Returns the rowcounts, then
+    last_insert_rowid(). With a fence, the first op is a guarded update that must change one row,
+    else nothing is written: a run id fences the lease (the update is the run's own, guarded by its
+    owner id: another process holds it), an exception is raised as it is."""
     counts = []
     conn.execute("BEGIN IMMEDIATE")
     try:
         for sql, rows in ops:
             if len(rows) == 1:
-                counts.append(conn.execute(sql, rows[0]).rowcount)
+                cur = conn.execute(sql, rows[0])
             else:
-                counts.append(conn.executemany(sql, rows).rowcount)
+                cur = conn.executemany(sql, rows)
+            counts.append(cur.rowcount)
+            cur.close()
             if fence is not None and len(counts) == 1 and counts[0] != 1:
-                row = conn.execute("SELECT owner_id, owner_pid, owner_host FROM runs WHERE id=?", (fence,)).fetchone()
+                if isinstance(fence, BaseException):
+                    raise fence
+                row = _one(conn, "SELECT owner_id, owner_pid, owner_host FROM runs WHERE id=?", (fence,))
                 who = f"pid {row[1]} on {row[2]}" if row and row[0] else "another process"
                 raise LeaseLost(f"run {fence} was taken over by {who}; this process stops")
-        counts.append(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
+        counts.append(_one(conn, "SELECT last_insert_rowid()")[0])  # type: ignore[index]  # always one row
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     return counts
 
 
-class Store:
-    """Async access to one database file. One connection per process, used by one event loop."""
+def _read(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """fn(conn) inside one read transaction: every query sees the same snapshot."""
+    conn.execute("BEGIN")
+    try:
+        return fn(conn)
+    finally:
+        _rollback(conn)
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+
+class SQLiteStore(Store):
+    """One database file. One connection per Store, used by one event loop."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path, readonly: bool = False) -> None:
         self.conn = conn
         self.path = path
-        self._data_version = -1
+        self.where = str(path)
+        self.readonly = readonly
 
     # --- opening -------------------------------------------------------------------------------
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> "Store":
-        # Only SQLite touches the file: on POSIX, closing any other descriptor of it would drop the
-        # locks this process's other connections hold, and another process could then delete the
-        # WAL under them. SQLite itself says "file is not a database" for anything else.
+    async def open(cls, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False,
+                   durability: str = "full") -> "SQLiteStore":
+        """Open (with create: make) a database file. `readonly` opens it for reading only: nothing is
+        written, not even the schema; a file that is read-only on disk can still be read."""
         path = Path(path)
-        if not create and not path.exists():
+        if path.is_dir():
+            raise BadInput(f"{path} is a directory, not a database file: pass --db with a file path "
+                           "(e.g. .smithers/smithers.db) or set SMITHERS_DB")
+        if durability not in DURABILITY:
+            raise BadInput(f"durability {durability!r} is not one of {', '.join(DURABILITY)}: "
+                           "set it in .smithers/config.toml or SMITHERS_DURABILITY")
+        if (readonly or not create) and not path.exists():
             raise RunNotFound(f"no database at {path}: start a run first, or pass --db / set SMITHERS_DB")
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"file:{quote(str(path.resolve()))}?mode={'rwc' if create else 'rw'}"
-        conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-        conn.row_factory = sqlite3.Row
+        if create and not readonly:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise BadInput(f"cannot create {path.parent}: {e.strerror}; pass --db with a writable path") from None
+        # Only SQLite touches the file: on POSIX, closing any other descriptor of it would drop the
+        # locks this process's other connections hold, and another process could then delete the WAL.
+        mode = "ro" if readonly else "rwc" if create else "rw"
+        uri = f"file:{quote(str(path.resolve()))}?mode={mode}"
         try:
-            await conn.execute("PRAGMA busy_timeout=10000")
-            (version,) = await (await conn.execute("PRAGMA user_version")).fetchone()
-        except sqlite3.DatabaseError as e:
+            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise BadInput(f"cannot open {path} ({e}): pass --db with another path or set SMITHERS_DB") from None
+        conn.row_factory = sqlite3.Row
+        store = cls(conn, path, readonly)
+        try:
+            version = await store._run(_prepare, readonly, DURABILITY[durability])
+        except SmithersError:
             await conn.close()
-            raise NotADatabase(f"{path} is not a smithers database ({e}): pass --db with another path "
-                               "or set SMITHERS_DB") from None
-        store = cls(conn, path)
+            raise
+        except sqlite3.Error as e:
+            await conn.close()
+            raise store._translate(e) from None
+        if version < 0:
+            await conn.close()
+            raise NotADatabase(f"{path} is not a smithers database (it holds other tables): pass --db with "
+                               "another path or set SMITHERS_DB")
         if version > SCHEMA_VERSION:
             await conn.close()
             raise SchemaTooNew(f"{path} was written by a newer smithers (schema v{version}, this one knows "
                                f"v{SCHEMA_VERSION}): upgrade smithers, or pass --db with another database")
-        await conn.execute("PRAGMA journal_mode=WAL")  # only once we know the file is ours to write
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA cache_size=-32000")  # 32 MB: a long run's hot pages stay in memory
-        await conn.execute("PRAGMA wal_autocheckpoint=8000")  # fewer, larger checkpoints (each one fsyncs)
         if version < SCHEMA_VERSION:
-            await conn._execute(_migrate, conn._conn, version)
+            if readonly and version == 0:
+                await conn.close()
+                raise NotADatabase(f"{path} is not a smithers database (it holds no runs table): pass --db "
+                                   "with another path or set SMITHERS_DB")
+            if readonly:
+                await conn.close()
+                raise BadInput(f"{path} was written by an older smithers (schema v{version}): "
+                               "`smithers migrate` upgrades it, then this command works")
+            try:
+                await store._run(_migrate)
+            except SmithersError:
+                await conn.close()
+                raise
         return store
 
     async def close(self) -> None:
         await self.conn.close()
 
-    async def __aenter__(self) -> "Store":
-        return self
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(connection, *args) in the store's thread: one hop. Database errors become one line."""
+        try:
+            return await self.conn._execute(fn, self.conn._conn, *args)
+        except sqlite3.Error as e:
+            raise self._translate(e) from None
 
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
+    def _translate(self, e: sqlite3.Error) -> SmithersError:
+        text = str(e)
+        if isinstance(e, sqlite3.IntegrityError):
+            return Conflict(f"{text} in {self.path}")
+        if "disk is full" in text or getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return StoreFull(f"the disk holding {self.path} is full ({text}): free some space; every saved "
+                             "frame is kept and the run resumes from the last one")
+        if "not a database" in text or "file is encrypted" in text:
+            return NotADatabase(f"{self.path} is not a smithers database ({text}): pass --db with another path "
+                                "or set SMITHERS_DB")
+        if "malformed" in text:
+            return StoreDamaged(f"{self.path} is damaged ({text}): restore it from a backup, or pass --db "
+                                "with another database")
+        if "readonly" in text:
+            return StoreReadOnly(f"{self.path} is read-only ({text}): only commands that read work on it; "
+                                 "make it writable or pass --db with another database")
+        if "locked" in text or "busy" in text:
+            return StoreBusy(f"{self.path} stayed locked by another process for {BUSY_TIMEOUT_MS // 1000} s "
+                             f"({text}): try again, or find the stuck process (`smithers ps`)")
+        if "unable to open" in text:
+            return BadInput(f"cannot open {self.path} ({text}): pass --db with a path you can write")
+        return StoreDamaged(f"database error in {self.path}: {text}")
 
     async def data_version(self) -> int:
-        """Changes whenever another connection commits (PRAGMA data_version): compare with the last
-        value you saw to know whether to look again."""
-        row = await (await self.conn.execute("PRAGMA data_version")).fetchone()
-        return row[0]
+        """PRAGMA data_version: changes whenever another connection commits."""
+        return await self._run(lambda c: _one(c, "PRAGMA data_version")[0])  # type: ignore[index]  # always a row
 
-    async def changed(self) -> bool:
-        """Has another connection committed since this Store's last call? For a single consumer per
-        Store (the app's reader); others should keep their own data_version()."""
-        v = await self.data_version()
-        changed = v != self._data_version
-        self._data_version = v
-        return changed
-
-    async def transact(self, ops: Ops, fence: str | None = None) -> list[int]:
-        return await self.conn._execute(_apply, self.conn._conn, ops, fence)
-
-    async def run_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run fn(connection) in the store's thread (one hop), e.g. a read-modify-write."""
-        return await self.conn._execute(fn, self.conn._conn)
-
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        return list(await self.conn.execute_fetchall(sql, tuple(params)))
-
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
+    async def transact(self, ops: Ops, fence: str | BaseException | None = None) -> list[int]:
+        return await self._run(_apply, ops, fence)
 
     # --- runs ----------------------------------------------------------------------------------
-    async def get_run(self, run_id: str) -> dict[str, Any]:
-        row = await self.fetchone("SELECT * FROM runs WHERE id=?", (run_id,))
+    async def get_run(self, run_id: str) -> RunRecord:
+        def read(c: sqlite3.Connection) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
+            row = _one(c, "SELECT * FROM runs WHERE id=?", (run_id,))
+            return row, ([] if row is not None else _prefixed(c, run_id, 3))
+
+        row, hint = await self._run(read)
         if row is None:
-            hint = await self.fetchall("SELECT id FROM runs WHERE id LIKE ? LIMIT 3", (run_id + "%",))
             extra = f" (did you mean {', '.join(r['id'] for r in hint)}?)" if hint else ""
-            raise RunNotFound(f"no run {run_id!r} in {self.path}{extra}: `smithers ps` lists runs")
-        return dict(row)
+            raise RunNotFound(f"no run {_short(run_id)!r} in {self.path}{extra}: `smithers ps` lists runs")
+        return run_record(row)
+
+    async def run_exists(self, run_id: str) -> bool:
+        return await self._run(lambda c: _one(c, "SELECT 1 FROM runs WHERE id=?", (run_id,)) is not None)
 
     async def find_run(self, prefix: str) -> str:
-        """A run id from an unambiguous prefix."""
-        row = await self.fetchone("SELECT id FROM runs WHERE id=?", (prefix,))
-        if row:
-            return row["id"]
-        rows = await self.fetchall("SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
-                                   (prefix.replace("%", "\\%").replace("_", "\\_") + "%",))
-        if len(rows) == 1:
-            return rows[0]["id"]
-        if not rows:
+        def read(c: sqlite3.Connection) -> list[str]:
+            if _one(c, "SELECT 1 FROM runs WHERE id=?", (prefix,)) is not None:
+                return [prefix]
+            return [r["id"] for r in _prefixed(c, prefix, 2)]
+
+        ids = await self._run(read)
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
             await self.get_run(prefix)  # raises the not-found error
         raise RunNotFound(f"run id {prefix!r} is ambiguous: give more characters (`smithers ps`)")
 
-    async def list_runs(self, status: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+    async def list_runs(self, status: str | None = None, limit: int = 500) -> list[RunRecord]:
         if status:
-            rows = await self.fetchall("SELECT * FROM runs WHERE status=? ORDER BY created_at DESC LIMIT ?",
-                                       (status, limit))
+            rows = await self._run(_all, "SELECT * FROM runs WHERE status=? ORDER BY created_at DESC LIMIT ?",
+                                   (str(status), limit))
         else:
-            rows = await self.fetchall("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
-        return [dict(r) for r in rows]
+            rows = await self._run(_all, "SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [run_record(r) for r in rows]
 
-    def insert_run_ops(self, run: dict[str, Any]) -> Ops:
-        cols = list(run)
-        return [(f"INSERT INTO runs ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-                 [tuple(run[c] for c in cols)])]
+    async def child_runs(self, run_id: str) -> list[RunRecord]:
+        rows = await self._run(_all, "SELECT * FROM runs WHERE parent_run_id=? ORDER BY created_at", (run_id,))
+        return [run_record(r) for r in rows]
 
-    @staticmethod
-    def keyframe_ops(run_id: str, frame: int, state: RunState, status: str) -> Ops:
-        kf = {"n": {f"{k[0]}#{k[1]}": r.as_list() for k, r in state.nodes.items()}, "r": status}
-        return [("INSERT OR REPLACE INTO keyframes (run_id, frame, state) VALUES (?,?,?)",
-                 [(run_id, frame, dumps(kf))])]
+    async def run_stats(self, run_ids: Iterable[str]) -> dict[str, RunStats]:
+        ids = list(dict.fromkeys(run_ids))
+        if not ids:
+            return {}
 
-    # --- commits -------------------------------------------------------------------------------
-    def commit_ops(self, run_id: str, owner_id: str, frame: int, delta: Delta, now: float, delta_json: str,
-                   keyframe: Ops | None = None) -> tuple[Ops, list[tuple[Any, ...]]]:
-        """The statements of one frame, the run's own update first (it fences the lease: see
-        _apply). Returns (ops, event rows) so the caller can publish."""
-        run = {"frame": frame, "updated_at": now, **delta.run}
-        ops: Ops = [(f"UPDATE runs SET {','.join(c + '=?' for c in run)} WHERE id=? AND owner_id=?",
-                     [(*run.values(), run_id, owner_id)])]
-        ops.extend(delta.sql)  # before the node rows change: it may read them
-        if delta.nodes:
-            ops.append((
-                "INSERT OR REPLACE INTO nodes (run_id,node_id,iteration,kind,state,attempts,error,data,frame,updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(run_id, k[0], k[1], r.kind, r.state, r.attempts, r.error,
-                  dumps(r.data) if r.data is not None else None, frame, now) for k, r in delta.nodes.items()]))
-        if delta.outputs:
-            ops.append(("INSERT OR REPLACE INTO outputs (run_id,node_id,iteration,value,type,frame,deps)"
-                        " VALUES (?,?,?,?,?,?,?)",
-                        [(run_id, k[0], k[1], dumps(v), t, frame, dumps(d) if d else None)
-                         for k, (v, t, d) in delta.outputs.items()]))
-        for a in delta.attempts:
-            cols = list(a)
-            ops.append((f"INSERT OR REPLACE INTO attempts ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-                        [tuple(a.values())]))
-        requests = [a for a in delta.approvals if not a.get("applied")]
-        if requests:  # a gate asked again (a failed run resumed after a denial) opens a fresh request
-            ops.append(("INSERT INTO approvals (run_id,node_id,iteration,message,on_deny,requested_at,frame)"
-                        " VALUES (?,?,?,?,?,?,?) ON CONFLICT (run_id,node_id,iteration) DO UPDATE SET"
-                        " message=excluded.message, on_deny=excluded.on_deny, requested_at=excluded.requested_at,"
-                        " frame=excluded.frame, decision=NULL, decided_by=NULL, note=NULL, decided_at=NULL, applied=0"
-                        " WHERE approvals.applied=1",
-                        [(run_id, a["key"][0], a["key"][1], a["message"], a["on_deny"], now, frame) for a in requests]))
-        applied = [(run_id, a["key"][0], a["key"][1]) for a in delta.approvals if a.get("applied")]
-        if applied:
-            ops.append(("UPDATE approvals SET applied=1 WHERE run_id=? AND node_id=? AND iteration=?", applied))
+        def read(c: sqlite3.Connection) -> dict[str, RunStats]:
+            out = {rid: RunStats() for rid in ids}
+            for chunk in _chunks(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                for r in _all(c, "SELECT run_id, sum(state IN ('done','skipped')) AS done, count(*) AS known "
+                                 f"FROM nodes WHERE run_id IN ({marks}) AND kind IN ('task','approval') "
+                                 "GROUP BY run_id", chunk):
+                    out[r["run_id"]].done, out[r["run_id"]].known = r["done"] or 0, r["known"]
+                for r in _all(c, f"SELECT run_id, node_id, iteration FROM nodes WHERE run_id IN ({marks}) "
+                                 "AND state='running' AND kind='task' ORDER BY updated_at", chunk):
+                    out[r["run_id"]].running.append((r["node_id"], r["iteration"]))
+                for r in _all(c, f"SELECT run_id, count(*) AS n FROM approvals WHERE run_id IN ({marks}) "
+                                 "AND decision IS NULL GROUP BY run_id", chunk):
+                    out[r["run_id"]].gates = r["n"]
+                for r in _all(c, "SELECT run_id, sum(coalesce(tokens_in,0)+coalesce(tokens_out,0)) AS tokens, "
+                                 f"sum(coalesce(cost_usd,0)) AS cost FROM attempts WHERE run_id IN ({marks}) "
+                                 "GROUP BY run_id", chunk):
+                    out[r["run_id"]].tokens, out[r["run_id"]].cost_usd = r["tokens"] or 0, r["cost"] or 0.0
+            return out
+
+        return await self._run(_read, read)
+
+    # --- writing a run -------------------------------------------------------------------------
+    async def create_run(self, run: NewRun, owner: Owner | None, now: float) -> None:
+        row = _new_run_row(run, now)
+        if owner is not None:
+            row.update(owner_columns(owner, now))
+        ops: Ops = [_insert("runs", row)]
+        ops += [("INSERT OR REPLACE INTO keyframes (run_id, frame, state) VALUES (?,?,?)",
+                 [(run.id, 0, dumps({"v": 1, "n": {}, "r": str(run.status)}))]),
+                ("INSERT INTO frames (run_id, frame, at, delta) VALUES (?,?,?,?)", [(run.id, 0, now, '{"v":1}')]),
+                ("INSERT INTO events (run_id,frame,at,type,data) VALUES (?,?,?,?,?)",
+                 [(run.id, 0, now, "run_started", dumps({"workflow": run.workflow, "input": run.input}))])]
+        try:
+            await self.transact(ops)
+        except Conflict:
+            raise BadInput(f"a run {run.id!r} already exists: choose another --run-id or resume it") from None
+
+    async def take_over(self, run_id: str, owner: Owner, expect_owner: str | None, changes: dict[str, Any],
+                        now: float) -> bool:
+        cols = {**owner_columns(owner, now), **_columns(changes)}
+        sets = ",".join(f"{c}=?" for c in cols)
+        counts = await self.transact([(f"UPDATE runs SET {sets} WHERE id=? AND owner_id IS ?",
+                                       [(*cols.values(), run_id, expect_owner)])])
+        return counts[0] == 1
+
+    async def commit(self, run_id: str, owner_id: str, frame: int, delta: Delta, now: float,
+                     keyframe: dict[str, Any] | None = None) -> int:
+        return (await self.transact(commit_ops(run_id, owner_id, frame, delta, now, keyframe), fence=run_id))[-1]
+
+    async def heartbeat(self, run_id: str, owner_id: str, now: float) -> bool:
+        counts = await self.transact([("UPDATE runs SET heartbeat_at=? WHERE id=? AND owner_id=?",
+                                       [(now, run_id, owner_id)])])
+        return counts[0] == 1
+
+    async def release(self, run_id: str, owner_id: str) -> None:
+        await self.transact([("UPDATE runs SET owner_id=NULL, heartbeat_at=NULL WHERE id=? AND owner_id=?",
+                              [(run_id, owner_id)])])
+
+    async def request_cancel(self, run_id: str) -> None:
+        await self.transact([("UPDATE runs SET cancel_requested=1 WHERE id=?", [(run_id,)])])
+
+    async def cancel_requested(self, run_id: str) -> bool:
+        row = await self._run(_one, "SELECT cancel_requested FROM runs WHERE id=?", (run_id,))
+        return bool(row and row[0])
+
+    async def insert_fork(self, plan: Any, now: float) -> None:
+        run: NewRun = plan.run
+        ops: Ops = [_insert("runs", _new_run_row(run, now))]
+        if plan.kind == RunKind.REWIND:  # first, and conditional: of two rewinds of one run, one wins
+            ops.insert(0, ("UPDATE runs SET status=?, successor_run_id=?, owner_id=NULL, updated_at=? "
+                           "WHERE id=? AND status!=?",
+                           [(str(RunStatus.REWOUND), run.id, now, plan.parent.id, str(RunStatus.REWOUND))]))
+        if plan.nodes:
+            ops.append(("INSERT INTO nodes (run_id,node_id,iteration,kind,state,attempts,error,data,frame,updated_at)"
+                        " VALUES (?,?,?,?,?,?,?,?,0,?)",
+                        [(run.id, k[0], k[1], str(r.kind), str(r.state), r.attempts, r.error,
+                          dumps(r.data) if r.data is not None else None, now) for k, r in plan.nodes.items()]))
+        if plan.outputs:
+            ops.append(("INSERT INTO outputs (run_id,node_id,iteration,value,type,frame,deps) VALUES (?,?,?,?,?,0,?)",
+                        [(run.id, k[0], k[1], dumps(o.value), o.type, dumps(o.deps) if o.deps else None)
+                         for k, o in plan.outputs.items()]))
+        ops.append(("INSERT OR REPLACE INTO keyframes (run_id, frame, state) VALUES (?,?,?)",
+                    [(run.id, 0, dumps({"v": 1, "n": {key_str(k): r.as_list() for k, r in plan.nodes.items()},
+                                        "r": str(run.status)}))]))
         ops.append(("INSERT INTO frames (run_id, frame, at, delta) VALUES (?,?,?,?)",
-                    [(run_id, frame, now, delta_json)]))
-        if keyframe:
-            ops.extend(keyframe)
-        events = [(run_id, frame, now, typ, k[0] if k else None, k[1] if k else None, dumps(data) if data else None)
-                  for typ, k, data in delta.events]
-        if events:  # last, so that the transaction's last_insert_rowid() is the last event's seq
-            ops.append(("INSERT INTO events (run_id,frame,at,type,node_id,iteration,data) VALUES (?,?,?,?,?,?,?)",
-                        events))
-        return ops, events
+                    [(run.id, 0, now, dumps({"v": 1, "fork": plan.info}))]))
+        events = [(run.id, 0, now, "run_forked", dumps(plan.info))]
+        if plan.kind == RunKind.REWIND:
+            events.append((plan.parent.id, plan.parent.frame, now, "run_rewound",
+                           dumps({"successor": run.id, "to_frame": plan.frame})))
+        ops.append(("INSERT INTO events (run_id,frame,at,type,data) VALUES (?,?,?,?,?)", events))
+        fence = (BadInput(f"run {plan.parent.id} was already rewound meanwhile: rewind its successor, or fork it")
+                 if plan.kind == RunKind.REWIND else None)
+        try:
+            await self.transact(ops, fence=fence)
+        except Conflict:
+            raise BadInput(f"a run {run.id!r} already exists: choose another --run-id") from None
+
+    # --- reading a run -------------------------------------------------------------------------
+    async def load_state(self, run_id: str) -> RunState:
+        def read(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+            return (_all(c, "SELECT node_id,iteration,kind,state,attempts,error,data FROM nodes WHERE run_id=?",
+                         (run_id,)),
+                    _all(c, "SELECT node_id,iteration,value,type FROM outputs WHERE run_id=?", (run_id,)))
+
+        nodes, outs = await self._run(_read, read)
+        return RunState.of({(r[0], r[1]): node_record(r) for r in nodes},
+                           {(r[0], r[1]): (json.loads(r[2]), r[3]) for r in outs})
+
+    async def state_at(self, run_id: str, frame: int) -> FrameState:
+        return await self._run(_read, lambda c: _state_at(c, run_id, frame))
+
+    async def outputs_at(self, run_id: str, frame: int) -> dict[Key, OutputRecord]:
+        rows = await self._run(_all, "SELECT node_id, iteration, value, type, deps, frame FROM outputs "
+                                     "WHERE run_id=? AND frame<=?", (run_id, frame))
+        return {(r["node_id"], r["iteration"]): OutputRecord(json.loads(r["value"]), r["type"],
+                                                             json.loads(r["deps"]) if r["deps"] else None, r["frame"])
+                for r in rows}
+
+    async def report_data(self, run_id: str, frame: int | None = None) -> ReportData:
+        def read(c: sqlite3.Connection) -> ReportData | None:
+            row = _one(c, "SELECT * FROM runs WHERE id=?", (run_id,))
+            if row is None:
+                return None
+            run = run_record(row)
+            frame_at = None
+            if frame is not None and 0 <= frame <= run.frame:
+                st = _state_at(c, run_id, frame)
+                nodes, outputs, status = st.nodes, st.outputs, st.status
+                at = _one(c, "SELECT at FROM frames WHERE run_id=? AND frame=?", (run_id, frame))
+                frame_at = at[0] if at else None
+            else:
+                nodes = {(r[0], r[1]): node_record(r) for r in _all(
+                    c, "SELECT node_id,iteration,kind,state,attempts,error,data FROM nodes WHERE run_id=?", (run_id,))}
+                outputs = {(r[0], r[1]): json.loads(r[2]) for r in _all(
+                    c, "SELECT node_id,iteration,value FROM outputs WHERE run_id=?", (run_id,))}
+                status = run.status
+            attempts = [attempt_record(r) for r in _all(
+                c, "SELECT * FROM attempts WHERE run_id=? ORDER BY started_at", (run_id,))]
+            approvals = [approval_record(r) for r in _all(
+                c, "SELECT a.*, r.workflow FROM approvals a JOIN runs r ON r.id=a.run_id WHERE a.run_id=? "
+                   "ORDER BY a.requested_at", (run_id,))]
+            return ReportData(run, nodes, outputs, status, attempts, approvals, frame_at)
+
+        data = await self._run(_read, read)
+        if data is None:
+            await self.get_run(run_id)  # raises the not-found error
+            raise AssertionError("unreachable")
+        return data
+
+    async def node_records(self, run_id: str, node_id: str) -> dict[int, NodeRecord]:
+        rows = await self._run(_all, "SELECT node_id,iteration,kind,state,attempts,error,data FROM nodes "
+                                     "WHERE run_id=? AND node_id=?", (run_id, node_id))
+        return {r["iteration"]: node_record(r) for r in rows}
+
+    async def frames(self, run_id: str, since: int = 0) -> list[FrameRecord]:
+        rows = await self._run(_all, "SELECT frame, at, delta FROM frames WHERE run_id=? AND frame>=? ORDER BY frame",
+                               (run_id, since))
+        return [FrameRecord(r[0], r[1], decode_delta(json.loads(r[2]))) for r in rows]
+
+    async def events(self, run_id: str | None = None, after: int = 0, limit: int = 10000, *,
+                     node: Key | None = None, types: Sequence[str] | None = None,
+                     newest: bool = False) -> list[Event]:
+        where, params = ["seq>?"], [after]
+        if run_id is not None:
+            where.append("run_id=?")
+            params.append(run_id)
+        if node is not None:
+            where += ["node_id=?", "iteration=?"]
+            params += [node[0], node[1]]
+        if types:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            params += list(types)
+        order = "DESC" if newest else ""
+        rows = await self._run(_all, f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?",
+                               (*params, limit))
+        evs = [row_to_event(r) for r in rows]
+        return evs[::-1] if newest else evs
 
     async def last_event_seq(self) -> int:
-        row = await self.fetchone("SELECT max(seq) FROM events")
-        return row[0] or 0
+        row = await self._run(_one, "SELECT max(seq) FROM events")
+        return (row[0] if row else 0) or 0
 
-    # --- loading -------------------------------------------------------------------------------
-    async def load_state(self, run_id: str) -> RunState:
-        st = RunState()
-
-        def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
-            nodes = conn.execute("SELECT node_id,iteration,kind,state,attempts,error,data FROM nodes "
-                                 "WHERE run_id=?", (run_id,)).fetchall()
-            outs = conn.execute("SELECT node_id,iteration,value,type FROM outputs WHERE run_id=? "
-                                "ORDER BY node_id, iteration", (run_id,)).fetchall()
-            return nodes, outs
-
-        nodes, outs = await self.run_sync(read)
-        for nid, it, kind, state, attempts, error, data in nodes:
-            rec = NodeRecord(kind, state, attempts, error, json.loads(data) if data else None)
-            st.nodes[(nid, it)] = rec
-            if kind == "loop":
-                st.note_loop(nid, rec)
-        for nid, it, value, typ in outs:
-            st.set_output((nid, it), json.loads(value), typ)
-        return st
-
-    async def state_at(self, run_id: str, frame: int) -> tuple[dict[Key, NodeRecord], dict[Key, Any], str]:
-        """Rebuild frame N exactly: the last keyframe at or before N, then the deltas up to N."""
-
-        def read(conn: sqlite3.Connection) -> Any:
-            kf = conn.execute("SELECT frame, state FROM keyframes WHERE run_id=? AND frame<=? "
-                              "ORDER BY frame DESC LIMIT 1", (run_id, frame)).fetchone()
-            start = kf[0] if kf else -1
-            deltas = conn.execute("SELECT delta FROM frames WHERE run_id=? AND frame>? AND frame<=? ORDER BY frame",
-                                  (run_id, start, frame)).fetchall()
-            outs = conn.execute("SELECT node_id,iteration,value FROM outputs WHERE run_id=? AND frame<=?",
-                                (run_id, frame)).fetchall()
-            return kf, deltas, outs
-
-        kf, deltas, outs = await self.run_sync(read)
-        nodes: dict[Key, NodeRecord] = {}
-        status = "running"
-        if kf:
-            k = json.loads(kf[1])
-            nodes = {parse_key(s): NodeRecord.from_list(v) for s, v in k["n"].items()}
-            status = k.get("r", status)
-        for (d,) in deltas:
-            dd = json.loads(d)
-            for s, v in dd.get("n", {}).items():
-                nodes[parse_key(s)] = NodeRecord.from_list(v)
-            status = dd.get("r", status)
-        outputs = {(n, i): json.loads(v) for n, i, v in outs}
-        return nodes, outputs, status
-
-    async def frames(self, run_id: str) -> list[dict[str, Any]]:
-        rows = await self.fetchall("SELECT frame, at, delta FROM frames WHERE run_id=? ORDER BY frame", (run_id,))
-        return [{"frame": r["frame"], "at": r["at"], "delta": json.loads(r["delta"])} for r in rows]
-
-    async def events(self, run_id: str | None = None, after: int = 0, limit: int = 10000) -> list[Event]:
-        if run_id:
-            rows = await self.fetchall("SELECT * FROM events WHERE run_id=? AND seq>? ORDER BY seq LIMIT ?",
-                                       (run_id, after, limit))
-        else:
-            rows = await self.fetchall("SELECT * FROM events WHERE seq>? ORDER BY seq LIMIT ?", (after, limit))
-        return [row_to_event(r) for r in rows]
-
-    async def attempts(self, run_id: str) -> list[dict[str, Any]]:
-        rows = await self.fetchall("SELECT * FROM attempts WHERE run_id=? ORDER BY started_at", (run_id,))
-        return [dict(r) for r in rows]
+    async def attempts(self, run_id: str) -> list[AttemptRecord]:
+        rows = await self._run(_all, "SELECT * FROM attempts WHERE run_id=? ORDER BY started_at", (run_id,))
+        return [attempt_record(r) for r in rows]
 
     # --- approvals -----------------------------------------------------------------------------
-    async def approvals(self, run_id: str | None = None, open_only: bool = True) -> list[dict[str, Any]]:
+    async def approvals(self, run_id: str | None = None, open_only: bool = True) -> list[ApprovalRecord]:
         where, params = [], []
         if run_id:
             where.append("a.run_id=?")
@@ -299,40 +460,196 @@ class Store:
             where.append("a.decision IS NULL AND r.status IN ('waiting','running')")
         sql = ("SELECT a.*, r.workflow FROM approvals a JOIN runs r ON r.id=a.run_id"
                + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY a.requested_at")
-        return [dict(r) for r in await self.fetchall(sql, params)]
+        return [approval_record(r) for r in await self._run(_all, sql, params)]
 
     async def decide(self, run_id: str, node_id: str, iteration: int, approved: bool, by: str,
-                     note: str | None) -> tuple[bool, dict[str, Any]]:
-        """Record a decision once: (True, row) for the first writer, (False, existing row) after."""
-
-        def txn(conn: sqlite3.Connection) -> Any:
+                     note: str | None, now: float) -> tuple[bool, ApprovalRecord]:
+        def txn(conn: sqlite3.Connection) -> tuple[bool, sqlite3.Row | None]:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 cur = conn.execute(
                     "UPDATE approvals SET decision=?, decided_by=?, note=?, decided_at=? "
                     "WHERE run_id=? AND node_id=? AND iteration=? AND decision IS NULL",
-                    ("approved" if approved else "denied", by, note, time.time(), run_id, node_id, iteration))
+                    ("approved" if approved else "denied", by, note, now, run_id, node_id, iteration))
                 won = cur.rowcount == 1
-                row = conn.execute("SELECT * FROM approvals WHERE run_id=? AND node_id=? AND iteration=?",
-                                   (run_id, node_id, iteration)).fetchone()
+                cur.close()
+                row = _one(conn, "SELECT a.*, r.workflow FROM approvals a JOIN runs r ON r.id=a.run_id "
+                                 "WHERE a.run_id=? AND a.node_id=? AND a.iteration=?", (run_id, node_id, iteration))
                 if won:  # in the log at once, whether or not a process runs the run now
                     conn.execute("INSERT INTO events (run_id,frame,at,type,node_id,iteration,data) "
                                  "SELECT id, frame, ?, 'approval_decided', ?, ?, ? FROM runs WHERE id=?",
-                                 (row["decided_at"], node_id, iteration,
-                                  dumps({"approved": approved, "by": by, "note": note, "at": row["decided_at"]}),
-                                  run_id))
+                                 (now, node_id, iteration,
+                                  dumps({"approved": approved, "by": by, "note": note, "at": now}), run_id)).close()
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
-            return won, dict(row) if row else None
+            return won, row
 
-        return await self.run_sync(txn)
+        won, row = await self._run(txn)
+        if row is None:
+            raise BadInput(f"run {run_id} has no gate {node_id!r} at iteration {iteration}")
+        return won, approval_record(row)
 
-    async def decided_unapplied(self, run_id: str) -> list[dict[str, Any]]:
-        rows = await self.fetchall("SELECT * FROM approvals WHERE run_id=? AND decision IS NOT NULL AND applied=0",
-                                   (run_id,))
-        return [dict(r) for r in rows]
+    async def decided_unapplied(self, run_id: str) -> list[ApprovalRecord]:
+        rows = await self._run(_all, "SELECT a.*, r.workflow FROM approvals a JOIN runs r ON r.id=a.run_id "
+                                     "WHERE a.run_id=? AND a.decision IS NOT NULL AND a.applied=0", (run_id,))
+        return [approval_record(r) for r in rows]
+
+
+# --- the statements of one frame ----------------------------------------------------------------
+RUN_COLUMNS = frozenset(("status", "error", "owner_id", "owner_host", "owner_pid", "owner_started", "heartbeat_at",
+                         "cancel_requested", "finished_at", "updated_at", "source_hash", "frame", "meta"))
+
+
+def _columns(changes: dict[str, Any]) -> dict[str, Any]:
+    """Run columns a transition may change; anything else is a bug, not a column."""
+    bad = set(changes) - RUN_COLUMNS
+    if bad:
+        raise ValueError(f"not run columns: {sorted(bad)}")
+    return {k: (dumps(v) if k == "meta" else str(v) if k == "status" else v) for k, v in changes.items()}
+
+
+def commit_ops(run_id: str, owner_id: str, frame: int, delta: Delta, now: float,
+               keyframe: dict[str, Any] | None) -> Ops:
+    """The statements of one frame, the run's own update first (it fences the lease: see _apply)."""
+    run = _columns({"frame": frame, "updated_at": now, **delta.run})
+    ops: Ops = [(f"UPDATE runs SET {','.join(c + '=?' for c in run)} WHERE id=? AND owner_id=?",
+                 [(*run.values(), run_id, owner_id)])]
+    if delta.interrupted:  # before the node rows change: the attempt started when its node did
+        ops.append(("INSERT OR IGNORE INTO attempts (run_id,node_id,iteration,attempt,started_at,finished_at,"
+                    "outcome,error) SELECT run_id,node_id,iteration,attempts,updated_at,?,'interrupted','interrupted'"
+                    " FROM nodes WHERE run_id=? AND node_id=? AND iteration=?",
+                    [(now, run_id, k[0], k[1]) for k in delta.interrupted]))
+    if delta.nodes:
+        ops.append((
+            "INSERT OR REPLACE INTO nodes (run_id,node_id,iteration,kind,state,attempts,error,data,frame,updated_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(run_id, k[0], k[1], str(r.kind), str(r.state), r.attempts, r.error,
+              dumps(r.data) if r.data is not None else None, frame, now) for k, r in delta.nodes.items()]))
+    if delta.outputs:
+        ops.append(("INSERT OR REPLACE INTO outputs (run_id,node_id,iteration,value,type,frame,deps)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    [(run_id, k[0], k[1], dumps(v), t, frame, dumps(d) if d else None)
+                     for k, (v, t, d) in delta.outputs.items()]))
+    if delta.attempts:
+        ops.append(("INSERT OR REPLACE INTO attempts (run_id,node_id,iteration,attempt,started_at,finished_at,"
+                    "outcome,error,agent,model,tokens_in,tokens_out,cost_usd,commit_sha,structured_mode,data)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [_attempt_row(a) for a in delta.attempts]))
+    requests = [a for a in delta.approvals if not a.get("applied")]
+    if requests:  # a gate asked again (a failed run resumed after a denial) opens a fresh request
+        ops.append(("INSERT INTO approvals (run_id,node_id,iteration,message,on_deny,requested_at,frame)"
+                    " VALUES (?,?,?,?,?,?,?) ON CONFLICT (run_id,node_id,iteration) DO UPDATE SET"
+                    " message=excluded.message, on_deny=excluded.on_deny, requested_at=excluded.requested_at,"
+                    " frame=excluded.frame, decision=NULL, decided_by=NULL, note=NULL, decided_at=NULL, applied=0"
+                    " WHERE approvals.applied=1",
+                    [(run_id, a["key"][0], a["key"][1], a["message"], a["on_deny"], now, frame) for a in requests]))
+    applied = [(run_id, a["key"][0], a["key"][1]) for a in delta.approvals if a.get("applied")]
+    if applied:
+        ops.append(("UPDATE approvals SET applied=1 WHERE run_id=? AND node_id=? AND iteration=?", applied))
+    ops.append(("INSERT INTO frames (run_id, frame, at, delta) VALUES (?,?,?,?)",
+                [(run_id, frame, now, dumps(delta.summary()))]))
+    if keyframe is not None:
+        ops.append(("INSERT OR REPLACE INTO keyframes (run_id, frame, state) VALUES (?,?,?)",
+                    [(run_id, frame, dumps(keyframe))]))
+    if delta.events:  # last, so that the transaction's last_insert_rowid() is the last event's seq
+        ops.append(("INSERT INTO events (run_id,frame,at,type,node_id,iteration,data) VALUES (?,?,?,?,?,?,?)",
+                    [(run_id, frame, now, typ, k[0] if k else None, k[1] if k else None, dumps(data) if data else None)
+                     for typ, k, data in delta.events]))
+    return ops
+
+
+def _attempt_row(a: dict[str, Any]) -> tuple[Any, ...]:
+    known = ("run_id", "node_id", "iteration", "attempt", "started_at", "finished_at", "outcome", "error", "agent",
+             "model", "tokens_in", "tokens_out", "cost_usd", "commit_sha", "structured_mode")
+    extra = {k: v for k, v in a.items() if k not in known}
+    return (*(a.get(k) for k in known), dumps(extra) if extra else None)
+
+
+def owner_columns(owner: Owner, now: float) -> dict[str, Any]:
+    return {"owner_id": owner.id, "owner_host": owner.host, "owner_pid": owner.pid,
+            "owner_started": owner.started, "heartbeat_at": now}
+
+
+def _new_run_row(run: NewRun, now: float) -> dict[str, Any]:
+    return {"id": run.id, "workflow": run.workflow, "target": run.target, "source_path": run.source_path,
+            "source_hash": run.source_hash, "input": dumps(run.input), "status": str(run.status),
+            "workdir": run.workdir, "kind": str(run.kind), "parent_run_id": run.parent_run_id,
+            "parent_frame": run.parent_frame, "created_at": now, "updated_at": now, "frame": 0,
+            "meta": dumps(run.meta)}
+
+
+def _insert(table: str, row: dict[str, Any]) -> tuple[str, list[tuple[Any, ...]]]:
+    return (f"INSERT INTO {table} ({','.join(row)}) VALUES ({','.join('?' * len(row))})", [tuple(row.values())])
+
+
+# --- reading helpers (in the store's thread) ----------------------------------------------------
+def _prefixed(c: sqlite3.Connection, prefix: str, limit: int) -> list[sqlite3.Row]:
+    """Runs whose id starts with prefix (no LIKE: a run id is data, not a pattern)."""
+    if not prefix or len(prefix) > 200:
+        return []
+    return _all(c, "SELECT id FROM runs WHERE substr(id, 1, ?)=? ORDER BY created_at DESC LIMIT ?",
+                (len(prefix), prefix, limit))
+
+
+def _state_at(c: sqlite3.Connection, run_id: str, frame: int) -> FrameState:
+    """Rebuild frame N exactly: the last keyframe at or before N, then the deltas up to N."""
+    kf = _one(c, "SELECT frame, state FROM keyframes WHERE run_id=? AND frame<=? ORDER BY frame DESC LIMIT 1",
+              (run_id, frame))
+    start = kf[0] if kf else -1
+    nodes: dict[Key, NodeRecord] = {}
+    status = "running"
+    if kf:
+        k = json.loads(kf[1])
+        nodes = {parse_key(s): NodeRecord.from_list(v) for s, v in k["n"].items()}
+        status = k.get("r", status)
+    for (d,) in _all(c, "SELECT delta FROM frames WHERE run_id=? AND frame>? AND frame<=? ORDER BY frame",
+                     (run_id, start, frame)):
+        dd: FrameDelta = decode_delta(json.loads(d))
+        nodes.update(dd.nodes)
+        status = dd.status or status
+    outputs = {(n, i): json.loads(v) for n, i, v in _all(
+        c, "SELECT node_id,iteration,value FROM outputs WHERE run_id=? AND frame<=?", (run_id, frame))}
+    return FrameState(frame, nodes, outputs, status)
+
+
+def _chunks(items: list[str], n: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def _short(s: str, n: int = 60) -> str:
+    return s if len(s) <= n else s[:n - 1] + "…"
+
+
+def run_record(r: sqlite3.Row) -> RunRecord:
+    owner = (OwnerInfo(r["owner_id"], r["owner_host"], r["owner_pid"], r["owner_started"], r["heartbeat_at"])
+             if r["owner_id"] else None)
+    return RunRecord(id=r["id"], workflow=r["workflow"], target=r["target"], source_path=r["source_path"],
+                     source_hash=r["source_hash"], input=json.loads(r["input"]), status=RunStatus(r["status"]),
+                     error=r["error"], workdir=r["workdir"], kind=RunKind(r["kind"]), parent_run_id=r["parent_run_id"],
+                     parent_frame=r["parent_frame"], successor_run_id=r["successor_run_id"], owner=owner,
+                     cancel_requested=bool(r["cancel_requested"]), frame=r["frame"], created_at=r["created_at"],
+                     updated_at=r["updated_at"], finished_at=r["finished_at"],
+                     meta=json.loads(r["meta"]) if r["meta"] else {})
+
+
+def node_record(r: sqlite3.Row) -> NodeRecord:
+    return NodeRecord(r["kind"], r["state"], r["attempts"], r["error"], json.loads(r["data"]) if r["data"] else None)
+
+
+def attempt_record(r: sqlite3.Row) -> AttemptRecord:
+    return AttemptRecord(r["run_id"], r["node_id"], r["iteration"], r["attempt"], r["started_at"], r["finished_at"],
+                         r["outcome"], r["error"], r["agent"], r["model"], r["tokens_in"], r["tokens_out"],
+                         r["cost_usd"], r["commit_sha"], r["structured_mode"],
+                         json.loads(r["data"]) if r["data"] else {})
+
+
+def approval_record(r: sqlite3.Row) -> ApprovalRecord:
+    keys = r.keys()
+    return ApprovalRecord(r["run_id"], r["node_id"], r["iteration"], r["message"], r["on_deny"], r["requested_at"],
+                          r["frame"], r["decision"], r["decided_by"], r["note"], r["decided_at"], bool(r["applied"]),
+                          r["workflow"] if "workflow" in keys else None)
 
 
 def row_to_event(r: sqlite3.Row) -> Event:
@@ -340,18 +657,43 @@ def row_to_event(r: sqlite3.Row) -> Event:
                  node_id=r["node_id"], iteration=r["iteration"], data=json.loads(r["data"]) if r["data"] else {})
 
 
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
+# --- opening and migrating ----------------------------------------------------------------------
+def _prepare(conn: sqlite3.Connection, readonly: bool, synchronous: str) -> int:
+    """Settings of this connection, then the schema version. A read-only connection changes nothing
+    in the file (not even its journal mode)."""
+    _all(conn, f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    (version,) = _one(conn, "PRAGMA user_version")  # type: ignore[misc]  # always one row
+    if version == 0 and _one(conn, "SELECT 1 FROM sqlite_master LIMIT 1") is not None:
+        return -1  # tables of something else
+    if readonly:
+        _all(conn, "PRAGMA query_only=1")
+        return int(version)
+    if version <= SCHEMA_VERSION:  # only once we know the file is ours to write
+        _all(conn, "PRAGMA journal_mode=WAL")
+        _all(conn, f"PRAGMA synchronous={synchronous}")
+        _all(conn, "PRAGMA cache_size=-32000")  # 32 MB: a long run's hot pages stay in memory
+        _all(conn, "PRAGMA wal_autocheckpoint=4000")
+        if version:
+            bad = _all(conn, "PRAGMA quick_check(1)")
+            if bad and bad[0][0] != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({bad[0][0]})")
+    return int(version)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        (current,) = conn.execute("PRAGMA user_version").fetchone()
+        (current,) = _one(conn, "PRAGMA user_version")  # type: ignore[misc]  # always one row
         for i in range(current, SCHEMA_VERSION):
             for stmt in _statements(MIGRATIONS[i]):
-                conn.execute(stmt)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                conn.execute(stmt).close()
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}").close()
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
+    # The schema goes into the database file itself, not only the WAL.
+    _all(conn, "PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _statements(script: str) -> list[str]:

@@ -12,7 +12,6 @@ from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from engine.store.sqlite import row_to_event
 
 from ..widgets.agent_pane import REPAINT_S, AgentPane, PaneKey
 
@@ -88,11 +87,10 @@ class AgentsScreen(Screen[None]):
         """Agent events stored before this screen opened (tool calls, messages, prompts)."""
         await self.app.host.ready.wait()  # type: ignore[attr-defined]
         reader = self.app.host.reader  # type: ignore[attr-defined]
-        rows = await reader.fetchall("SELECT * FROM events WHERE run_id=? AND type='agent' ORDER BY seq LIMIT 20000",
-                                     (self.run_id,))
+        rows = await reader.events(self.run_id, types=["agent"], limit=20000)
         fresh: dict[PaneKey, list[Any]] = {}
         for r in rows:
-            ev = row_to_event(r)
+            ev = r
             key = (ev.run_id, ev.node_id or "", ev.iteration or 0)
             if not self.hub.seeded(key) or key in fresh:
                 fresh.setdefault(key, []).append(ev)
@@ -109,8 +107,7 @@ class AgentsScreen(Screen[None]):
 
     async def load_states(self) -> None:
         reader = self.app.host.reader  # type: ignore[attr-defined]
-        rows = await reader.fetchall("SELECT node_id, iteration, state FROM nodes WHERE run_id=?", (self.run_id,))
-        self.states = {(r["node_id"], r["iteration"]): r["state"] for r in rows}
+        self.states = {k: str(rec.state) for k, rec in (await reader.load_state(self.run_id)).nodes.items()}
         for key, pane in self.panes.items():
             pane.set_state(self.states.get((key[1], key[2]), "running"))
 

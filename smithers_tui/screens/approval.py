@@ -13,8 +13,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from .modal import Modal
 from textual.widgets import Button, Input, Label, Static
 
-from engine.report import run_report
 
+from ..rows import record_row
 from ..widgets.fmt import NODE_STYLE, key_label, short_json
 
 ON_DENY = {"fail": "denying fails the run", "skip": "denying skips the gated part and the run goes on",
@@ -65,26 +65,25 @@ class ApprovalScreen(Modal[str]):
         if gate["decision"]:
             self.closed_elsewhere(gate)
             return
-        rep = await run_report(reader, self.run_id)
+        rep = await self.app.host.report(self.run_id)  # type: ignore[attr-defined]
         if not self.query("#context-body"):  # closing
             return
         self.query_one("#message", Static).update(Text(gate["message"], style="bold"))
         nodes = {(n["id"], n["iteration"]): n for n in rep["nodes"]}
-        rows = await reader.fetchall(
-            "SELECT node_id, iteration, type FROM events WHERE run_id=? AND type IN "
-            "('node_finished','node_failed','node_skipped','approval_decided') ORDER BY seq DESC LIMIT 6",
-            (self.run_id,))
+        rows = list(reversed(await reader.events(
+            self.run_id, types=["node_finished", "node_failed", "node_skipped", "approval_decided"], limit=6,
+            newest=True)))
         body = Text()
         body.append(f"{rep['workflow']}  ·  run {rep['run_id']}  ·  frame {rep['last_frame']}\n", style="grey58")
         body.append("Before this gate\n", style="bold underline")
         if not rows:
             body.append("  nothing finished yet\n", style="grey50")
         for r in reversed(rows):
-            n = nodes.get((r["node_id"], r["iteration"]))
+            n = nodes.get((r.node_id, r.iteration))
             state = n["state"] if n else "done"
             g, c = NODE_STYLE.get(state, ("?", "white"))
             body.append(f"  {g} ", style=c)
-            body.append(key_label(r["node_id"], r["iteration"]), style="bold")
+            body.append(key_label(r.node_id or "", r.iteration or 0), style="bold")
             if n is not None and n.get("output") is not None:
                 body.append("  " + short_json(n["output"], 70), style="grey62")
             body.append("\n")
@@ -101,9 +100,8 @@ class ApprovalScreen(Modal[str]):
 
     async def gate_row(self) -> dict[str, Any] | None:
         reader = self.app.host.reader  # type: ignore[attr-defined]
-        rows = await reader.fetchall("SELECT * FROM approvals WHERE run_id=? AND node_id=? AND iteration=?",
-                                     (self.run_id, self.node, self.iteration))
-        return dict(rows[0]) if rows else None
+        gates = await reader.approvals(self.run_id, open_only=False)
+        return next((record_row(g) for g in gates if g.key == (self.node, self.iteration)), None)
 
     def on_store_changed(self, _msg: Any) -> None:
         if not self.deciding:

@@ -21,7 +21,6 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Static
 
-from engine.report import run_report
 
 from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE
 
@@ -180,7 +179,7 @@ class BoardScreen(Screen[None]):
     @work(exclusive=True, group="board-load")
     async def reload(self) -> None:
         await self.host.ready.wait()
-        rep = await self.app.attempt(run_report(self.host.reader, self.run_id))  # type: ignore[attr-defined]
+        rep = await self.app.attempt(self.host.report(self.run_id))  # type: ignore[attr-defined]
         if rep is None:
             return
         self.report = rep

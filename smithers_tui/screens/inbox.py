@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from ..rows import record_row
 from ..widgets.fmt import key_label
 
 
@@ -62,14 +63,14 @@ class InboxScreen(Screen[None]):
         from engine.lease import owner_alive
 
         reader = self.app.host.reader  # type: ignore[attr-defined]
-        gates = await reader.approvals(open_only=True)
-        runs = {r["id"]: r for r in await reader.list_runs(limit=2000) if r["status"] in ("waiting", "running")}
+        gates = [record_row(g) for g in await reader.approvals(open_only=True)]
+        runs = {r.id: r for r in await reader.list_runs(limit=2000) if r.status in ("waiting", "running")}
         for g in gates:
-            run = runs.get(g["run_id"], {})
+            run = runs.get(g["run_id"])
             if self.app.host.executing(g["run_id"]):  # type: ignore[attr-defined]
                 g["_owner"] = "this app"
-            elif run.get("owner_id") and owner_alive(run):
-                g["_owner"] = f"pid {run['owner_pid']}"
+            elif run is not None and run.owner is not None and owner_alive(run.owner):
+                g["_owner"] = f"pid {run.owner.pid}"
             else:
                 g["_owner"] = "nobody"
         self.gates = gates

@@ -11,7 +11,6 @@ from textual.containers import Vertical
 from .modal import Modal
 from textual.widgets import Label, Static, Tree
 
-from engine.timetravel import lineage
 
 from ..widgets.fmt import RUN_STYLE
 
@@ -43,9 +42,10 @@ class LineageScreen(Modal[None]):
     @work
     async def load(self) -> None:
         app: Any = self.app
-        tree_data = await app.attempt(lineage(app.host.reader, self.run_id))
-        if tree_data is None:
+        found = await app.attempt(app.host.view.lineage(self.run_id))
+        if found is None:
             return
+        tree_data = found.model_dump()
         t = self.query_one(Tree)
 
         def add(parent: Any, node: dict[str, Any]) -> None:

@@ -42,13 +42,12 @@ async def global_commands(app: Any) -> list[Command]:
     if host.reader is None:
         return out
     for g in await host.reader.approvals(open_only=True):
-        gate = g["node_id"] + (f"[{g['iteration']}]" if g["iteration"] else "")
+        gate = g.node_id + (f"[{g.iteration}]" if g.iteration else "")
         for verb, ok in (("Approve", True), ("Deny", False)):
-            out.append((f"{verb} {gate} of run {g['run_id']}", g["message"],
-                        partial(app.decide_from_palette, g["run_id"], g["node_id"], g["iteration"], ok)))
+            out.append((f"{verb} {gate} of run {g.run_id}", g.message,
+                        partial(app.decide_from_palette, g.run_id, g.node_id, g.iteration, ok)))
     for r in await host.reader.list_runs(limit=40):
-        out.append((f"Open run {r['id']} ({r['workflow']}, {r['status']})", "jump to the run",
-                    partial(app.open_run, r["id"])))
+        out.append((f"Open run {r.id} ({r.workflow}, {r.status})", "jump to the run", partial(app.open_run, r.id)))
     for name, desc in (await asyncio.to_thread(app.workflow_names)):
         out.append((f"Launch {name}", desc or "start this workflow", partial(app.action_new_run, name)))
     return out

@@ -19,9 +19,8 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from engine.report import run_report
-from engine.store.sqlite import row_to_event
 
+from ..rows import record_row, run_row
 from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE, cost, key_label, tokens
 from ..widgets.inspector import Inspector
 from ..widgets.step_tree import Layout, StepTree, skeleton
@@ -113,11 +112,11 @@ class RunScreen(Screen[None]):
         await self.app.host.ready.wait()  # type: ignore[attr-defined]
         reader = self.host.reader
         frame = self.past
-        rep = await self.app.attempt(run_report(reader, self.run_id, frame))  # type: ignore[attr-defined]
+        rep = await self.app.attempt(self.host.report(self.run_id, frame))  # type: ignore[attr-defined]
         if rep is None:
             return
         await self._frames()
-        attempts = await reader.attempts(self.run_id)
+        attempts = [record_row(a) for a in await reader.attempts(self.run_id)]
         cutoff = self.frame_at.get(frame) if frame is not None else None
         info: dict[Key, dict[str, Any]] = {}
         for a in attempts:
@@ -131,8 +130,7 @@ class RunScreen(Screen[None]):
             fin = a.get("finished_at")
             i["finished"] = fin if fin and (cutoff is None or fin <= cutoff) else cutoff
         self.info = info
-        self.children_runs = [dict(r) for r in await reader.fetchall(
-            "SELECT id, kind, parent_frame, status FROM runs WHERE parent_run_id=? ORDER BY created_at", (self.run_id,))]
+        self.children_runs = [run_row(r) for r in await reader.child_runs(self.run_id)]
         ids = frozenset(n["id"] for n in rep["nodes"])
         if self.skel_ids != ids:
             self.skel = await self._skeleton(rep)
@@ -149,13 +147,10 @@ class RunScreen(Screen[None]):
         self.loaded = True
 
     async def _frames(self) -> None:
-        rows = await self.host.reader.fetchall(
-            "SELECT frame, at, delta FROM frames WHERE run_id=? AND frame>=? ORDER BY frame",
-            (self.run_id, len(self.frame_at)))
         marks = []
-        for r in rows:
-            self.frame_at[r["frame"]] = r["at"]
-            marks.append(describe(r["frame"], r["at"], json.loads(r["delta"])))
+        for f in await self.host.reader.frames(self.run_id, len(self.frame_at)):
+            self.frame_at[f.frame] = f.at
+            marks.append(describe(f.frame, f.at, f.delta))
         if marks and self.query(FrameTimeline):
             self.query_one(FrameTimeline).add_marks(marks)
 
@@ -165,14 +160,8 @@ class RunScreen(Screen[None]):
 
     async def _skeleton(self, rep: dict[str, Any]) -> Any:
         """The workflow's shape, rendered from the run's saved state (None when it cannot be loaded)."""
-        app: Any = self.app
-        try:
-            wf = await asyncio.to_thread(app.workflow_for, rep["target"])
-            state = await self.host.reader.load_state(self.run_id)
-            run = await self.host.reader.get_run(self.run_id)
-            return await asyncio.to_thread(render_shape, wf, self.run_id, rep["input"], state, run["workdir"])
-        except Exception:
-            return None
+        found = await self.host.view.outline(self.run_id)
+        return found.root if found is not None else None
 
     # --- showing -------------------------------------------------------------------------------
     def show(self) -> None:
@@ -270,9 +259,7 @@ class RunScreen(Screen[None]):
     @work(exclusive=True, group="run-inspect")
     async def inspect(self, key: Key, node: dict[str, Any]) -> None:
         reader = self.host.reader
-        rows = await reader.fetchall("SELECT * FROM events WHERE run_id=? AND node_id=? AND iteration=? ORDER BY seq "
-                                     "LIMIT 2000", (self.run_id, key[0], key[1]))
-        events = [row_to_event(r) for r in rows]
+        events = await reader.events(self.run_id, node=key, limit=2000)
         if self.past is not None:
             events = [e for e in events if e.frame <= self.past]
         prompt = next((e.data.get("text") for e in reversed(events) if e.type == "agent" and e.data.get("kind") == "prompt"),
@@ -288,7 +275,7 @@ class RunScreen(Screen[None]):
                 from engine import git
 
                 run = await reader.get_run(self.run_id)
-                diff = await asyncio.to_thread(git.diff, run["workdir"], None, sha)
+                diff = await asyncio.to_thread(git.diff, run.workdir, None, sha)
             except Exception as e:
                 diff = f"(diff unavailable: {e})"
         if not self.query(Inspector):  # closing
@@ -473,14 +460,3 @@ class RunScreen(Screen[None]):
                 out.append((f"Decide gate {key_label(n['id'], n['iteration'])}", "approve or deny", self.action_decide))
         return out
 
-
-def render_shape(wf: Any, run_id: str, input: Any, state: Any, workdir: str) -> Any:
-    """Render the workflow once against saved state (a workflow body is a pure function of ctx)."""
-    from engine.context import Ctx
-    from engine.render import index_tree
-
-    inp = wf.validate_input(input) if wf.input else input
-    ctx = Ctx(run_id, inp, state, {}, Path(workdir))
-    tree = wf.builder(ctx)
-    ctx._models = index_tree(tree)
-    return skeleton(wf.builder(ctx))

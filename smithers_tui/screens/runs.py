@@ -11,21 +11,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from ..rows import run_row
 from ..widgets.fmt import ACTIVE_RUN, cost, key_label, run_glyph, tokens
 
 COLUMNS = [("", "glyph", 1), ("status", "status", 9), ("workflow", "workflow", 13), ("run", "run", 12),
            ("started", "started", 11), ("took", "took", 7), ("steps", "progress", 7), ("current step", "step", 18),
            ("gates", "gates", 5), ("tokens", "tokens", 6), ("cost", "cost", 7)]
 
-STATS_SQL = {
-    "steps": "SELECT run_id, sum(state='done' OR state='skipped') AS done, count(*) AS known FROM nodes "
-             "WHERE kind IN ('task','approval') GROUP BY run_id",
-    "running": "SELECT run_id, node_id, iteration FROM nodes WHERE state='running' AND kind='task' "
-               "ORDER BY updated_at",
-    "gates": "SELECT run_id, count(*) AS n FROM approvals WHERE decision IS NULL GROUP BY run_id",
-    "usage": "SELECT run_id, sum(coalesce(tokens_in,0)+coalesce(tokens_out,0)) AS tokens, sum(coalesce(cost_usd,0)) "
-             "AS cost FROM attempts GROUP BY run_id",
-}
 
 
 class RunsScreen(Screen[None]):
@@ -82,21 +74,18 @@ class RunsScreen(Screen[None]):
     async def reload(self) -> None:
         await self.app.host.ready.wait()  # type: ignore[attr-defined]
         reader = self.app.host.reader  # type: ignore[attr-defined]
-        runs = await reader.list_runs(limit=500)
-        stats: dict[str, Any] = {}
-        for name, sql in STATS_SQL.items():
-            stats[name] = await reader.fetchall(sql)
-        steps = {r["run_id"]: (r["done"], r["known"]) for r in stats["steps"]}
-        gates = {r["run_id"]: r["n"] for r in stats["gates"]}
-        usage = {r["run_id"]: (r["tokens"], r[2]) for r in stats["usage"]}
-        running: dict[str, list[str]] = {}
-        for r in stats["running"]:
-            running.setdefault(r["run_id"], []).append(key_label(r["node_id"], r["iteration"]))
-        for r in runs:
-            r["_steps"] = steps.get(r["id"], (0, 0))
-            r["_gates"] = gates.get(r["id"], 0)
-            r["_usage"] = usage.get(r["id"], (0, 0.0))
-            r["_running"] = running.get(r["id"], [])
+        host = self.app.host  # type: ignore[attr-defined]
+        records = await reader.list_runs(limit=500)
+        stats = await reader.run_stats(r.id for r in records)
+        runs = []
+        for rec in records:
+            r = run_row(rec, host.executing(rec.id))
+            st = stats[rec.id]
+            r["_steps"] = (st.done, st.known)
+            r["_gates"] = st.gates
+            r["_usage"] = (st.tokens, st.cost_usd)
+            r["_running"] = [key_label(*k) for k in st.running]
+            runs.append(r)
         self.runs = runs
         self.render_table()
         self.loaded = True

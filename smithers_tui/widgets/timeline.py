@@ -10,6 +10,9 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from engine.frame import FrameDelta
+from engine.state import key_label
+
 from .fmt import Clock
 
 LEGEND = [("finished", "green3"), ("started", "dodger_blue1"), ("gate", "yellow"), ("failed", "red1"),
@@ -24,21 +27,18 @@ class Mark:
     what: str
 
 
-def describe(frame: int, at: float, delta: dict[str, Any]) -> Mark:
+def describe(frame: int, at: float, delta: FrameDelta) -> Mark:
     """Colour and a one-line summary of what a frame changed."""
-    if "fork" in delta:
-        f = delta["fork"]
+    if delta.fork is not None:
+        f = delta.fork
         return Mark(frame, at, "magenta", f"{f.get('kind', 'fork')} of {f.get('from_run')} at frame {f.get('from_frame')}: "
                     f"{f.get('carried', 0)} outputs carried")
-    nodes = delta.get("n", {})
     by_state: dict[str, list[str]] = {}
-    for k, v in nodes.items():
-        if v[0] == "loop":
+    for (nid, it), rec in delta.nodes.items():
+        if rec.kind == "loop":
             continue
-        nid, _, it = k.rpartition("#")
-        name = nid if it == "0" else f"{nid}[{it}]"
-        by_state.setdefault(v[1], []).append(name)
-    status = delta.get("r")
+        by_state.setdefault(rec.state, []).append(key_label(nid, it))
+    status = delta.status
     parts = []
     for state, verb in (("failed", "failed"), ("waiting_approval", "waits for approval"), ("done", "done"),
                         ("running", "started"), ("skipped", "skipped"), ("pending", "pending"), ("cancelled", "cancelled")):
@@ -53,7 +53,7 @@ def describe(frame: int, at: float, delta: dict[str, Any]) -> Mark:
         colour = "red1"
     elif "waiting_approval" in by_state or status == "waiting":
         colour = "yellow"
-    elif "done" in by_state or delta.get("o"):
+    elif "done" in by_state or delta.outputs:
         colour = "green3"
     elif "running" in by_state:
         colour = "dodger_blue1"

@@ -118,7 +118,7 @@ async def test_two_deciders_race_while_an_engine_owns_the_run(tmp_path, engine):
         ex = await eng.start(wf, target, None, run_id=run_id, workdir=tmp_path)
         task = asyncio.create_task(ex.execute(stop_when_waiting=False))
         deadline = time.monotonic() + 20
-        while (await store.get_run(run_id))["status"] != "waiting":
+        while (await store.get_run(run_id)).status != "waiting":
             assert time.monotonic() < deadline, "the run never waited"
             await asyncio.sleep(0.02)
         # NODE named: the owner may apply the winner's decision and end the run before the loser

@@ -238,7 +238,7 @@ def test_resume_takes_over_at_once_from_a_killed_owner(tmp_path):
     owner.send_signal(signal.SIGKILL)
     owner.communicate()
     rep = cli.json("show", "dead")
-    assert rep["status"] == "running" and rep["owner"]["pid"] == owner.pid  # the lease was never released
+    assert rep["status"] == "interrupted" and rep["owner"]["pid"] == owner.pid  # the lease was never released
     done = cli("resume", "dead", "--json", timeout=20)  # well under the 30 s after which a lease goes stale
     assert done.returncode == 0, done.stderr
     rep = json.loads(done.stdout)

@@ -215,7 +215,7 @@ class World:
         row = dict(zip(cols, new_rows["runs"][0]))
         assert (row["parent_run_id"], row["parent_frame"], row["kind"], row["frame"]) == ("orig", n, kind, 0)
         assert [r[1] for r in new_rows["frames"]] == [0] and [r[1] for r in new_rows["keyframes"]] == [0]
-        assert row["status"] == "running" and row["owner_id"] is None
+        assert row["status"] == "queued" and row["owner_id"] is None  # made, waiting to be run
         _, outputs_at = self.at[n]
         done = self.done_at(n)
         carried = {(r[1], r[2]): json.loads(r[3]) for r in new_rows["outputs"] if r[5] == 0}

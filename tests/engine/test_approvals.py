@@ -365,7 +365,7 @@ async def test_running_engine_notices_a_decision_from_another_process(tmp_path, 
     ex, task = await start_in_process(eng, wf, "live")
 
     async def waiting():
-        return (await store.get_run("live"))["status"] == "waiting"
+        return (await store.get_run("live")).status == "waiting"
 
     await wait_until(waiting, what="the run to wait")
     assert not task.done()  # the engine stays on it, idle
@@ -401,7 +401,7 @@ async def test_run_is_running_while_work_goes_on_beside_a_gate_and_waiting_once_
     ex, task = await start_in_process(eng, wf, "bw")
 
     async def gate_requested():
-        return any(a["node_id"] == "gate" for a in await store.approvals("bw"))
+        return any(a.node_id == "gate" for a in await store.approvals("bw"))
 
     await wait_until(gate_requested, what="the gate to be requested")
     rep = await report(store, "bw")
@@ -412,7 +412,7 @@ async def test_run_is_running_while_work_goes_on_beside_a_gate_and_waiting_once_
     (tmp_path / "release").write_text("go")
 
     async def waiting():
-        return (await store.get_run("bw"))["status"] == "waiting"
+        return (await store.get_run("bw")).status == "waiting"
 
     await wait_until(waiting, what="the run to show it waits for a human")
     rep = await report(store, "bw")
@@ -436,7 +436,7 @@ async def test_in_process_decide_reports_a_conflict_and_keeps_the_first_decision
     ex = await eng.start(wf_def, target, None, run_id="c1", workdir=tmp_path)
     assert await ex.execute() == "waiting"
     row = await eng.decide("c1", "ok", None, False, by="hank", note="no")
-    assert (row["decision"], row["decided_by"]) == ("denied", "hank")
+    assert (row.gate.decision, row.gate.decided_by) == ("denied", "hank")
     with pytest.raises(ApprovalConflict, match="already denied by hank"):
         await eng.decide("c1", "ok", None, True, by="ivy")
     with pytest.raises(ApprovalConflict, match="already denied by hank"):

@@ -356,7 +356,7 @@ def test_resume_after_kill_goes_on_from_the_last_frame(smithers, write_workflow,
     path = write_workflow("blocks.py", blocks_once())
     kill_when_blocked(smithers, path, "k1", tmp_path)
     before = smithers.json("show", "k1")
-    assert before["status"] == "running"
+    assert before["status"] == "interrupted"  # its owner is gone: nothing moves it until a resume
     assert {n["id"]: n["state"] for n in before["nodes"]} == {"first": "done", "block": "running"}
     done = smithers("resume", "k1", "--json")
     assert done.returncode == 0, done.stderr
@@ -377,7 +377,7 @@ def test_resume_of_a_changed_workflow_needs_accept_changes(smithers, write_workf
     line = one_line_error(done)
     assert "--accept-changes" in line and "changed" in line
     after = smithers.json("show", "k2")
-    assert after["frame"] == frame and after["status"] == "running"
+    assert after["frame"] == frame and after["status"] == "interrupted"
     done = smithers("resume", "k2", "--accept-changes")
     assert done.returncode == 0, done.stderr
     assert smithers.json("show", "k2")["status"] == "finished"

@@ -8,13 +8,18 @@ import sys
 import time
 
 from engine.lease import STALE_AFTER_S, Owner, owner_alive
+from engine.records import OwnerInfo
 
 
 def row(**kw):
+    """The lease as the store returns it (None when nobody owns the run)."""
     me = Owner.me()
     base = {"owner_id": "x", "owner_host": me.host, "owner_pid": me.pid, "owner_started": me.started,
-            "heartbeat_at": time.time()}
-    return {**base, **kw}
+            "heartbeat_at": time.time(), **kw}
+    if not base["owner_id"]:
+        return None
+    return OwnerInfo(base["owner_id"], base["owner_host"], base["owner_pid"], base["owner_started"],
+                     base["heartbeat_at"])
 
 
 def test_this_process_is_alive():

@@ -195,9 +195,9 @@ async def test_an_attempt_in_flight_at_a_crash_is_recorded_as_interrupted(engine
     await interrupt_when(ex, GATE["started"])
     ex2 = await eng.resume(ex.run_id)
     assert await asyncio.wait_for(ex2.execute(), 10) == "finished"
-    attempts = sorted(await store.attempts(ex.run_id), key=lambda a: a["attempt"])
-    assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "interrupted"), (2, "done")]
-    assert attempts[0]["finished_at"] is not None
+    attempts = sorted(await store.attempts(ex.run_id), key=lambda a: a.attempt)
+    assert [(a.attempt, a.outcome) for a in attempts] == [(1, "interrupted"), (2, "done")]
+    assert attempts[0].finished_at is not None
 
 
 # --- CLI ---------------------------------------------------------------------------------------

@@ -57,8 +57,8 @@ async def test_retries_back_off_exponentially_then_succeed(engine):
     assert [e.data["attempt"] for e in retrying] == [1, 2, 3]
     assert [e.data["delay"] for e in retrying] == [0.01, 0.02, 0.04]
     assert all("attempt" in e.data["error"] and "broke" in e.data["error"] for e in retrying)
-    attempts = [a for a in await store.attempts(ex.run_id) if a["node_id"] == "flaky"]
-    assert [a["outcome"] for a in sorted(attempts, key=lambda a: a["attempt"])] == ["failed"] * 3 + ["done"]
+    attempts = [a for a in await store.attempts(ex.run_id) if a.node_id == "flaky"]
+    assert [a.outcome for a in sorted(attempts, key=lambda a: a.attempt)] == ["failed"] * 3 + ["done"]
 
 
 async def test_retries_are_bounded(engine):
@@ -270,7 +270,7 @@ async def test_cancel_of_a_run_nobody_owns_marks_it_cancelled(engine):
     task.cancel()  # the loop dies: the lease is released, the step stays "running"
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert (await store.get_run(ex.run_id))["owner_id"] is None
+    assert (await store.get_run(ex.run_id)).owner is None
     assert await eng.cancel(ex.run_id) == "cancelled"
     rep = await report(store, ex.run_id)
     assert rep["status"] == "cancelled"

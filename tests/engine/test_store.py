@@ -64,11 +64,12 @@ async def test_every_frame_rebuilt_from_storage_equals_the_live_state_at_its_com
     status, ex = await run_workflow(eng, busy)
     assert status == "finished"
 
-    frames = [f["frame"] for f in await store.frames(ex.run_id)]
+    frames = [f.frame for f in await store.frames(ex.run_id)]
     assert frames == list(range(ex.frame + 1))  # one commit, one frame, none missing
     assert [s[0] for s in snapshots] == frames[1:]
     assert ex.frame >= 250 and len(snapshots[-1][1]) >= 300
-    (keyframes,) = (await store.fetchone("SELECT count(*) FROM keyframes WHERE run_id=?", (ex.run_id,)))
+    with sqlite3.connect(f"file:{store.path}?mode=ro", uri=True) as conn:
+        (keyframes,) = conn.execute("SELECT count(*) FROM keyframes WHERE run_id=?", (ex.run_id,)).fetchone()
     assert keyframes >= 4, "the run should cross several keyframes"
 
     nodes0, outputs0, _ = await store.state_at(ex.run_id, 0)
@@ -99,9 +100,9 @@ async def test_run_status_in_frames_follows_the_run(engine):
 
     status, ex = await run_workflow(eng, wf)
     assert status == "failed"
-    assert (await store.state_at(ex.run_id, 0))[2] == "running"
-    assert (await store.state_at(ex.run_id, ex.frame))[2] == "failed"
-    assert (await store.get_run(ex.run_id))["status"] == "failed"
+    assert (await store.state_at(ex.run_id, 0)).status == "running"
+    assert (await store.state_at(ex.run_id, ex.frame)).status == "failed"
+    assert (await store.get_run(ex.run_id)).status == "failed"
 
 
 async def test_a_fresh_database_has_the_current_schema_and_uses_wal(db_path):
@@ -128,7 +129,7 @@ async def test_reopening_a_database_keeps_its_runs(engine, db_path):
     assert status == "finished"
     again = await Store.open(db_path)
     try:
-        assert (await again.get_run(ex.run_id))["status"] == "finished"
+        assert (await again.get_run(ex.run_id)).status == "finished"
         assert (await again.load_state(ex.run_id)).outputs == {("a", 0): 41}
     finally:
         await again.close()

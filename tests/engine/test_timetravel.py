@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -136,8 +137,8 @@ async def test_fork_from_every_frame_reruns_exactly_what_was_not_done_and_carrie
 
         fid = f"fork{n}"
         info = await eng.fork("orig", n, new_id=fid)
-        assert (info["from_run"], info["from_frame"], info["kind"], info["rerun"]) == ("orig", n, "fork", [])
-        assert info["carried"] == len(done_at)
+        assert (info.from_run, info.from_frame, info.kind, info.rerun) == ("orig", n, "fork", [])
+        assert info.carried == len(done_at)
 
         # the fork's frame 0 holds exactly the outputs done at frame n, equal to the parent's there
         f_nodes0, f_outputs0, _ = await store.state_at(fid, 0)
@@ -154,11 +155,9 @@ async def test_fork_from_every_frame_reruns_exactly_what_was_not_done_and_carrie
         assert task_outputs(rep) == EXPECTED, n
         assert (rep["parent_run_id"], rep["parent_frame"], rep["kind"]) == ("orig", n, "fork")
         # outputs produced by the fork itself are recorded after its frame 0; carried ones at frame 0
-        rows = await store.fetchall("SELECT node_id, iteration, frame FROM outputs WHERE run_id=?", (fid,))
-        for r in rows:
-            key = (r["node_id"], r["iteration"])
+        for key, out in (await store.outputs_at(fid, 10**9)).items():
             if key in ALL_TASKS:
-                assert (r["frame"] == 0) == (key in done_at), (n, key, r["frame"])
+                assert (out.frame == 0) == (key in done_at), (n, key, out.frame)
 
     assert spanning >= 1, "the parallel steps should finish in different frames"
     # the parent was never touched
@@ -170,7 +169,7 @@ async def test_a_parallel_step_running_at_the_frame_runs_again_in_a_rewind_and_i
         tmp_path, tt_file, engine):
     eng, store = engine
     await start(eng, tt_file, "orig")
-    last = (await store.get_run("orig"))["frame"]
+    last = (await store.get_run("orig")).frame
     target = None
     for n in range(last + 1):
         nodes_at, _, _ = await store.state_at("orig", n)
@@ -179,12 +178,11 @@ async def test_a_parallel_step_running_at_the_frame_runs_again_in_a_rewind_and_i
             target, spanning = n, {k for k, s in states.items() if s == "running"}
             break
     assert target is not None
-    parent_outputs = {(r["node_id"]): r["frame"] for r in
-                      await store.fetchall("SELECT node_id, frame FROM outputs WHERE run_id='orig'")}
+    parent_outputs = {k[0]: out.frame for k, out in (await store.outputs_at("orig", 10**9)).items()}
     assert all(parent_outputs[p] > target for p in spanning)  # the parent has them, from later frames
 
     info = await eng.rewind("orig", target, new_id="rw")
-    assert info["kind"] == "rewind"
+    assert info.kind == "rewind"
     _, outs0, _ = await store.state_at("rw", 0)
     assert not spanning & {k[0] for k in outs0}
     assert ("p0", 0) in outs0
@@ -280,7 +278,7 @@ def test_rewind_keeps_the_original_marks_it_rewound_and_links_its_successor(tmp_
     assert [r["run_id"] for r in smithers.json("ps", "--status", "rewound")] == ["o"]
 
     rep = smithers.json("show", "rw")
-    assert (rep["parent_run_id"], rep["parent_frame"], rep["kind"], rep["status"]) == ("o", n, "rewind", "running")
+    assert (rep["parent_run_id"], rep["parent_frame"], rep["kind"], rep["status"]) == ("o", n, "rewind", "queued")
 
     done = smithers("resume", "o")
     assert done.returncode == 4 and "rw" in done.stderr and "rewound" in done.stderr
@@ -327,7 +325,7 @@ def test_timeline_shows_the_lineage_tree_and_show_the_parent(tmp_path, tt_file, 
         assert (kids["a"]["parent_frame"], kids["b"]["parent_frame"]) == (2, 4)
         assert [(c["run_id"], c["kind"], c["parent_frame"]) for c in kids["a"]["children"]] == [("a1", "replay", 0)]
         assert [(c["run_id"], c["kind"], c["parent_frame"]) for c in kids["b"]["children"]] == [("b1", "fork", 1)]
-        assert kids["b"]["status"] == "finished" and kids["a"]["status"] == "running"
+        assert kids["b"]["status"] == "finished" and kids["a"]["status"] == "queued"  # made, not run yet
     tl = smithers.json("timeline", "root")
     assert [f["frame"] for f in tl["frames"]] == list(range(smithers.json("show", "root")["last_frame"] + 1))
 
@@ -347,12 +345,14 @@ async def test_rewind_of_a_run_owned_elsewhere_is_refused_and_a_fork_is_allowed(
 
     from engine.lease import _proc_start
 
-    await store.transact([("UPDATE runs SET owner_id='someone', owner_host=?, owner_pid=?, owner_started=? "
-                           "WHERE id='o'", [(__import__("socket").gethostname(), os.getpid(),
-                                             _proc_start(os.getpid()))])])
+    from engine.lease import Owner
+
+    run = await store.get_run("o")
+    someone = Owner("someone", __import__("socket").gethostname(), os.getpid(), _proc_start(os.getpid()))
+    assert await store.take_over("o", someone, run.owner.id if run.owner else None, {}, time.time())
     with pytest.raises(BadInput, match="cancel it first"):
         await eng.rewind("o", 2, new_id="nope")
-    assert (await store.get_run("o"))["status"] == "finished"
-    assert await store.fetchone("SELECT id FROM runs WHERE id='nope'") is None
+    assert (await store.get_run("o")).status == "finished"
+    assert not await store.run_exists("nope")
     info = await eng.fork("o", 2, new_id="yes")
-    assert info["kind"] == "fork"
+    assert info.kind == "fork"

@@ -220,7 +220,7 @@ async def test_a_fork_from_every_frame_restores_exactly_that_frames_files(tmp_pa
     assert await ex.execute() == "finished"
     parent_refs = smithers_refs(repo, "p")
     parent_outs = {(x["id"], x["iteration"]): x["output"] for x in (await report(store, "p"))["nodes"]}
-    last = (await store.get_run("p"))["frame"]
+    last = (await store.get_run("p")).frame
 
     seen: dict[str, dict[str, str]] = {}  # fork run -> files in its worktree right after it was made
     make_worktree = eng.step_runners["worktree"]

@@ -75,10 +75,8 @@ def target(project: Path, name: str = "flow") -> str:
 
 
 async def connect(db: Path) -> Store:
-    """Another connection, safe while the app's are open in this process (see engine.store.shared)."""
-    from engine.store.shared import open_shared
-
-    return await (open_shared(db) if db.exists() else Store.open(db))
+    """Another connection, safe while the app's are open in this process."""
+    return await Store.open(db)
 
 
 async def seed(db: Path, project: Path, run_id: str, input: Any = None, name: str = "flow") -> str:
@@ -123,11 +121,16 @@ async def until(pilot: Any, cond: Callable[[], Any], what: str = "condition", li
 
 
 async def run_row(db: Path, run_id: str) -> dict[str, Any]:
-    store = await connect(db)
+    """The run's row as the database holds it (read with SQLite itself, read-only)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return await store.get_run(run_id)
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return dict(row) if row is not None else {}
     finally:
-        await store.close()
+        conn.close()
 
 
 def screen_is(app: Any, cls: type, **attrs: Any) -> bool:

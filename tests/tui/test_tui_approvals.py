@@ -2,6 +2,8 @@
 made elsewhere closing the prompt (another connection, another process), and the inbox across runs."""
 from __future__ import annotations
 
+import dataclasses
+
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ from tests.tui.helpers import connect, make_app, ready, run_row, seed, target, u
 async def gate_row(db: Path, run_id: str) -> dict:
     store = await connect(db)
     try:
-        return (await store.approvals(run_id, open_only=False))[0]
+        return dataclasses.asdict((await store.approvals(run_id, open_only=False))[0])
     finally:
         await store.close()
 

@@ -26,15 +26,13 @@ def labels(app) -> list[str]:
 async def open_run(pilot, app, run_id: str, dismiss_prompt: bool = True) -> RunScreen:
     await ready(pilot, app)
     app.open_run(run_id)
-    await until(pilot, lambda: isinstance(app.screen, (RunScreen, ApprovalScreen)), "the run screen")
-    if dismiss_prompt:
-        run = app.screen_stack[-1]
-        if not isinstance(run, ApprovalScreen):
-            await pilot.pause(0.2)
-        if isinstance(app.screen, ApprovalScreen):
-            await pilot.press("escape")  # decide later
+    await until(pilot, lambda: any(isinstance(s, RunScreen) for s in app.screen_stack), "the run screen")
     screen = next(s for s in reversed(app.screen_stack) if isinstance(s, RunScreen))
     await until(pilot, lambda: screen.loaded, "the run to load")
+    if dismiss_prompt and screen.prompting is not None:  # a gate waits: its prompt comes up; decide later
+        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen), "the approval prompt")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, "the run screen again")
     return screen
 
 

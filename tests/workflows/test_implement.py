@@ -121,8 +121,8 @@ async def test_a_fork_with_another_test_command_checks_again(engine, project, mo
     assert status == "finished"
     assert (await outputs(store, ex.run_id))[("implement-result", 0)]["status"] == "out_of_rounds"
     info = await eng.fork(ex.run_id, None, input={"test_command": "true"})
-    assert "implement-check#0" in info["rerun"] and "implement-result#0" in info["rerun"]
-    child = await eng.resume(info["run_id"] if "run_id" in info else info["id"])
+    assert "implement-check#0" in info.rerun and "implement-result#0" in info.rerun
+    child = await eng.resume(info.run_id)
     assert await child.execute() == "finished", child.error
     result = (await outputs(store, child.run_id))[("implement-result", 0)]
     assert result["status"] == "done" and result["test_command"] == "true"

@@ -1,0 +1,183 @@
+"""Typed records: what the Store returns and takes. Everything above the store speaks these,
+never rows or SQL. JSON columns are decoded here, once."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .frame import FrameDelta
+from .state import Key, NodeRecord, RunKind, RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerInfo:
+    """Who holds a run's lease: an owner id (the fencing token of its writes), host, pid."""
+
+    id: str
+    host: str | None
+    pid: int | None
+    started: float | None  # the process's start time (against pid reuse)
+    heartbeat_at: float | None
+
+
+@dataclass(slots=True)
+class RunRecord:
+    id: str
+    workflow: str
+    target: str  # how to load it again: module:MOD:NAME or file:PATH:NAME
+    source_path: str | None
+    source_hash: str | None
+    input: Any
+    status: RunStatus
+    error: str | None
+    workdir: str
+    kind: RunKind
+    parent_run_id: str | None
+    parent_frame: int | None
+    successor_run_id: str | None
+    owner: OwnerInfo | None
+    cancel_requested: bool
+    frame: int
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_concurrency(self) -> int | None:
+        v = self.meta.get("max_concurrency")
+        return int(v) if v else None
+
+    @property
+    def agent_override(self) -> str | None:
+        v = self.meta.get("agent_override")
+        return str(v) if v else None
+
+
+@dataclass(slots=True)
+class NewRun:
+    """What creating a run records (frame 0)."""
+
+    id: str
+    workflow: str
+    target: str
+    source_path: str | None
+    source_hash: str | None
+    input: Any
+    workdir: str
+    status: RunStatus = RunStatus.RUNNING
+    kind: RunKind = RunKind.RUN
+    meta: dict[str, Any] = field(default_factory=dict)
+    parent_run_id: str | None = None
+    parent_frame: int | None = None
+
+
+@dataclass(slots=True)
+class OutputRecord:
+    value: Any
+    type: str | None
+    deps: dict[str, Any] | None  # fingerprint, input read?, outputs read (for forks)
+    frame: int
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    run_id: str
+    node_id: str
+    iteration: int
+    attempt: int
+    started_at: float
+    finished_at: float | None = None
+    outcome: str | None = None
+    error: str | None = None
+    agent: str | None = None
+    model: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    commit_sha: str | None = None
+    structured_mode: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # anything else a step runner records (session id...)
+
+    @property
+    def key(self) -> Key:
+        return (self.node_id, self.iteration)
+
+
+ATTEMPT_COLUMNS = ("run_id", "node_id", "iteration", "attempt", "started_at", "finished_at", "outcome", "error",
+                   "agent", "model", "tokens_in", "tokens_out", "cost_usd", "commit_sha", "structured_mode")
+
+
+def attempt_from(values: dict[str, Any]) -> AttemptRecord:
+    """An AttemptRecord from a dict of fields; unknown fields go to `extra`."""
+    known = {k: v for k, v in values.items() if k in ATTEMPT_COLUMNS}
+    extra = {k: v for k, v in values.items() if k not in ATTEMPT_COLUMNS and k != "extra"}
+    extra.update(values.get("extra") or {})
+    return AttemptRecord(**known, extra=extra)
+
+
+@dataclass(slots=True)
+class FrameRecord:
+    frame: int
+    at: float
+    delta: FrameDelta
+
+
+@dataclass(slots=True)
+class FrameState:
+    """A run as of one frame: node records, output values, the run's status then."""
+
+    frame: int
+    nodes: dict[Key, NodeRecord]
+    outputs: dict[Key, Any]
+    status: str
+
+    def __iter__(self) -> Any:
+        """`nodes, outputs, status = state_at(...)`"""
+        return iter((self.nodes, self.outputs, self.status))
+
+
+@dataclass(slots=True)
+class ApprovalRecord:
+    run_id: str
+    node_id: str
+    iteration: int
+    message: str
+    on_deny: str
+    requested_at: float
+    frame: int
+    decision: str | None  # approved | denied | None while it waits
+    decided_by: str | None
+    note: str | None
+    decided_at: float | None
+    applied: bool
+    workflow: str | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.node_id, self.iteration)
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What the runs list shows beside a run: steps done of known, the step running, gates, usage."""
+
+    done: int = 0
+    known: int = 0
+    running: list[Key] = field(default_factory=list)
+    gates: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(slots=True)
+class ReportData:
+    """Everything a run report needs, read in one read transaction (one consistent snapshot)."""
+
+    run: RunRecord
+    nodes: dict[Key, NodeRecord]
+    outputs: dict[Key, Any]
+    status: str
+    attempts: list[AttemptRecord]
+    approvals: list[ApprovalRecord]
+    frame_at: float | None = None  # when the frame shown was written (past views)
