@@ -601,5 +601,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, str], Awaitable[int]]] = {
     "run": cmd_run, "resume": cmd_resume, "cancel": cmd_cancel, "ps": cmd_ps, "show": cmd_show,
     "frames": cmd_frames, "logs": cmd_logs, "workflows": cmd_workflows, "approve": cmd_approve, "deny": cmd_deny,
     "fork": cmd_fork, "rewind": cmd_rewind, "replay": cmd_replay, "timeline": cmd_timeline, "diff": cmd_diff,
-    "agents": cmd_agents, "init": cmd_init, "migrate": cmd_migrate,
+    "agents": cmd_agents, "hijack": cmd_hijack, "init": cmd_init, "migrate": cmd_migrate,
 }
