@@ -69,10 +69,16 @@ def key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMITHERS_TEST_CLI_KEY", KEY)
 
 
-def make_agent(kind: str, server: Any, tmp_path: Path, **kw: Any) -> Any:
+@pytest.fixture(scope="module")
+def states(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One managed home per CLI for the module, as a project keeps it (a first start is the slow one)."""
+    return tmp_path_factory.mktemp("cli-state")
+
+
+def make_agent(kind: str, server: Any, states: Path, **kw: Any) -> Any:
     exe = binary_or_skip(kind)
     return CLI_AGENTS[kind](binary=exe, model="fake-model", api_base=server.url, api_key_env="SMITHERS_TEST_CLI_KEY",
-                            state_dir=tmp_path / "state" / kind, timeout=120, idle_timeout=60, max_retries=0,
+                            state_dir=states / kind, timeout=120, idle_timeout=60, max_retries=0,
                             max_validation_retries=1, **kw)
 
 
@@ -104,8 +110,8 @@ async def run_in_step(agent: Any, repo: Path, **kw: Any) -> tuple[Any, procs.Ste
 
 
 @pytest.mark.parametrize("kind", list(CLI_AGENTS))
-async def test_edit_structured_output_usage_and_stream(kind, server, repo, tmp_path, events):
-    agent = make_agent(kind, server, tmp_path)
+async def test_edit_structured_output_usage_and_stream(kind, server, repo, states, events):
+    agent = make_agent(kind, server, states)
     gate = threading.Event()
     only_tool_requests(server, kind, gate)
     server.push(write_call(kind, repo), *([] if kind == "aider" else [Reply.say(ANSWER)]))
@@ -131,8 +137,8 @@ async def test_edit_structured_output_usage_and_stream(kind, server, repo, tmp_p
 
 
 @pytest.mark.parametrize("kind", list(CLI_AGENTS))
-async def test_read_only_step_cannot_write(kind, server, repo, tmp_path, events):
-    agent = make_agent(kind, server, tmp_path)
+async def test_read_only_step_cannot_write(kind, server, repo, states, events):
+    agent = make_agent(kind, server, states)
     only_tool_requests(server, kind)
     server.push(write_call(kind, repo), *([] if kind == "aider" else [Reply.say(ANSWER)]))
     await run_in_step(agent, repo, output=None, emit=events, tools=list(READ_ONLY_TOOLS))
@@ -140,8 +146,8 @@ async def test_read_only_step_cannot_write(kind, server, repo, tmp_path, events)
 
 
 @pytest.mark.parametrize("kind", list(CLI_AGENTS))
-async def test_endpoint_errors_are_one_clear_line(kind, server, repo, tmp_path, events):
-    agent = make_agent(kind, server, tmp_path)
+async def test_endpoint_errors_are_one_clear_line(kind, server, repo, states, events):
+    agent = make_agent(kind, server, states)
     for status, said in ((401, "invalid x-api-key"), (500, "upstream exploded")):
         server.default = Reply.error(status, text=said)
         server.requests.clear()
@@ -158,10 +164,10 @@ async def test_endpoint_errors_are_one_clear_line(kind, server, repo, tmp_path, 
 
 
 @pytest.mark.parametrize("kind", ["claude-code", "gemini"])
-async def test_a_retrying_cli_says_so_while_it_retries(kind, server, repo, tmp_path, events):
+async def test_a_retrying_cli_says_so_while_it_retries(kind, server, repo, states, events):
     """A failing endpoint within the retry budget: the retry is an event (the app shows it live), then
     the answer comes. (Codex, OpenCode and Pi retry without saying so in their output.)"""
-    agent = make_agent(kind, server, tmp_path)
+    agent = make_agent(kind, server, states)
     agent.max_retries = 1
     server.push(Reply.error(500, text="flaky upstream"), Reply.say("done after a retry"))
     result, _ = await run_in_step(agent, repo, output=None, emit=events)
