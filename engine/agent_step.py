@@ -31,16 +31,17 @@ async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
     from . import procs
     from .secrets import redact, redact_data
 
-    task = r.node
+    task = r.task
     try:
         settings = ex.engine.settings_for(ex.workdir, ex.agent_override)
-        agent = resolve_agent(task.agent, settings)  # type: ignore[union-attr]
+        agent = resolve_agent(task.agent, settings)
     except (AgentUnavailable, ConfigError) as e:
         raise AgentStepError(str(e), retryable=False) from None
     ok, why = agent.available()
     if not ok:
         raise AgentStepError(f"agent {agent.name!r} cannot run: {why}", retryable=False)
-    prompt = task.prompt(tctx) if callable(task.prompt) else task.prompt  # type: ignore[union-attr]
+    prompt = task.prompt(tctx) if callable(task.prompt) else task.prompt
+    assert prompt is not None  # an agent task has one (checked when the Task is made)
 
     def emit(ev: Any) -> None:
         data = {"kind": ev.kind, "text": redact(ev.text), "agent": ev.agent or agent.name,
@@ -65,8 +66,8 @@ async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
     token = procs.STEP.set(scope)
     ex.emit("agent", r.key, {"kind": "prompt", "text": redact(prompt[:8000]), "agent": agent.name})
     try:
-        result = await agent.run(prompt, output=task.output, workdir=r.workdir, emit=emit,  # type: ignore[union-attr]
-                                 tools=step_tools(task.tools))  # type: ignore[union-attr]
+        result = await agent.run(prompt, output=task.output, workdir=r.workdir, emit=emit,
+                                 tools=step_tools(task.tools))
     except AgentUnavailable as e:
         raise AgentStepError(str(e), retryable=False, agent=agent.name) from None
     except AgentError as e:

@@ -342,12 +342,12 @@ class CLIAgent(Agent):
             while not st.fatal:
                 left = deadline - loop.time()
                 if left <= 0:
-                    raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed")
+                    raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed") from None
                 try:
                     raw = await asyncio.wait_for(proc.stdout.readline(), min(left, self.idle_timeout))
                 except asyncio.TimeoutError:
                     if deadline - loop.time() <= 0:
-                        raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed")
+                        raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed") from None
                     raise AgentError(f"{self.name}: no output for {self.idle_timeout:g}s (idle timeout); "
                                      "the process was killed") from None
                 if not raw:
@@ -389,7 +389,7 @@ class CLIAgent(Agent):
             raise AgentError(f"{self.name}: `{self.binary}` failed ({code}): {' '.join(why.split())[:300]}")
 
 
-def json_line(line: str) -> dict | None:
+def json_line(line: str) -> dict[str, Any] | None:
     try:
         obj = json.loads(line)
     except ValueError:
