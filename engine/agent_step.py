@@ -10,6 +10,8 @@ from .errors import SmithersError
 from .events import Event
 
 if TYPE_CHECKING:
+    from .agents.base import Agent
+    from .procs import StepScope
     from .context import TaskCtx
     from .render import Ready
     from .run import RunExecutor
@@ -79,14 +81,14 @@ async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
                       tokens_out=u.output_tokens, cost_usd=u.cost_usd, structured_mode=result.structured_mode)
 
 
-def step_scope(ex: "RunExecutor", r: "Ready", settings: Any, agent: Any) -> Any:
+def step_scope(ex: "RunExecutor", r: "Ready", settings: Any, agent: "Agent") -> "StepScope":
     """The step's identity and sandbox policy, visible to its agent and tools (engine/procs.py)."""
     from . import procs
     from .sandbox import Policy
 
-    mode = getattr(agent, "sandbox_mode", None) or getattr(getattr(settings, "sandbox", None), "mode", "auto")
-    return procs.StepScope(ex.run_id, r.key[0], r.key[1], ex.workdir,
-                           sandbox=Policy(mode=mode, network=getattr(agent, "network", None) or "none"))
+    mode = agent.sandbox_mode or getattr(getattr(settings, "sandbox", None), "mode", None) or "auto"
+    return procs.StepScope(ex.run_id, r.key[0], r.key[1], ex.workdir, sandbox=Policy(mode=mode,
+                                                                                     network=agent.network or "none"))
 
 
 def redact_output(value: Any) -> Any:

@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Awaitable, Callable, Literal
 from urllib.parse import urlsplit
 
 from . import procs
@@ -179,7 +179,7 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def _relay_to(host: str, port: int):  # type: ignore[no-untyped-def]
+def _relay_to(host: str, port: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_r, up_w = await asyncio.open_connection(host, port)

@@ -86,8 +86,8 @@ class Agent(abc.ABC):
 
     name: str = "agent"
     # confinement of the processes it starts (set from its [agents.NAME] table; None: the defaults)
-    network: str | None = None  # "none" | "endpoint" | "full"
-    sandbox_mode: str | None = None  # "auto" | "bwrap" | "off"
+    network: Literal["none", "endpoint", "full"] | None = None  # see engine/sandbox.py
+    sandbox_mode: Literal["auto", "bwrap", "off"] | None = None
     passthrough: list[str] = []  # environment variables its tools get besides the allowlist
 
     @abc.abstractmethod

@@ -379,9 +379,9 @@ class CLIAgent(Agent):
             await wrapped.close()
             if scope is not None and st.session_id:
                 scope.note("session", self.session_note(st, exe, workdir, env))
-        for e in err_tail[-5:]:
-            if e.strip():
-                emit(AgentEvent(kind="message", text=e, agent=self.name, data={"stream": "stderr"}))
+        for tail in err_tail[-5:]:
+            if tail.strip():
+                emit(AgentEvent(kind="message", text=tail, agent=self.name, data={"stream": "stderr"}))
         if rc != 0 or st.error:
             why = (error_summary([st.error]) or st.error) if st.error else (
                 error_summary(err_tail) or error_summary(st.lines[-20:]))

@@ -69,8 +69,7 @@ class GeminiAgent(CLIAgent):
                             data={"id": obj.get("tool_id"), "ok": obj.get("status") == "success"}))
         elif typ == "error":
             msg = str(obj.get("message") or "")
-            kind = "retry" if RETRY_LINE.search(msg) else "message"
-            emit(AgentEvent(kind=kind, agent=self.name, text=msg[:300], data={"severity": obj.get("severity")}))
+            emit(AgentEvent(kind="retry" if RETRY_LINE.search(msg) else "message", agent=self.name, text=msg[:300], data={"severity": obj.get("severity")}))
         elif typ == "result":
             stats = obj.get("stats") or {}
             st.usage = st.usage + Usage(input_tokens=int(stats.get("input_tokens", 0) or 0),
