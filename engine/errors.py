@@ -82,3 +82,8 @@ class StoreReadOnly(BadInput):
 
 class StoreBusy(BadInput):
     """Another process held the write lock for longer than the busy timeout."""
+
+
+class StoreUnavailable(SmithersError):
+    """The database server stayed unreachable past the reconnect window: nothing of the call was
+    written; everything saved before it is kept."""
