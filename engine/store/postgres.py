@@ -585,20 +585,18 @@ class PostgresStore(Store):
     # --- workers -------------------------------------------------------------------------------
     async def claim_runs(self, owner: Owner, limit: int, now: float) -> list[RunRecord]:
         """See Store.claim_runs. A read finds the candidates without locking; only when there are
-        some does a transaction lock them (`FOR UPDATE SKIP LOCKED`: rows another worker is
-        claiming are passed over, never waited for), check them again and lease them."""
+        some does a transaction select them again with `FOR UPDATE SKIP LOCKED` (rows another
+        worker is claiming are passed over, never waited for) and lease them."""
         if limit < 1:
             return []
-        params = (now - STALE_AFTER_S, this_host(), limit * 4 + 16)
-
-        def pick(rows: list[asyncpg.Record]) -> list[str]:
-            return [r["id"] for r in rows if claimable_owner(_owner_of(r), now)][:limit]
-
-        if not pick(await self._fetch(CLAIMABLE_SQL, *params)):
+        gone = [o["owner_id"] for o in await self._fetch(OWNERS_HERE_SQL, this_host())
+                if claimable_owner(_owner_of(o), now)]
+        params = (now - STALE_AFTER_S, this_host(), gone, limit)
+        if not await self._fetch(CLAIMABLE_SQL, *params):
             return []
 
         async def write(c: Conn) -> list[asyncpg.Record]:
-            ids = pick(await c.fetch(CLAIMABLE_SQL + " FOR UPDATE SKIP LOCKED", *params))
+            ids = [r["id"] for r in await c.fetch(CLAIMABLE_SQL + " FOR UPDATE SKIP LOCKED", *params)]
             if not ids:
                 return []
             return await c.fetch(
@@ -644,14 +642,21 @@ class PostgresStore(Store):
         return await self._call(read, snapshot=True)
 
 
-# --- the claim rule's candidates (see Store.claim_runs; the same as the SQLite store's) -----------
+# --- the claim rule (see Store.claim_runs; the same as the SQLite store's) ----------------------
+# Parameters: the stale heartbeat limit, this host, the owner ids on this host whose process is gone
+# (from OWNERS_HERE_SQL + lease.claimable_owner), how many.
 CLAIMABLE_SQL = """
-SELECT * FROM runs WHERE
+SELECT * FROM runs WHERE (
   (status = 'queued' AND owner_id IS NULL)
-  OR (status = 'running' AND (owner_id IS NULL OR heartbeat_at < $1 OR owner_host = $2))
-  OR (status = 'waiting' AND (owner_id IS NULL OR heartbeat_at < $1 OR owner_host = $2)
-      AND EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.decision IS NOT NULL AND a.applied = 0))
-ORDER BY created_at LIMIT $3"""
+  OR (status IN ('running', 'waiting') AND (owner_id IS NULL
+      OR (heartbeat_at < $1 AND owner_host IS DISTINCT FROM $2)
+      OR owner_id = ANY($3::text[])))
+) AND (status <> 'waiting'
+       OR EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.decision IS NOT NULL AND a.applied = 0))
+ORDER BY created_at LIMIT $4"""
+OWNERS_HERE_SQL = """
+SELECT DISTINCT owner_id, owner_host, owner_pid, owner_started, heartbeat_at FROM runs
+WHERE owner_host = $1 AND owner_id IS NOT NULL AND status IN ('running', 'waiting')"""
 
 
 # --- one frame ------------------------------------------------------------------------------------

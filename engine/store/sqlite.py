@@ -511,15 +511,15 @@ class SQLiteStore(Store):
     # --- workers -------------------------------------------------------------------------------
     async def claim_runs(self, owner: Owner, limit: int, now: float) -> list[RunRecord]:
         """See Store.claim_runs. A read finds the candidates without locking; only when there are
-        some does a write transaction (SQLite's one writer at a time: atomic) check them again and
+        some does a write transaction (SQLite's one writer at a time: atomic) select them again and
         lease them."""
         if limit < 1:
             return []
-        host = this_host()
-        params = (now - STALE_AFTER_S, host, limit * 4 + 16)
 
         def candidates(c: sqlite3.Connection) -> list[sqlite3.Row]:
-            return [r for r in _all(c, CLAIMABLE_SQL, params) if claimable_owner(_owner_of(r), now)][:limit]
+            gone = [o["owner_id"] for o in _all(c, OWNERS_HERE_SQL, (this_host(),))
+                    if claimable_owner(_owner_of(o), now)]
+            return _all(c, CLAIMABLE_SQL, (now - STALE_AFTER_S, this_host(), dumps(gone), limit))
 
         if not await self._run(candidates):
             return []
@@ -585,15 +585,23 @@ def _columns(changes: dict[str, Any]) -> dict[str, Any]:
     return {k: (dumps(v) if k == "meta" else str(v) if k == "status" else v) for k, v in changes.items()}
 
 
-# The claim rule's candidates (see Store.claim_runs); claimable_owner() then judges same-host pids.
-# Parameters: the stale heartbeat limit, this host, how many to look at.
+# The claim rule (see Store.claim_runs). Parameters: the stale heartbeat limit, this host, the owner
+# ids on this host whose process is gone (a JSON list, from OWNERS_HERE_SQL + lease.claimable_owner),
+# how many.
 CLAIMABLE_SQL = """
-SELECT * FROM runs WHERE
+SELECT * FROM runs WHERE (
   (status = 'queued' AND owner_id IS NULL)
-  OR (status = 'running' AND (owner_id IS NULL OR heartbeat_at < ?1 OR owner_host = ?2))
-  OR (status = 'waiting' AND (owner_id IS NULL OR heartbeat_at < ?1 OR owner_host = ?2)
-      AND EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.decision IS NOT NULL AND a.applied = 0))
-ORDER BY created_at LIMIT ?3
+  OR (status IN ('running', 'waiting') AND (owner_id IS NULL
+      OR (heartbeat_at < ?1 AND owner_host IS NOT ?2)
+      OR owner_id IN (SELECT value FROM json_each(?3))))
+) AND (status != 'waiting'
+       OR EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.decision IS NOT NULL AND a.applied = 0))
+ORDER BY created_at LIMIT ?4
+"""
+# The owners of active runs on this host (a few: one per process), to check their pids.
+OWNERS_HERE_SQL = """
+SELECT DISTINCT owner_id, owner_host, owner_pid, owner_started, heartbeat_at FROM runs
+WHERE owner_host = ? AND owner_id IS NOT NULL AND status IN ('running', 'waiting')
 """
 
 
