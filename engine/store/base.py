@@ -127,8 +127,10 @@ class Store(ABC):
             sub.notify(runs)
 
     async def _watch(self) -> None:
-        """Poll data_version; wake every subscriber when it moves."""
+        """Poll data_version; wake every subscriber when it moves (and once at the start: what was
+        written before the first poll is not missed)."""
         seen = await self.data_version()
+        self._wake(None)
         while getattr(self, "_subs", None):
             await asyncio.sleep(min(s.poll for s in self._subs))
             try:

@@ -407,7 +407,7 @@ class PostgresStore(Store):
 
         async def write(c: Conn) -> None:
             if plan.kind == RunKind.REWIND:  # first, and conditional: of two rewinds of one run, one wins
-                done = await c.execute("UPDATE runs SET status=$1, successor_run_id=$2, owner_id=NULL, lease=lease+1, "
+                done = await c.execute("UPDATE runs SET status=$1, successor_run_id=$2, owner_id=NULL, "
                                        "updated_at=$3 WHERE id=$4 AND status!=$1",
                                        str(RunStatus.REWOUND), run.id, now, plan.parent.id)
                 if done != "UPDATE 1":

@@ -63,6 +63,15 @@ def _one(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> sqli
     return rows[0] if rows else None
 
 
+def _marked_read_only(path: Path) -> bool:
+    """The file says it is not to be written: no write permission for anyone, or none for us (root
+    could write it anyway; a file marked read-only is left alone all the same)."""
+    try:
+        return not (path.stat().st_mode & 0o222) or not os.access(path, os.W_OK)
+    except OSError:
+        return False
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:  # SQLite may have rolled back already (a full disk, an I/O error)
         conn.execute("ROLLBACK")
@@ -130,6 +139,9 @@ class SQLiteStore(Store):
                            "set it in .smithers/config.toml or SMITHERS_DURABILITY")
         if (readonly or not create) and not path.exists():
             raise RunNotFound(f"no database at {path}: start a run first, or pass --db / set SMITHERS_DB")
+        if not readonly and path.exists() and _marked_read_only(path):
+            raise StoreReadOnly(f"{path} is read-only: only commands that read work on it; make it writable "
+                                f"(chmod u+w {path}) or pass --db with another database")
         if create and not readonly:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -344,7 +356,7 @@ class SQLiteStore(Store):
         run: NewRun = plan.run
         ops: Ops = [_insert("runs", _new_run_row(run, now))]
         if plan.kind == RunKind.REWIND:  # first, and conditional: of two rewinds of one run, one wins
-            ops.insert(0, ("UPDATE runs SET status=?, successor_run_id=?, owner_id=NULL, lease=lease+1, updated_at=? "
+            ops.insert(0, ("UPDATE runs SET status=?, successor_run_id=?, owner_id=NULL, updated_at=? "
                            "WHERE id=? AND status!=?",
                            [(str(RunStatus.REWOUND), run.id, now, plan.parent.id, str(RunStatus.REWOUND))]))
         if plan.nodes:
