@@ -45,6 +45,7 @@ class Worker:
         self.grace = grace
         self.log = log or (lambda line: None)
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.executors: dict[str, RunExecutor] = {}
         self.executed: list[str] = []  # run ids this worker took, in order (tests, logs)
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -88,13 +89,13 @@ class Worker:
             self.log(f"worker {self.id} stopped")
 
     def stop(self, *, force: bool = False) -> None:
-        """Stop claiming; let steps in flight finish (force: interrupt them now). Runs stay resumable."""
+        """Stop claiming and starting steps; let steps in flight finish (force: interrupt them now).
+        Runs stay resumable."""
         self._force = self._force or force
         self._stop.set()
         self._wake.set()
-        if force:
-            for ex in list(self.engine.active.values()):
-                ex.request_stop()
+        for ex in list(self.executors.values()):
+            ex.request_stop() if self._force else ex.request_drain()
 
     async def _fill(self) -> None:
         room = self.concurrency - len(self.running)
@@ -108,6 +109,9 @@ class Worker:
         for ex in claimed:
             self.log(f"run {ex.run_id} ({ex.run.workflow}) taken at frame {ex.frame}")
             self.executed.append(ex.run_id)
+            self.executors[ex.run_id] = ex
+            if self._stop.is_set():  # claimed while stopping: it gives the run straight back
+                ex.request_drain()
             self.running[ex.run_id] = asyncio.create_task(self._execute(ex), name=f"run {ex.run_id}")
 
     async def _execute(self, ex: RunExecutor) -> None:
@@ -124,6 +128,7 @@ class Worker:
             self.log(f"run {ex.run_id} stopped: {type(e).__name__}: {e}")
         finally:
             self.running.pop(ex.run_id, None)
+            self.executors.pop(ex.run_id, None)
             self._wake.set()
 
     async def _relay(self, sub: Any) -> None:
@@ -152,15 +157,10 @@ class Worker:
         if not self.running:
             return
         self.log(f"worker {self.id}: stopping; {len(self.running)} run(s) finish their steps in flight")
-        for ex in list(self.engine.active.values()):
-            if self._force:
-                ex.request_stop()
-            else:
-                ex.request_drain()
         _, pending = await asyncio.wait(list(self.running.values()), timeout=self.grace)
         if pending:
             self.log(f"worker {self.id}: interrupting {len(pending)} run(s) after {self.grace:g} s")
-            for ex in list(self.engine.active.values()):
+            for ex in list(self.executors.values()):
                 ex.request_stop()
             await asyncio.wait(pending, timeout=30)
         await self.engine.close()

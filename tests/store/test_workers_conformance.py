@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,15 +13,10 @@ from engine.frame import Delta
 from engine.lease import STALE_AFTER_S, Owner, this_host
 from engine.records import WorkerRecord
 from engine.state import WAITING_APPROVAL, NodeRecord, RunStatus
-from tests.store.test_conformance import ME, new_run, started, step
+from tests.store.test_conformance import ME, started, step
+from tests.support import dead_pid
 
 WORKER = Owner("worker-aaaaaaaa", this_host(), os.getpid(), None)
-
-
-def dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
 
 
 async def queued(store, run_id: str) -> None:
