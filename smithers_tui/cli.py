@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn
 
 if TYPE_CHECKING:
     from engine.report import RunReport
-    from engine.run import RunExecutor
-    from engine.runtime import Engine
+    from engine.runtime import Engine, RunExecutor
     from engine.store import Store
 
 EXIT = {"finished": 0, "failed": 1, "cancelled": 2, "waiting": 3, "rewound": 0, "running": 0, "queued": 0,
@@ -198,12 +197,14 @@ def open_app(args: argparse.Namespace) -> int:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def open_db(db: str, *, readonly: bool = False, create: bool = False) -> Awaitable["Store"]:
-    """The store for a command. Commands that only read open it read-only: nothing is written."""
+def open_db(db: str, *, readonly: bool = False, create: bool = False, inline: bool = True) -> Awaitable["Store"]:
+    """The store for a command. Commands that only read open it read-only: nothing is written. A
+    command is one process doing one thing at a time: the database's work runs inline (a worker,
+    which runs many runs at once, gives it a thread of its own)."""
     from engine.project import durability
     from engine.store import open_store
 
-    return open_store(db, create=create, readonly=readonly, durability=durability())
+    return open_store(db, create=create, readonly=readonly, durability=durability(), inline=inline)
 
 
 def out_json(obj: Any) -> None:
@@ -240,20 +241,34 @@ def parse_input(args: argparse.Namespace) -> Any:
                            "quote it for the shell, e.g. --input '{\"n\": 3}'") from None
 
 
-def progress_printer(quiet: bool, as_json: bool) -> Callable[[Any], None]:
+def progress_printer() -> Callable[[Any], None]:
+    """Prints the events that say what happens, a frame's lines in one write (not one per line)."""
     shown = {"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped", "approval_requested",
              "approval_decided", "log", "node_interrupted", "loop_iteration"}
+    pending: list[str] = []
+
+    def flush() -> None:
+        text = "".join(pending)
+        pending.clear()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `smithers run ... | head`: the reader left; the run goes on
+            shown.clear()
 
     def on_event(ev: Any) -> None:
-        if not quiet and not as_json and ev.type in shown:
-            print(ev.line(), flush=True)
+        if ev.type in shown:
+            if not pending:
+                asyncio.get_running_loop().call_soon(flush)
+            pending.append(ev.line() + "\n")
 
     return on_event
 
 
 async def execute(engine: "Engine", ex: "RunExecutor", args: argparse.Namespace) -> int:
     """Run an executor here in the foreground, print progress, then the result."""
-    engine.bus.subscribe(progress_printer(args.quiet, args.json), ex.run_id)
+    if not args.quiet and not args.json:
+        engine.bus.subscribe(progress_printer(), ex.run_id)
     status = await ex.execute(stop_when_waiting=True)
     _ended[ex.run_id] = str(status)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it has ended: ^C now would only lose the summary
@@ -314,7 +329,7 @@ async def cmd_run(args: argparse.Namespace, db: str) -> int:
 
     wf, target = resolve(args.target)
     data = parse_input(args)
-    wf_input_check(wf, data)  # before anything is written
+    wf.check_input(data)  # before anything is written
     if args.detach:
         return await run_detached(args, db, wf, target, data)
     async with await open_db(db, create=True) as store:
@@ -340,19 +355,6 @@ async def run_detached(args: argparse.Namespace, db: str, wf: Any, target: str, 
         print("smithers: no worker is running, so the run waits in the queue: `smithers up` starts workers "
               "(or `smithers worker` in the foreground)", file=sys.stderr)
     return 0
-
-
-def wf_input_check(wf: Any, data: Any) -> None:
-    from pydantic import ValidationError
-
-    from engine.errors import InputInvalid
-    from engine.render import one_line_validation
-
-    try:
-        wf.validate_input(data)
-    except ValidationError as e:
-        raise InputInvalid(f"invalid input for workflow {wf.name!r}: {one_line_validation(e)}; "
-                           f"`smithers workflows --json` shows its input schema") from None
 
 
 async def cmd_resume(args: argparse.Namespace, db: str) -> int:
@@ -390,11 +392,11 @@ async def cmd_ps(args: argparse.Namespace, db: str) -> int:
     if args.json:
         out_json([i.model_dump(mode="json") for i in items])
         return 0
-    rows = [[i.run_id, i.workflow, i.status, str(i.frame), fmt_time(i.created_at),
-             fmt_duration(i.created_at, i.finished_at), i.owner.label() if i.owner else "-",
+    rows = [[i.run_id, i.workflow, i.status, i.owner.label() if i.owner else "-", str(i.frame),
+             fmt_time(i.created_at), fmt_duration(i.created_at, i.finished_at),
              "; ".join(f"{w.node_id}: {w.message}" for w in i.waiting) or _short(i.error or "", 50)]
             for i in items]
-    print(table(rows, ["run", "workflow", "status", "frame", "started", "took", "owner", "note"])
+    print(table(rows, ["run", "workflow", "status", "owner", "frame", "started", "took", "note"])
           if rows else "no runs")
     return 0
 
@@ -613,7 +615,7 @@ async def cmd_init(args: argparse.Namespace, db: str) -> int:
 
 
 async def cmd_migrate(args: argparse.Namespace, db: str) -> int:
-    from engine.store.schema import SCHEMA_VERSION
+    from engine.store import SCHEMA_VERSION
 
     async with await open_db(db):
         print(f"{db} is at schema v{SCHEMA_VERSION}")
@@ -624,7 +626,7 @@ async def cmd_migrate(args: argparse.Namespace, db: str) -> int:
 async def cmd_worker(args: argparse.Namespace, db: str) -> int:
     from engine.worker import DEFAULT_CONCURRENCY, Worker
 
-    async with await open_db(db, create=True) as store:
+    async with await open_db(db, create=True, inline=False) as store:
         worker = Worker(store, concurrency=args.concurrency or DEFAULT_CONCURRENCY, agent_override=args.agent,
                         log=lambda line: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", flush=True))
         loop = asyncio.get_running_loop()

@@ -91,7 +91,6 @@ PG_MIGRATIONS: list[str] = [
     # v2
     """
     ALTER TABLE attempts ADD COLUMN data jsonb;
-    CREATE INDEX nodes_state ON nodes(state, kind);
     """,
     # v3: workers (see schema.py)
     """

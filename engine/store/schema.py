@@ -79,7 +79,6 @@ MIGRATIONS: list[str] = [
     # v2: what else a step runner records with an attempt (an agent CLI's session id, cache hits...)
     """
     ALTER TABLE attempts ADD COLUMN data TEXT;
-    CREATE INDEX nodes_state ON nodes(state, kind);
     """,
     # v3: workers. A lease carries a fencing token (bumped at every take-over); the worker registry.
     """
