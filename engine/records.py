@@ -42,6 +42,7 @@ class RunRecord:
     updated_at: float
     finished_at: float | None
     meta: dict[str, Any] = field(default_factory=dict)
+    lease: int = 0  # the fencing token: bumped at every take-over; writes carry the one they hold
 
     @property
     def max_concurrency(self) -> int | None:
@@ -181,3 +182,30 @@ class ReportData:
     attempts: list[AttemptRecord]
     approvals: list[ApprovalRecord]
     frame_at: float | None = None  # when the frame shown was written (past views)
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """A worker process in the registry (`smithers status`): where it runs and what it runs."""
+
+    id: str  # also the owner id of every run it holds
+    host: str
+    pid: int
+    started: float | None  # the process's start time (against pid reuse)
+    concurrency: int
+    started_at: float
+    heartbeat_at: float
+    runs: list[str] = field(default_factory=list)  # active runs it holds (filled in when listed)
+
+    def as_owner(self) -> OwnerInfo:
+        return OwnerInfo(self.id, self.host, self.pid, self.started, self.heartbeat_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """What woke a subscriber: the runs concerned, or None when anything may have changed."""
+
+    runs: frozenset[str] | None = None
+
+    def concerns(self, run_id: str) -> bool:
+        return self.runs is None or run_id in self.runs

@@ -49,6 +49,7 @@ class RunExecutor:
         inp = wf.validate_input(run.input) if wf is not None and wf.input else run.input
         self.ctx = Ctx(self.run_id, inp, state, {}, self.workdir)
         self.frame: int = run.frame
+        self.lease: int = run.lease  # the fencing token every write of this lease carries
         self.delta = Delta()
         self.running: dict[asyncio.Task[Any], Ready] = {}
         self.running_keys: set[Key] = set()
@@ -62,6 +63,7 @@ class RunExecutor:
         self.restore: set[Key] = set()  # interrupted steps: their worktree's files go back before they re-run
         self._cancel: bool = False
         self._stop: bool = False
+        self._drain: bool = False
         self._woken = False
         self._waiter: asyncio.Future[None] | None = None
         self._since_keyframe = 0
@@ -131,7 +133,7 @@ class RunExecutor:
                     final = RUN_FAILED
             else:
                 room = self.max_concurrency - len(self.running)
-                if room > 0:
+                if room > 0 and not self._drain:
                     starts = [r for r in plan.ready if r.key not in self.running_keys][:room]
                 if status == S_DONE and not self.running:
                     final = RUN_FINISHED
@@ -153,6 +155,8 @@ class RunExecutor:
             await self.commit()
             if final:
                 return final
+            if self._drain and not self.running:
+                return await self._detach()
             for r in starts:
                 t = asyncio.create_task(self._step(r))
                 t.add_done_callback(self.wakeup)
@@ -423,7 +427,7 @@ class RunExecutor:
         if self._since_keyframe >= 64 + 40 * len(self.state.nodes):  # deltas since outweigh the state
             kf = keyframe(self.state.nodes, self.status)
             self._since_keyframe = 0
-        last = await self.store.commit(self.run_id, self.engine.owner.id, self.frame, delta, now, kf)
+        last = await self.store.commit(self.run_id, self.engine.owner.id, self.frame, delta, now, kf, token=self.lease)
         self._last_commit = time.monotonic()
         if self.engine.on_commit:
             self.engine.on_commit(self.run_id, self.frame, self.state)
@@ -439,7 +443,7 @@ class RunExecutor:
             await asyncio.sleep(HEARTBEAT_S)
             if time.monotonic() - self._last_commit >= HEARTBEAT_S:
                 try:
-                    await self.store.heartbeat(self.run_id, self.engine.owner.id, time.time())
+                    await self.store.heartbeat(self.run_id, self.engine.owner.id, time.time(), token=self.lease)
                     self._last_commit = time.monotonic()
                 except Exception:  # a transient database error: the next beat tries again
                     pass
@@ -455,6 +459,19 @@ class RunExecutor:
         interrupted exactly as by a crash, and the lease is released."""
         self._stop = True
         self.wakeup()
+
+    def request_drain(self) -> None:
+        """Stop executing here once the steps in flight have finished (a worker shutting down):
+        no new step starts; then the lease is released and the run stays resumable."""
+        self._drain = True
+        self.wakeup()
+
+    async def fail(self, error: str) -> None:
+        """End the run as failed without executing anything (its workflow cannot be loaded here):
+        one frame, the lease released; `smithers resume` retries once the cause is fixed."""
+        self.error = error
+        self._finalize(RUN_FAILED)
+        await self.commit()
 
     async def _detach(self) -> str:
         for t in list(self.running):
@@ -534,7 +551,7 @@ class RunExecutor:
         for t in list(self.running):
             t.cancel()
         try:
-            await asyncio.shield(self.store.release(self.run_id, self.engine.owner.id))
+            await asyncio.shield(self.store.release(self.run_id, self.engine.owner.id, token=self.lease))
         except BaseException:  # the database itself may be what failed: the dead owner frees it anyway
             pass
         if not self.finished.done():
