@@ -82,3 +82,7 @@ class StoreReadOnly(BadInput):
 
 class StoreBusy(BadInput):
     """Another process held the write lock for longer than the busy timeout."""
+
+
+class WorkflowInvalid(BadInput):
+    """A workflow's source does not import, hold one @workflow, accept its sample input, or render."""
