@@ -133,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", nargs="?", type=Path, default=Path("."))
 
     cmd("migrate", "upgrade the database to this smithers' schema", json_flag=False)
+
+    cmd("mcp", "a Model Context Protocol server on stdin/stdout, for coding agents", json_flag=False)
+    cmd("guide", "the guide to writing workflows, for coding agents", json_flag=False)
+    sp = cmd("serve", "the HTTP API with live events (bearer token in .smithers/api-token)", json_flag=False)
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8421, help="port (default 8421; 0: any free port)")
+    sp.add_argument("--allow-remote", action="store_true", help="allow an address other machines can reach")
+    sp = cmd("web", "the app in a browser, on 127.0.0.1", json_flag=False)
+    sp.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8420, help="port (default 8420)")
     return p
 
 
@@ -580,9 +590,37 @@ async def cmd_migrate(args: argparse.Namespace, db: str) -> int:
     return 0
 
 
+async def cmd_mcp(args: argparse.Namespace, db: str) -> int:
+    from .mcp_server import serve_stdio
+
+    await serve_stdio(db)
+    return 0
+
+
+async def cmd_guide(args: argparse.Namespace, db: str) -> int:
+    from .guide import guide_text
+
+    print(guide_text(), end="")
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace, db: str) -> int:
+    from .api import serve
+
+    return await serve(db, args.host, args.port, args.allow_remote)
+
+
+async def cmd_web(args: argparse.Namespace, db: str) -> int:
+    from .web import exec_web
+
+    exec_web(str(Path(db).resolve()) if "://" not in db else db, args.host, args.port)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, str], Awaitable[int]]] = {
     "run": cmd_run, "resume": cmd_resume, "cancel": cmd_cancel, "ps": cmd_ps, "show": cmd_show,
     "frames": cmd_frames, "logs": cmd_logs, "workflows": cmd_workflows, "approve": cmd_approve, "deny": cmd_deny,
     "fork": cmd_fork, "rewind": cmd_rewind, "replay": cmd_replay, "timeline": cmd_timeline, "diff": cmd_diff,
     "agents": cmd_agents, "init": cmd_init, "migrate": cmd_migrate,
+    "mcp": cmd_mcp, "guide": cmd_guide, "serve": cmd_serve, "web": cmd_web,
 }

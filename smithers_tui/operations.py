@@ -81,7 +81,7 @@ class Operations:
 
     async def get_run(self, run_id: str, frame: int | None = None) -> dict[str, Any]:
         """`smithers show --json`: status, input, usage, gates (decision null = waiting), every step."""
-        rid = await self._find(run_id)
+        rid = await self.find_run(run_id)
         return (await self.engine.report(rid, frame)).json_dict()
 
     async def list_runs(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -93,7 +93,7 @@ class Operations:
     async def get_events(self, run_id: str, since: int = 0, wait: float = 0, limit: int = 200) -> dict[str, Any]:
         """Events with seq > since (`logs --json` items). With `wait` > 0 and nothing new yet, waits up
         to that many seconds for the next event. `next_since` is the seq to ask from next time."""
-        rid = await self._find(run_id)
+        rid = await self.find_run(run_id)
         if not 1 <= limit <= 1000:
             raise BadInput(f"limit must be 1..1000 (got {limit})")
         if wait < 0 or wait > MAX_WAIT_S:
@@ -118,7 +118,7 @@ class Operations:
                      note: str | None = None, by: str | None = None) -> dict[str, Any]:
         """Approve or deny a waiting gate (node may be left out when exactly one waits). The first
         decision wins; a later one is refused saying who decided. A run nobody runs goes on here."""
-        rid = await self._find(run_id)
+        rid = await self.find_run(run_id)
         d = await self.engine.decide(rid, node, iteration, approved, by or self.decided_by, note, resume=True)
         out = d.json_dict()
         if d.executor is not None:
@@ -129,7 +129,7 @@ class Operations:
     async def cancel(self, run_id: str) -> dict[str, Any]:
         """`smithers cancel --json`: {"run_id", "result"}: cancelled, or requested when its owner (another
         process) has not confirmed within a few seconds."""
-        rid = await self._find(run_id)
+        rid = await self.find_run(run_id)
         here = self.engine.active.get(rid)
         what = await self.engine.cancel(rid)
         if what == "cancelling" and here is not None:
@@ -148,36 +148,36 @@ class Operations:
 
     async def resume(self, run_id: str, force: bool = False, accept_changes: bool = False) -> dict[str, Any]:
         """Continue a run from its last saved frame (finished steps never run again)."""
-        rid = await self._find(run_id)
+        rid = await self.find_run(run_id)
         ex = await self.engine.resume(rid, force=force, accept_changes=accept_changes)
         return {"run_id": rid, "from_frame": ex.frame, **self._launch(ex)}
 
     async def fork(self, run_id: str, frame: int, input: Any = None, reset: list[str] | None = None,
                    run: bool = False) -> dict[str, Any]:
         """`smithers fork --json`: a new run from a frame, carrying every output valid there."""
-        rid = await self._find(run_id)
+        rid = await self.find_run(run_id)
         return await self._then(await self.engine.fork(rid, frame, input=input, reset=reset or ()), run)
 
     async def rewind(self, run_id: str, frame: int, run: bool = False) -> dict[str, Any]:
         """`smithers rewind --json`: a fork that takes over; the original is kept, read-only, rewound."""
-        rid = await self._find(run_id)
+        rid = await self.find_run(run_id)
         return await self._then(await self.engine.rewind(rid, frame), run)
 
     async def replay(self, run_id: str, frame: int = 0, run: bool = False) -> dict[str, Any]:
         """`smithers replay --json`: re-execute everything after a frame in a new run."""
-        rid = await self._find(run_id)
+        rid = await self.find_run(run_id)
         return await self._then(await self.engine.replay(rid, frame), run)
 
     async def list_frames(self, run_id: str, since: int = 0) -> list[dict[str, Any]]:
         """`smithers frames --json`: every frame (state transition) and what changed in it."""
         from .cli import _frame_items
 
-        rid = await self._find(run_id)
+        rid = await self.find_run(run_id)
         return _frame_items(await self.engine.frames(rid, since))
 
     async def diff(self, run_id: str, node: str, iteration: int | None = None) -> dict[str, Any]:
         """What a step inside a Worktree changed in its files, as a unified diff."""
-        rid = await self._find(run_id)
+        rid = await self.find_run(run_id)
         return {"run_id": rid, "node": node, "iteration": iteration,
                 "diff": await self.engine.diff(rid, node, iteration)}
 
@@ -194,7 +194,7 @@ class Operations:
             self._launch(await self.engine.resume(info.run_id))
         return info.model_dump()
 
-    async def _find(self, run_id: str) -> str:
+    async def find_run(self, run_id: str) -> str:
         if not isinstance(run_id, str) or not run_id.strip():
             raise BadInput("run_id is empty: list_runs shows the runs")
         return await self.engine.store.find_run(run_id.strip())
