@@ -73,10 +73,10 @@ def build_server(ops: Operations) -> SmithersMCP:
 
     # --- workflows -------------------------------------------------------------------------------
     @server.tool(name="list_workflows")
-    async def list_workflows() -> list[dict[str, Any]]:
+    async def list_workflows() -> dict[str, Any]:
         """List the workflows this project can run (built-in and .smithers/workflows/*.py), each with its
         name, description and JSON input schema."""
-        return await ops.list_workflows()
+        return {"workflows": await ops.list_workflows()}
 
     @server.tool(name="describe_workflow")
     async def describe_workflow(name: Annotated[str, Field(description="a workflow name from list_workflows")]
@@ -123,9 +123,9 @@ def build_server(ops: Operations) -> SmithersMCP:
 
     @server.tool(name="list_runs")
     async def list_runs(status: Annotated[str | None, Field(
-            description="only runs with this status, e.g. waiting")] = None) -> list[dict[str, Any]]:
+            description="only runs with this status, e.g. waiting")] = None) -> dict[str, Any]:
         """List runs, newest first, each with its status, waiting gates and owner."""
-        return await ops.list_runs(status)
+        return {"runs": await ops.list_runs(status)}
 
     @server.tool(name="get_events")
     async def get_events(run_id: RunId,
@@ -191,10 +191,10 @@ def build_server(ops: Operations) -> SmithersMCP:
         return await ops.replay(run_id, frame, run)
 
     @server.tool(name="list_frames")
-    async def list_frames(run_id: RunId) -> list[dict[str, Any]]:
+    async def list_frames(run_id: RunId) -> dict[str, Any]:
         """Every frame (state transition) of a run and what changed in it: the points fork, rewind and
         replay start from."""
-        return await ops.list_frames(run_id)
+        return {"frames": await ops.list_frames(run_id)}
 
     @server.tool(name="diff")
     async def diff(run_id: RunId, node: Annotated[str, Field(description="a step id inside a Worktree")],
