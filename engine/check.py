@@ -100,8 +100,8 @@ def check_workflow(wf: WorkflowDef, sample_input: Any = None, workdir: Path | No
         if not plan.dirty:
             break
     else:
-        raise WorkflowInvalid(f"{filename}:{line}: workflow {wf.name!r} never settles: its body keeps adding "
-                              "outputs while rendering")
+        raise WorkflowInvalid(f"{filename}:{line}: workflow {wf.name!r} never settles: each render adds new steps "
+                              "with outputs; derive step ids from data, never from clocks or randomness")
     if plan.status == S_FAILED and plan.failed is not None:
         rec = state.nodes.get(plan.failed)
         raise WorkflowInvalid(f"{filename}: step {key_label(*plan.failed)!r} fails before anything runs: "
