@@ -63,7 +63,7 @@ def test_files_with_no_or_two_workflows_are_refused(tmp_path):
     with pytest.raises(WorkflowInvalid, match="no @workflow"):
         check_source("from engine import workflow\nfrom workflows.hello import hello\n", "f.py", None, tmp_path)
     two = src("one") + "\n\n@workflow(name='two')\ndef other(ctx):\n    return Task('x', value=1)\n"
-    with pytest.raises(WorkflowInvalid, match=r"2 workflows in one file \(one \(line 10\), two \(line 16\)\)"):
+    with pytest.raises(WorkflowInvalid, match=r"2 workflows in one file \(one \(line 10\), two \(line 15\)\)"):
         check_source(two, "f.py", None, tmp_path)
 
 
