@@ -192,11 +192,12 @@ def open_app(args: argparse.Namespace) -> int:
 
 # --- helpers ------------------------------------------------------------------------------------
 def open_db(db: str, *, readonly: bool = False, create: bool = False) -> Awaitable["Store"]:
-    """The store for a command. Commands that only read open it read-only: nothing is written."""
+    """The store for a command. Commands that only read open it read-only: nothing is written. A
+    command is one process doing one thing at a time: the database's work runs inline."""
     from engine.project import durability
     from engine.store import open_store
 
-    return open_store(db, create=create, readonly=readonly, durability=durability())
+    return open_store(db, create=create, readonly=readonly, durability=durability(), inline=True)
 
 
 def out_json(obj: Any) -> None:
@@ -233,12 +234,12 @@ def parse_input(args: argparse.Namespace) -> Any:
                            "quote it for the shell, e.g. --input '{\"n\": 3}'") from None
 
 
-def progress_printer(quiet: bool, as_json: bool) -> Callable[[Any], None]:
+def progress_printer() -> Callable[[Any], None]:
     shown = {"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped", "approval_requested",
              "approval_decided", "log", "node_interrupted", "loop_iteration"}
 
     def on_event(ev: Any) -> None:
-        if not quiet and not as_json and ev.type in shown:
+        if ev.type in shown:
             print(ev.line(), flush=True)
 
     return on_event
@@ -246,7 +247,8 @@ def progress_printer(quiet: bool, as_json: bool) -> Callable[[Any], None]:
 
 async def execute(engine: "Engine", ex: "RunExecutor", args: argparse.Namespace) -> int:
     """Run an executor here in the foreground, print progress, then the result."""
-    engine.bus.subscribe(progress_printer(args.quiet, args.json), ex.run_id)
+    if not args.quiet and not args.json:
+        engine.bus.subscribe(progress_printer(), ex.run_id)
     status = await ex.execute(stop_when_waiting=True)
     _ended[ex.run_id] = str(status)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it has ended: ^C now would only lose the summary

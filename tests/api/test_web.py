@@ -52,7 +52,7 @@ HOOK = """
 
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert found, "Chromium is missing: `make test` installs Debian's chromium package (apt-get install chromium)"
+    assert found, "Chromium is missing: `make test` installs it (scripts/system-deps.sh: Debian's chromium package)"
     return found
 
 
