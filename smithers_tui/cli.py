@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd("migrate", "upgrade the database to this smithers' schema", json_flag=False)
 
-    cmd("mcp", "a Model Context Protocol server on stdin/stdout, for coding agents", json_flag=False)
+    sp = cmd("mcp", "a Model Context Protocol server on stdin/stdout, for coding agents", json_flag=False)
+    sp.add_argument("--project", type=Path, help="the project folder (default: the current one)")
     cmd("guide", "the guide to writing workflows, for coding agents", json_flag=False)
     sp = cmd("serve", "the HTTP API with live events (bearer token in .smithers/api-token)", json_flag=False)
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -593,8 +594,19 @@ async def cmd_migrate(args: argparse.Namespace, db: str) -> int:
 
 
 async def cmd_mcp(args: argparse.Namespace, db: str) -> int:
+    import os
+
+    from engine.errors import BadInput
+    from engine.project import default_db
+
     from .mcp_server import serve_stdio
 
+    if args.project is not None:  # an agent that starts servers elsewhere names the project
+        if not args.project.is_dir():
+            raise BadInput(f"--project {args.project} is not a folder: give the project's folder")
+        os.chdir(args.project)
+        if not getattr(args, "db", None):
+            db = default_db(Path.cwd())
     await serve_stdio(db)
     return 0
 

@@ -51,7 +51,11 @@ REVIEWED = textwrap.dedent("""
 """).lstrip()
 
 
-def params(project: Path) -> StdioServerParameters:
+def params(project: Path, elsewhere: bool = False) -> StdioServerParameters:
+    """The server as an agent starts it: in the project, or from elsewhere naming it (--project)."""
+    if elsewhere:
+        return StdioServerParameters(command=sys.executable, args=["-m", "smithers_tui", "mcp", "--project",
+                                                                   str(project)], cwd=str(project.parent), env=clean_env())
     return StdioServerParameters(command=sys.executable,
                                  args=["-m", "smithers_tui", "--db", str(project / ".smithers" / "smithers.db"), "mcp"],
                                  cwd=str(project), env=clean_env())
@@ -157,7 +161,7 @@ async def test_an_agent_writes_starts_follows_and_approves_a_workflow(project):
 
 
 async def test_bad_arguments_and_requests_are_one_clear_line(project):
-    async with Client(params(project)) as client:
+    async with Client(params(project, elsewhere=True)) as client:
         for tool, args, words in (
                 ("get_run", {}, "run_id: Field required"),
                 ("get_run", {"run_id": 7}, "run_id: Input should be a valid string"),
