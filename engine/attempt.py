@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .errors import SmithersError, TaskTimeout
-from .render import one_line_validation
+from .errors import one_line_validation
 
 if TYPE_CHECKING:
     from .context import TaskCtx
@@ -59,7 +59,8 @@ class StepResult:
 
 
 async def run_compute(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
-    fn = r.node.run  # type: ignore[union-attr]
+    fn = r.task.run
+    assert fn is not None
     if inspect.iscoroutinefunction(fn):
         result = await fn(tctx)
     else:

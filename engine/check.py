@@ -18,9 +18,9 @@ from pydantic import BaseModel, ValidationError
 from .attempt import user_frame
 from .context import Ctx
 from .dsl import Node, WorkflowDef
-from .errors import RenderError, WorkflowInvalid
+from .errors import RenderError, WorkflowInvalid, one_line_validation
 from .frame import Delta
-from .render import S_FAILED, index_tree, one_line_validation, render
+from .render import S_FAILED, index_tree, render
 from .state import RunState, key_label
 
 MAX_RENDERS = 1000

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -37,6 +37,7 @@ class Node:
 class Task(Node):
     """One unit of work: `run=` a callable (compute), `agent=` + `prompt=` (agent), or `value=` (static)."""
 
+    id: str
     __slots__ = ("id", "run", "agent", "prompt", "value", "output", "retries", "backoff",
                  "timeout", "skip_if", "continue_on_fail", "needs_approval", "approval_message",
                  "on_deny", "tools", "src", "has_value")
@@ -120,6 +121,7 @@ class Loop(Node):
     it may also be a callable taking ctx. Tasks inside see the loop's iteration in `ctx.iteration`.
     """
 
+    id: str
     __slots__ = ("id", "items", "until", "max_iterations", "on_max", "src")
 
     def __init__(self, id: str, *children: Node, until: Any = False, max_iterations: int = 5,
@@ -140,6 +142,7 @@ class Loop(Node):
 class Approval(Node):
     """A gate: the run waits (as a database row) until someone approves or denies it."""
 
+    id: str
     __slots__ = ("id", "message", "on_deny", "src")
 
     def __init__(self, id: str, *, message: str, on_deny: Literal["fail", "skip", "continue"] = "fail") -> None:
@@ -153,6 +156,7 @@ class Approval(Node):
 class Worktree(Node):
     """Runs its children in a git worktree of the repository holding the working directory."""
 
+    id: str
     __slots__ = ("id", "items", "path", "branch", "base", "keep", "continue_on_fail", "src")
 
     def __init__(self, id: str, *children: Node, path: str | None = None, branch: str | None = None,
@@ -196,7 +200,6 @@ class WorkflowDef:
     input: type[BaseModel] | None = None
     description: str = ""
     source_path: Path | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, ctx: Any) -> Node:
         return self.builder(ctx)
@@ -206,15 +209,27 @@ class WorkflowDef:
             return None
         return self.input.model_validate(data or {})
 
+    def check_input(self, data: Any) -> BaseModel | None:
+        """validate_input, with a bad input as InputInvalid: one line naming the field."""
+        from pydantic import ValidationError
+
+        from .errors import InputInvalid, one_line_validation
+
+        try:
+            return self.validate_input(data)
+        except ValidationError as e:
+            raise InputInvalid(f"invalid input for workflow {self.name!r}: {one_line_validation(e)}; "
+                               "`smithers workflows --json` shows its input schema") from None
+
     def input_schema(self) -> dict[str, Any]:
         return self.input.model_json_schema() if self.input else {"type": "object", "properties": {}}
 
 
-def workflow(fn: Callable | None = None, *, name: str | None = None, input: type[BaseModel] | None = None,
-             description: str | None = None) -> Any:
+def workflow(fn: Callable[[Any], Node] | None = None, *, name: str | None = None,
+             input: type[BaseModel] | None = None, description: str | None = None) -> Any:
     """Mark `def build(ctx) -> node` as a workflow. Usable bare (`@workflow`) or with arguments."""
 
-    def wrap(f: Callable) -> WorkflowDef:
+    def wrap(f: Callable[[Any], Node]) -> WorkflowDef:
         doc = inspect.getdoc(f) or ""
         path = inspect.getsourcefile(f)
         return WorkflowDef(name=name or f.__name__.replace("_", "-"), builder=f, input=input,

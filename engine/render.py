@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from .context import Ctx, type_name
 from .dsl import Approval, Branch, Loop, Node, Parallel, Sequence, Task, Worktree
-from .errors import RenderError
+from .errors import RenderError, one_line_validation
 from .frame import Delta
 from .state import (DONE, FAILED, PENDING, RUNNING, SKIPPED, WAITING_APPROVAL, Key, NodeRecord,
                     RunState)
@@ -29,10 +29,16 @@ S_DONE, S_WAITING, S_ACTIVE, S_FAILED = 0, 1, 2, 3
 
 @dataclass
 class Ready:
-    node: Node  # a Task, or a Worktree whose checkout must be made
+    node: "Task | Worktree"  # a Task, or a Worktree whose checkout must be made
     key: Key
     workdir: Path
     worktree: Key | None = None  # the enclosing Worktree node, whose files are snapshotted after the step
+
+    @property
+    def task(self) -> Task:
+        """The task to run (step runners of tasks are only handed tasks)."""
+        assert isinstance(self.node, Task), self.node
+        return self.node
 
 
 def fingerprint(task: Task) -> str:
@@ -57,7 +63,7 @@ def _callable(fn: Any) -> Any:
 
 def _filled(cell: Any) -> bool:
     try:
-        cell.cell_contents
+        _ = cell.cell_contents
     except ValueError:
         return False
     return True
@@ -179,20 +185,20 @@ class Walker:
     def walk(self, node: Node, it: int, wd: Path) -> int:
         t = type(node)
         if t is Task:
-            return self.task(node, it, wd)  # type: ignore[arg-type]
+            return self.task(node, it, wd)  # type: ignore[arg-type]  # narrowed by `type(node) is`, faster than isinstance
         if t is Sequence:
-            return self.seq(node.items, it, wd)  # type: ignore[attr-defined]
+            return self.seq(node.items, it, wd)  # type: ignore[attr-defined]  # narrowed by `type(node) is`, faster than isinstance
         if t is Parallel:
-            return self.parallel(node, it, wd)  # type: ignore[arg-type]
+            return self.parallel(node, it, wd)  # type: ignore[arg-type]  # narrowed by `type(node) is`, faster than isinstance
         if t is Branch:
-            chosen = node.chosen()  # type: ignore[attr-defined]
+            chosen = node.chosen()  # type: ignore[attr-defined]  # narrowed by `type(node) is`, faster than isinstance
             return S_DONE if chosen is None else self.walk(chosen, it, wd)
         if t is Loop:
-            return self.loop(node, it, wd)  # type: ignore[arg-type]
+            return self.loop(node, it, wd)  # type: ignore[arg-type]  # narrowed by `type(node) is`, faster than isinstance
         if t is Approval:
-            return self.approval(node, it)  # type: ignore[arg-type]
+            return self.approval(node, it)  # type: ignore[arg-type]  # narrowed by `type(node) is`, faster than isinstance
         if t is Worktree:
-            return self.worktree(node, it, wd)  # type: ignore[arg-type]
+            return self.worktree(node, it, wd)  # type: ignore[arg-type]  # narrowed by `type(node) is`, faster than isinstance
         raise RenderError(f"{node!r} is not a step")
 
     def seq(self, items: tuple[Node, ...], it: int, wd: Path) -> int:
@@ -246,7 +252,7 @@ class Walker:
             try:
                 value, tname = coerce_output(task, task.value)
             except ValidationError as e:
-                err = f"value does not fit {task.output.__name__}: {_one_line(e)}"
+                err = f"value does not fit {task.output.__name__ if task.output else 'its output'}: {one_line_validation(e)}"
                 if task.continue_on_fail:
                     self.set(key, NodeRecord("task", FAILED, attempts, err))
                     self.delta.event("node_failed", key, error=err, continue_on_fail=True)
@@ -300,7 +306,8 @@ class Walker:
         elif rec.state == FAILED:
             return self._failed(key)
         while True:
-            cur, start = rec.data["iteration"], rec.data["start"]
+            data = rec.data or {}
+            cur, start = data["iteration"], data["start"]
             s = self.seq(node.items, cur, wd)
             if s != S_DONE or self.dirty:
                 return S_ACTIVE if s == S_DONE else s
@@ -315,7 +322,7 @@ class Walker:
                     err = (f"loop {node.id!r} ran {node.max_iterations} iterations and its until "
                            "condition never held (on_max='fail')")
                     return self.fail(key, "loop", err)
-                self.set(key, NodeRecord("loop", DONE, 0, None, {**rec.data, "exhausted": True}))
+                self.set(key, NodeRecord("loop", DONE, 0, None, {**data, "exhausted": True}))
                 self.delta.event("loop_finished", key, iterations=cur - start + 1, reason="max_iterations")
                 return S_DONE
             rec = NodeRecord("loop", RUNNING, 0, None, {"iteration": cur + 1, "start": start})
@@ -337,12 +344,13 @@ class Walker:
             return S_DONE if node.continue_on_fail else self._failed(key)
         if rec.state == RUNNING and not (rec.data and rec.data.get("path")):
             return S_ACTIVE  # the checkout is being made
-        path = Path(rec.data["path"])
+        data = rec.data or {}
+        path = Path(data["path"])
         self.worktree_of[path] = key
         s = self.seq(node.items, it, path)
         if s == S_DONE and rec.state != DONE and not self.dirty:
             self.set(key, NodeRecord("worktree", DONE, rec.attempts, None, rec.data))
-            self.delta.event("worktree_finished", key, path=rec.data["path"])
+            self.delta.event("worktree_finished", key, path=data["path"])
         return s
 
 
@@ -353,16 +361,3 @@ def render(root: Node, state: RunState, delta: Delta, ctx: Ctx, backoff: dict[Ke
     if w.dirty:
         return Plan(S_ACTIVE, [], True, w.failed)
     return Plan(status, w.ready, False, w.failed)
-
-
-def _one_line(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors()[:3]:
-        loc = ".".join(str(p) for p in err["loc"]) or "value"
-        parts.append(f"{loc}: {err['msg']}")
-    more = e.error_count() - 3
-    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
-
-
-def one_line_validation(e: ValidationError) -> str:
-    return _one_line(e)

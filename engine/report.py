@@ -6,7 +6,7 @@ a worktree's data) appear only where they apply.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -59,6 +59,8 @@ class NodeView(BaseModel):
     loop_iteration: int | None = None  # loops
     worktree: dict[str, Any] | None = None  # worktrees: path, branch, head...
 
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("usage", "loop_iteration", "worktree")
+
     @property
     def key(self) -> Key:
         return (self.id, self.iteration)
@@ -86,8 +88,13 @@ class RunReport(BaseModel):
     nodes: list[NodeView]
 
     def json_dict(self) -> dict[str, Any]:
-        """The `--json` shape (optional parts only where they apply)."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        """The `--json` shape (a node's optional parts only where they apply)."""
+        out = self.model_dump(mode="json")
+        for n in out["nodes"]:
+            for k in NodeView.OPTIONAL:
+                if n[k] is None:
+                    del n[k]
+        return out
 
     @property
     def past(self) -> bool:
@@ -130,7 +137,7 @@ def build_report(data: ReportData, frame: int | None = None, executing_here: boo
         status=str(shown_status(run, executing_here) if not past else data.status),
         error=run.error if not past else None, parent_run_id=run.parent_run_id, parent_frame=run.parent_frame,
         kind=str(run.kind), successor_run_id=run.successor_run_id,
-        frame=frame if past else run.frame, last_frame=run.frame, created_at=run.created_at,
+        frame=frame if frame is not None else run.frame, last_frame=run.frame, created_at=run.created_at,
         updated_at=run.updated_at, finished_at=run.finished_at,
         owner=(OwnerView(id=owner.id, host=owner.host, pid=owner.pid, heartbeat_at=owner.heartbeat_at)
                if owner else None),

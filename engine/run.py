@@ -22,10 +22,10 @@ from .events import Event
 from .frame import Delta, keyframe
 from .lease import HEARTBEAT_S
 from .records import ApprovalRecord, RunRecord
-from .render import (S_DONE, S_FAILED, S_WAITING, Plan, Ready, coerce_output, fingerprint, index_tree,
-                     one_line_validation, render)
+from .errors import one_line_validation
+from .render import S_DONE, S_FAILED, S_WAITING, Plan, Ready, coerce_output, fingerprint, index_tree, render
 from .state import (CANCELLED, DONE, FAILED, FINAL_NODE_STATES, PENDING, RUN_CANCELLED, RUN_FAILED, RUN_FINISHED,
-                    RUN_RUNNING, RUN_WAITING, RUNNING, SKIPPED, WAITING_APPROVAL, Key, NodeKind, NodeRecord, RunState,
+                    RUN_RUNNING, RUN_WAITING, RUNNING, SKIPPED, WAITING_APPROVAL, Key, NodeRecord, RunState,
                     RunStatus, key_str)
 from .store import dumps
 
@@ -80,8 +80,8 @@ class RunExecutor:
                 self.restore.add(key)
             elif was_failed and rec.state == FAILED:
                 data = rec.data
-                if rec.kind == "loop":  # a loop that hit max_iterations with on_max="fail" gets one more round
-                    data = {**rec.data, "start": rec.data["iteration"] + 1, "iteration": rec.data["iteration"] + 1}
+                if rec.kind == "loop" and data:  # a loop that hit max_iterations (on_max="fail") gets one more round
+                    data = {**data, "start": data["iteration"] + 1, "iteration": data["iteration"] + 1}
                     self.state.note_loop(key[0], NodeRecord("loop", RUNNING, 0, None, data))
                 self._set(key, NodeRecord(rec.kind, PENDING if rec.kind != "loop" else RUNNING, 0, None, data))
                 self.delta.event("node_retrying", key, reason="resume of a failed run")
@@ -122,8 +122,8 @@ class RunExecutor:
                 plan = None
             status = S_FAILED if plan is None else plan.status
             starts: list[Ready] = []
-            final: str | None = None
-            if status == S_FAILED or self.failing:
+            final: RunStatus | None = None
+            if status == S_FAILED or self.failing or plan is None:
                 if plan is not None and plan.failed and not self.failing:
                     self.failing = plan.failed
                 if not self.running:
@@ -225,7 +225,7 @@ class RunExecutor:
         self.state.nodes[key] = rec
         self.delta.nodes[key] = rec
 
-    def _set_status(self, status: str) -> None:
+    def _set_status(self, status: RunStatus) -> None:
         self.status = status
         self.delta.run["status"] = status
         self.delta.event("run_waiting" if status == RUN_WAITING else "run_resumed", None)
@@ -331,8 +331,6 @@ class RunExecutor:
         extra: dict[str, Any] = {}
         if isinstance(result, StepResult):
             extra, result = result.attempt, result.value
-            if result is None and isinstance(node, Worktree):
-                pass
         if isinstance(node, Worktree):
             rec = self.state.nodes[r.key]
             self._set(r.key, NodeRecord("worktree", RUNNING, rec.attempts, None, result))
@@ -342,17 +340,18 @@ class RunExecutor:
                 self.delta.attempts.append(row)
             self.delta.event("worktree_created", r.key, **result)
             return
+        task = r.task
         try:
-            value, tname = coerce_output(node, result)
+            value, tname = coerce_output(task, result)
             dumps(value)
         except (ValidationError, TypeError, ValueError) as e:
-            msg = (f"output does not fit {node.output.__name__}: {one_line_validation(e)}"
-                   if isinstance(e, ValidationError) and node.output else f"output is not JSON: {e}")
+            msg = (f"output does not fit {task.output.__name__}: {one_line_validation(e)}"
+                   if isinstance(e, ValidationError) and task.output else f"output is not JSON: {e}")
             self._fail_attempt(r, SmithersError(msg))
             return
         self._finish_attempt(r, DONE, None, extra)
         tctx = self.step_ctx.pop(r.key, None)
-        deps = tctx.deps(fingerprint(node)) if tctx is not None else None
+        deps = tctx.deps(fingerprint(task)) if tctx is not None else None
         self.state.set_output(r.key, value, tname)
         self.ctx.forget(r.key)
         self.delta.outputs[r.key] = (value, tname, deps)
@@ -514,7 +513,7 @@ class RunExecutor:
             t.cancel()
         if self.running:
             await asyncio.wait(list(self.running))
-        for t, r in list(self.running.items()):
+        for r in list(self.running.values()):
             self.running_keys.discard(r.key)
             self._finish_attempt(r, CANCELLED, "cancelled")
         self.running.clear()

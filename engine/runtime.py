@@ -9,19 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from .attempt import StepResult, new_run_id, run_compute
 from .context import TaskCtx
 from .dsl import WorkflowDef
-from .errors import BadInput, InputInvalid, LeaseHeld, SourceChanged
+from .errors import BadInput, LeaseHeld, SourceChanged
 from .events import Event, EventBus
 from .lease import Owner, describe_owner, owner_alive, shown_status
 from .loader import load_target, source_hash
 from .metrics import Metrics, collect
 from .outline import Outline, outline
 from .records import ApprovalRecord, FrameRecord, NewRun, RunRecord
-from .render import Ready, one_line_validation
+from .render import Ready
 from .report import RunReport, build_report
 from .run import RunExecutor
 from .state import (FINAL_RUN_STATES, RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_REWOUND, RUN_RUNNING, RunKind,
@@ -147,11 +147,7 @@ class Engine:
         `agent` (e.g. "demo") replaces every agent of this run, as `--agent` does."""
         if max_concurrency is not None and max_concurrency < 1:
             raise BadInput(f"--max-concurrency must be at least 1 (got {max_concurrency})")
-        try:
-            inp = wf.validate_input(input_data)
-        except ValidationError as e:
-            raise InputInvalid(f"invalid input for workflow {wf.name!r}: {one_line_validation(e)}; "
-                               f"`smithers workflows --json` shows its input schema") from None
+        inp = wf.check_input(input_data)
         run_id = run_id or new_run_id()
         if await self.store.run_exists(run_id):
             raise BadInput(f"a run {run_id!r} already exists: choose another --run-id or resume it")

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn
 
 if TYPE_CHECKING:
     from engine.report import RunReport
-    from engine.run import RunExecutor
-    from engine.runtime import Engine
+    from engine.runtime import Engine, RunExecutor
     from engine.store import Store
 
 EXIT = {"finished": 0, "failed": 1, "cancelled": 2, "waiting": 3, "rewound": 0, "running": 0, "queued": 0,
@@ -310,26 +309,13 @@ async def cmd_run(args: argparse.Namespace, db: str) -> int:
 
     wf, target = resolve(args.target)
     data = parse_input(args)
-    wf_input_check(wf, data)  # before anything is written
+    wf.check_input(data)  # before anything is written
     async with await open_db(db, create=True) as store:
         engine = _engine(store, args, max_concurrency=args.max_concurrency or 4)
         ex = await engine.start(wf, target, data, run_id=args.run_id, max_concurrency=args.max_concurrency)
         if not args.json and not args.quiet:
             print(f"run {ex.run_id} started: {wf.name} (db {db})", flush=True)
         return await execute(engine, ex, args)
-
-
-def wf_input_check(wf: Any, data: Any) -> None:
-    from pydantic import ValidationError
-
-    from engine.errors import InputInvalid
-    from engine.render import one_line_validation
-
-    try:
-        wf.validate_input(data)
-    except ValidationError as e:
-        raise InputInvalid(f"invalid input for workflow {wf.name!r}: {one_line_validation(e)}; "
-                           f"`smithers workflows --json` shows its input schema") from None
 
 
 async def cmd_resume(args: argparse.Namespace, db: str) -> int:
@@ -586,7 +572,7 @@ async def cmd_init(args: argparse.Namespace, db: str) -> int:
 
 
 async def cmd_migrate(args: argparse.Namespace, db: str) -> int:
-    from engine.store.schema import SCHEMA_VERSION
+    from engine.store import SCHEMA_VERSION
 
     async with await open_db(db):
         print(f"{db} is at schema v{SCHEMA_VERSION}")

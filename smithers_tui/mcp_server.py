@@ -18,8 +18,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError, UnexpectedToolError
 from pydantic import Field, ValidationError
 
-from engine.errors import RunNotFound, SmithersError
-from engine.render import one_line_validation
+from engine.errors import RunNotFound, SmithersError, one_line_validation
 
 from .guide import guide_text
 from .operations import Operations

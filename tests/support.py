@@ -228,3 +228,36 @@ from smithers_tui.cli import main
 sys.argv[0] = "smithers"
 main()
 """
+
+
+def write_source(folder: Path, name: str, source: str) -> Path:
+    """Write a workflow file `name` with `source` into `folder`; its path."""
+    path = folder / name
+    path.write_text(source)
+    return path
+
+
+def git_repo(path: Path, files: dict[str, str], message: str = "init") -> Path:
+    """A git repository at `path` on branch main with `files` (relative path -> text) committed."""
+    path.mkdir(parents=True, exist_ok=True)
+    sh(path, "init", "-q", "-b", "main")
+    for rel, text in files.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(text)
+    sh(path, "add", "-A")
+    sh(path, "commit", "-q", "-m", message)
+    return path
+
+
+def newer_database(path: Path) -> Path:
+    """A SQLite file written by a newer smithers (schema one past this one's)."""
+    import sqlite3
+
+    from engine.store import SCHEMA_VERSION
+
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE future (x)")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    return path

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 from .base import Store
+from .schema import SCHEMA_VERSION
 from .sqlite import SQLiteStore, dumps
 
-__all__ = ["SQLiteStore", "Store", "dumps", "open_store"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "Store", "dumps", "open_store"]
 
 
 async def open_store(where: str | os.PathLike[str], *, create: bool = True, readonly: bool = False,

@@ -435,7 +435,7 @@ class SQLiteStore(Store):
                    "ORDER BY a.requested_at", (run_id,))]
             return ReportData(run, nodes, outputs, status, attempts, approvals, frame_at)
 
-        data = await self._run(_read, read)
+        data: ReportData | None = await self._run(_read, read)
         if data is None:
             await self.get_run(run_id)  # raises the not-found error
             raise AssertionError("unreachable")
@@ -454,7 +454,8 @@ class SQLiteStore(Store):
     async def events(self, run_id: str | None = None, after: int = 0, limit: int = 10000, *,
                      node: Key | None = None, types: Sequence[str] | None = None,
                      newest: bool = False) -> list[Event]:
-        where, params = ["seq>?"], [after]
+        where: list[str] = ["seq>?"]
+        params: list[Any] = [after]
         if run_id is not None:
             where.append("run_id=?")
             params.append(run_id)

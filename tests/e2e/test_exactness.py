@@ -15,7 +15,7 @@ import pytest
 from engine import Loop, Task, workflow
 from engine.runtime import Engine
 from engine.store import Store
-from tests.support import (MARK, ROOT, Smithers, blocks_once, clean_env, ran, sh, stops_after, target_of,
+from tests.support import (MARK, ROOT, Smithers, blocks_once, clean_env, git_repo, ran, sh, stops_after, target_of,
                            wait_until)
 
 LOOP = """
@@ -71,7 +71,7 @@ def test_sixteen_writers_and_four_readers_on_one_file_never_fail(tmp_path: Path)
         results = [(w.wait(), w.communicate()) for w in writers]
     finally:
         stop.write_text("x")
-    for code, (out, err) in results:
+    for code, (_out, err) in results:
         assert code == 0 and not err, err
     for r in readers:
         out, err = r.communicate()
@@ -98,13 +98,7 @@ def wt(ctx):
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    r = tmp_path / "repo"
-    r.mkdir()
-    sh(r, "init", "-q", "-b", "main")
-    (r / "README.md").write_text("hi\n")
-    sh(r, "add", "-A")
-    sh(r, "commit", "-qm", "start")
-    return r
+    return git_repo(tmp_path / "repo", {"README.md": "hi\n"})
 
 
 def test_a_kill_right_after_the_worktree_is_removed_leaves_a_run_that_resumes(tmp_path: Path, repo: Path) -> None:
