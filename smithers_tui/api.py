@@ -315,7 +315,7 @@ def prometheus_text(m: Metrics) -> bytes:
             yield GaugeMetricFamily("smithers_waiting_gates", "Gates waiting for a decision", value=m.waiting_gates)
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot())  # type: ignore[arg-type]
+    registry.register(Snapshot())
     return generate_latest(registry)
 
 

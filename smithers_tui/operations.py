@@ -15,8 +15,7 @@ from typing import Any
 
 from engine.check import check_workflow
 from engine.errors import BadInput, WorkflowNotFound
-from engine.run import RunExecutor
-from engine.runtime import Engine
+from engine.runtime import Engine, RunExecutor
 from engine.state import RunStatus
 
 from . import authoring

@@ -303,11 +303,13 @@ class SQLiteStore(Store):
             t.steps = {r[0]: r[1] for r in _all(c, "SELECT state, count(*) FROM nodes WHERE kind IN ('task','approval') "
                                                    "GROUP BY state")}
             t.attempts = {r[0]: r[1] for r in _all(c, "SELECT outcome, count(*) FROM attempts GROUP BY outcome")}
-            row = _one(c, "SELECT coalesce(sum(tokens_in),0), coalesce(sum(tokens_out),0), coalesce(sum(cost_usd),0) "
-                          "FROM attempts")
-            t.tokens_in, t.tokens_out, t.cost_usd = int(row[0]), int(row[1]), float(row[2])  # type: ignore[index]
-            t.open_gates = _one(c, "SELECT count(*) FROM approvals a JOIN runs r ON r.id=a.run_id WHERE a.decision "
-                                   "IS NULL AND r.status IN ('running','waiting')")[0]  # type: ignore[index]
+            usage = _one(c, "SELECT coalesce(sum(tokens_in),0), coalesce(sum(tokens_out),0), "
+                            "coalesce(sum(cost_usd),0) FROM attempts")
+            if usage is not None:
+                t.tokens_in, t.tokens_out, t.cost_usd = int(usage[0]), int(usage[1]), float(usage[2])
+            gates = _one(c, "SELECT count(*) FROM approvals a JOIN runs r ON r.id=a.run_id WHERE a.decision IS NULL "
+                            "AND r.status IN ('running','waiting')")
+            t.open_gates = int(gates[0]) if gates is not None else 0
             return t
 
         return await self._run(_read, read)
