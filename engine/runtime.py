@@ -7,17 +7,18 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from pydantic import BaseModel
 
 from .attempt import StepResult, new_run_id, run_compute
 from .context import TaskCtx
 from .dsl import WorkflowDef
-from .errors import BadInput, LeaseHeld, SmithersError, SourceChanged
-from .events import EventBus
-from .lease import WORKER_PREFIX, Owner, describe_owner, owner_alive, shown_status
+from .errors import BadInput, LeaseHeld, SourceChanged
+from .events import Event, EventBus
+from .lease import Owner, describe_owner, owner_alive, shown_status
 from .loader import load_target, source_hash
+from .metrics import Metrics, collect
 from .outline import Outline, outline
 from .records import ApprovalRecord, FrameRecord, NewRun, RunRecord
 from .render import Ready
@@ -30,8 +31,8 @@ from .timetravel import ForkInfo, check_fork, plan_fork
 
 StepRunner = Callable[[RunExecutor, Ready, TaskCtx], Awaitable[Any]]
 
-__all__ = ["Decided", "Engine", "GateView", "Lineage", "OwnerSummary", "Queued", "RunExecutor", "RunSummary",
-           "StepResult", "WorkerView", "new_run_id"]
+__all__ = ["Decided", "Engine", "GateView", "Lineage", "OwnerSummary", "RunExecutor", "RunSummary", "StepResult",
+           "new_run_id"]
 
 
 class GateView(BaseModel):
@@ -45,12 +46,6 @@ class OwnerSummary(BaseModel):
     host: str | None
     pid: int | None
     alive: bool
-    worker: bool = False  # held by a worker (`smithers worker` / `smithers up`)
-
-    def label(self) -> str:
-        """How `ps` and the app show who runs a run."""
-        who = f"{self.id} " if self.worker else ""
-        return f"{who}{self.host}:{self.pid}" + ("" if self.alive else " (gone)")
 
 
 class RunSummary(BaseModel):
@@ -80,36 +75,6 @@ class Lineage(BaseModel):
     frames: int
     successor_run_id: str | None
     children: list["Lineage"]
-
-
-class Queued(BaseModel):
-    """A run recorded as queued for a worker (`smithers run --detach`): its id, and how many live
-    workers may pick it up now (none: it waits for `smithers up`)."""
-
-    run_id: str
-    workers: int
-
-    def json_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id}
-
-
-class RunBrief(BaseModel):
-    run_id: str
-    workflow: str
-    status: str
-
-
-class WorkerView(BaseModel):
-    """A worker as `smithers status --json` shows it: where it runs and what it runs."""
-
-    id: str
-    host: str
-    pid: int
-    concurrency: int
-    started_at: float
-    heartbeat_at: float
-    alive: bool
-    runs: list[RunBrief]
 
 
 @dataclass
@@ -151,6 +116,7 @@ class Engine:
         self.step_runners: dict[str, StepRunner] = {"compute": run_compute, "worktree": run_worktree,
                                                     "agent": run_agent}
         self._watcher: asyncio.Task[None] | None = None
+        self._hosted: set[asyncio.Task[str]] = set()
         self.on_commit: Callable[[str, int, RunState], None] | None = None  # for tests
 
     def settings_for(self, project: Path, agent_override: str | None = None) -> Any:
@@ -175,43 +141,33 @@ class Engine:
 
     # --- starting and resuming -----------------------------------------------------------------
     async def start(self, wf: WorkflowDef, target: str, input_data: Any = None, *, run_id: str | None = None,
-                    workdir: Path | None = None, max_concurrency: int | None = None) -> RunExecutor:
-        """Create a run (frame 0), take its lease, and return its executor (not yet running)."""
-        new = await self._new_run(wf, target, input_data, run_id, workdir, max_concurrency)
-        await self.store.create_run(new, self.owner, time.time())
-        run = await self.store.get_run(new.id)
-        return RunExecutor(self, run, wf, RunState())
-
-    async def queue(self, wf: WorkflowDef, target: str, input_data: Any = None, *, run_id: str | None = None,
-                    workdir: Path | None = None, max_concurrency: int | None = None) -> Queued:
-        """Record a run as `queued` (frame 0) without running it: a worker picks it up (detached
-        runs, from the CLI, the app and the APIs alike). Validated exactly as `start` validates."""
-        new = await self._new_run(wf, target, input_data, run_id, workdir, max_concurrency)
-        new.status = RunStatus.QUEUED
-        await self.store.create_run(new, None, time.time())
-        return Queued(run_id=new.id, workers=len(await self.workers()))
-
-    async def _new_run(self, wf: WorkflowDef, target: str, input_data: Any, run_id: str | None,
-                       workdir: Path | None, max_concurrency: int | None) -> NewRun:
+                    workdir: Path | None = None, max_concurrency: int | None = None,
+                    agent: str | None = None) -> RunExecutor:
+        """Create a run (frame 0), take its lease, and return its executor (not yet running).
+        `agent` (e.g. "demo") replaces every agent of this run, as `--agent` does."""
         if max_concurrency is not None and max_concurrency < 1:
             raise BadInput(f"--max-concurrency must be at least 1 (got {max_concurrency})")
         inp = wf.check_input(input_data)
         run_id = run_id or new_run_id()
         if await self.store.run_exists(run_id):
             raise BadInput(f"a run {run_id!r} already exists: choose another --run-id or resume it")
-        return NewRun(id=run_id, workflow=wf.name, target=target,
-                      source_path=str(wf.source_path) if wf.source_path else None,
-                      source_hash=source_hash(wf.source_path),
-                      input=inp.model_dump(mode="json") if inp is not None else (input_data or {}),
-                      workdir=str((workdir or Path.cwd()).resolve()),
-                      meta={"max_concurrency": max_concurrency or self.max_concurrency,
-                            **({"agent_override": self.agent_override} if self.agent_override else {})})
+        now = time.time()
+        new = NewRun(id=run_id, workflow=wf.name, target=target,
+                     source_path=str(wf.source_path) if wf.source_path else None,
+                     source_hash=source_hash(wf.source_path),
+                     input=inp.model_dump(mode="json") if inp is not None else (input_data or {}),
+                     workdir=str((workdir or Path.cwd()).resolve()),
+                     meta={"max_concurrency": max_concurrency or self.max_concurrency,
+                           **({"agent_override": agent or self.agent_override}
+                              if agent or self.agent_override else {})})
+        await self.store.create_run(new, self.owner, now)
+        run = await self.store.get_run(run_id)
+        return RunExecutor(self, run, wf, RunState())
 
     async def load(self, run: RunRecord, *, accept_changes: bool = False,
                    workflow: WorkflowDef | None = None) -> tuple[WorkflowDef, str | None]:
-        """The run's workflow (loaded once per source version), and its source hash now
-        (SourceChanged unless accepted)."""
-        wf = workflow or (await asyncio.to_thread(self.workflow, run.target, run.source_path))[0]
+        """The run's workflow, and its source hash now (SourceChanged unless accepted)."""
+        wf = workflow or load_target(run.target)[0]
         now_hash = source_hash(wf.source_path)
         if run.source_hash and now_hash != run.source_hash and not accept_changes:
             raise SourceChanged(f"workflow {run.workflow!r} changed since run {run.id} started "
@@ -239,62 +195,32 @@ class Engine:
         if now_hash != run.source_hash:
             changes["source_hash"] = now_hash
         ex = await self._take(run, wf, changes)
-        await self._recover(ex, was_failed=run.status == RUN_FAILED)
-        return ex
-
-    async def _recover(self, ex: RunExecutor, was_failed: bool) -> None:
-        ex.recover(was_failed=was_failed)
-        for d in await self.store.decided_unapplied(ex.run_id):  # decided while no process ran it
+        ex.recover(was_failed=run.status == RUN_FAILED)
+        for d in await self.store.decided_unapplied(run_id):  # decided while no process ran it
             ex.apply_decision(d)
+        return ex
 
     async def _take(self, run: RunRecord, wf: WorkflowDef | None, changes: dict[str, Any]) -> RunExecutor:
         """Lease the run to this process (atomically: LeaseHeld if another got it meanwhile) and load it."""
-        token = await self.store.take_over(run.id, self.owner, run.owner.id if run.owner else None, changes,
-                                           time.time())
-        if token is None:
+        if not await self.store.take_over(run.id, self.owner, run.owner.id if run.owner else None, changes,
+                                          time.time()):
             fresh = await self.store.get_run(run.id)
             raise LeaseHeld(f"run {run.id} was taken over meanwhile by {describe_owner(fresh.owner)}")
         run = await self.store.get_run(run.id)
-        ex = RunExecutor(self, run, wf, await self.store.load_state(run.id))
-        ex.lease = token
-        return ex
+        return RunExecutor(self, run, wf, await self.store.load_state(run.id))
 
-    # --- workers -------------------------------------------------------------------------------
-    async def claim(self, limit: int) -> list[RunExecutor]:
-        """Take up to `limit` runs a worker may run (Store.claim_runs: queued, orphaned, newly
-        decided), each prepared as `resume` prepares one and ready to execute. A run whose workflow
-        cannot be loaded here (missing, broken, or changed since the run started) is failed with the
-        reason instead, in a frame like every transition: `smithers resume` retries it once fixed."""
-        out = []
-        for run in await self.store.claim_runs(self.owner, limit, time.time()):
-            state = await self.store.load_state(run.id)
-            try:
-                wf, now_hash = await self.load(run)
-            except SmithersError as e:
-                await RunExecutor(self, run, None, state).fail(str(e))
-                continue
-            ex = RunExecutor(self, run, wf, state)
-            await self._recover(ex, was_failed=False)
-            if run.cancel_requested:  # asked while its owner was gone: cancel it now
-                ex.request_cancel()
-            out.append(ex)
-        return out
+    def host(self, ex: RunExecutor) -> "asyncio.Task[str]":
+        """Execute a run in the background of this process until it ends. Waiting for a human does
+        not end it: a decision from anywhere (this process, the CLI, the app) wakes it."""
+        task = asyncio.create_task(ex.execute(stop_when_waiting=False), name=f"run {ex.run_id}")
+        self._hosted.add(task)
+        task.add_done_callback(self._hosted_done)
+        return task
 
-    async def workers(self, *, dead: bool = False) -> list[WorkerView]:
-        """Workers in the registry that are alive (with `dead`, also those gone without a word),
-        each with the runs it holds."""
-        found = await self.store.workers()
-        held = {rid for w in found for rid in w.runs}
-        runs = {r.id: r for r in await self.store.list_runs(limit=5000)} if held else {}
-        out = []
-        for w in found:
-            alive = owner_alive(w.as_owner())
-            if alive or dead:
-                out.append(WorkerView(id=w.id, host=w.host, pid=w.pid, concurrency=w.concurrency,
-                                      started_at=w.started_at, heartbeat_at=w.heartbeat_at, alive=alive,
-                                      runs=[RunBrief(run_id=rid, workflow=runs[rid].workflow,
-                                                     status=str(runs[rid].status)) for rid in w.runs if rid in runs]))
-        return out
+    def _hosted_done(self, task: "asyncio.Task[str]") -> None:
+        self._hosted.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the run's outcome is in the store (a lost lease, a stop...)
 
     # --- decisions from this process -----------------------------------------------------------
     async def cancel(self, run_id: str) -> str:
@@ -393,6 +319,24 @@ class Engine:
     async def frames(self, run_id: str, since: int = 0) -> list[FrameRecord]:
         return await self.store.frames(run_id, since)
 
+    async def events(self, run_id: str, since: int = 0, limit: int = 1000) -> list[Event]:
+        """Stored events of a run with seq > since, in order (at most `limit`)."""
+        await self.store.get_run(run_id)  # RunNotFound for an unknown run, not an empty list
+        return await self.store.events(run_id, since, limit)
+
+    def follow(self, run_id: str, since: int = 0, *, idle: float | None = None,
+               until_final: bool = True) -> AsyncIterator[Event]:
+        """Events of a run with seq > since as they are written, here or by any other process, until
+        the run ends (or `idle` seconds pass without one): engine.follow.follow."""
+        from .follow import follow
+
+        return follow(self.store, self.bus, run_id, since, poll=self.poll_interval, idle=idle,
+                      until_final=until_final)
+
+    async def metrics(self) -> Metrics:
+        """Runs by status, steps, attempts, usage, queue depth and waiting gates, over every run."""
+        return await collect(self.store, set(self.active))
+
     async def runs(self, status: str | None = None, limit: int = 500) -> list[RunSummary]:
         """Runs, newest first, each with its waiting gates and who runs it. `status` may be a shown
         status (`interrupted`: running, but nobody alive runs it)."""
@@ -412,8 +356,7 @@ class Engine:
                 run_id=r.id, workflow=r.workflow, status=str(shown), frame=r.frame, created_at=r.created_at,
                 updated_at=r.updated_at, finished_at=r.finished_at, error=r.error, parent_run_id=r.parent_run_id,
                 kind=str(r.kind), waiting=gates.get(r.id, []),
-                owner=OwnerSummary(id=r.owner.id, host=r.owner.host, pid=r.owner.pid, alive=alive,
-                                   worker=r.owner.id.startswith(WORKER_PREFIX)) if r.owner else None))
+                owner=OwnerSummary(id=r.owner.id, host=r.owner.host, pid=r.owner.pid, alive=alive) if r.owner else None))
         return out
 
     async def lineage(self, run_id: str) -> Lineage:
@@ -454,31 +397,31 @@ class Engine:
             self._watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
-        """Notice decisions and cancel requests written by other processes: the store wakes this
-        watcher (SQLite: its data version moved, one cheap query per poll interval; PostgreSQL: a
-        NOTIFY naming the run), and each run concerned looks at what changed."""
-        sub = await self.store.subscribe(self.poll_interval)
-        try:
-            while self.active:
-                wake = await sub.wait(timeout=1.0)
-                if wake is None:
+        """Notice decisions and cancel requests written by other processes (a data version: one
+        cheap query per poll interval, nothing when nothing changed)."""
+        seen = await self.store.data_version()
+        while self.active:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                version = await self.store.data_version()
+                if version == seen:
                     continue
+                seen = version
                 for ex in list(self.active.values()):
-                    if wake.concerns(ex.run_id):
-                        try:
-                            await ex.check_external()
-                        except Exception:  # the watcher must outlive a transient database error
-                            continue
-        finally:
-            sub.close()
+                    await ex.check_external()
+            except Exception:  # the watcher must outlive a transient database error
+                continue
 
     async def close(self) -> None:
         """Stop every run executing here, leaving each resumable (nothing is marked cancelled)."""
         runs = list(self.active.values())
+        hosted = list(self._hosted)
         for ex in runs:
             ex.request_stop()
         if runs:
             await asyncio.wait([ex.finished for ex in runs], timeout=10)
+        if hosted:
+            await asyncio.wait(hosted, timeout=10)
         if self._watcher:
             self._watcher.cancel()
 
