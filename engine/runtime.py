@@ -142,9 +142,15 @@ class Engine:
     # --- starting and resuming -----------------------------------------------------------------
     async def start(self, wf: WorkflowDef, target: str, input_data: Any = None, *, run_id: str | None = None,
                     workdir: Path | None = None, max_concurrency: int | None = None,
+<<<<<<< HEAD
                     agent: str | None = None) -> RunExecutor:
         """Create a run (frame 0), take its lease, and return its executor (not yet running).
         `agent` (e.g. "demo") replaces every agent of this run, as `--agent` does."""
+=======
+                    agent_override: str | None = None) -> RunExecutor:
+        """Create a run (frame 0), take its lease, and return its executor (not yet running).
+        `agent_override` (e.g. "demo") replaces every agent of this run, here and on resume elsewhere."""
+>>>>>>> app
         if max_concurrency is not None and max_concurrency < 1:
             raise BadInput(f"--max-concurrency must be at least 1 (got {max_concurrency})")
         inp = wf.check_input(input_data)
@@ -158,8 +164,13 @@ class Engine:
                      input=inp.model_dump(mode="json") if inp is not None else (input_data or {}),
                      workdir=str((workdir or Path.cwd()).resolve()),
                      meta={"max_concurrency": max_concurrency or self.max_concurrency,
+<<<<<<< HEAD
                            **({"agent_override": agent or self.agent_override}
                               if agent or self.agent_override else {})})
+=======
+                           **({"agent_override": override} if (override := self.agent_override or agent_override)
+                              else {})})
+>>>>>>> app
         await self.store.create_run(new, self.owner, now)
         run = await self.store.get_run(run_id)
         return RunExecutor(self, run, wf, RunState())

@@ -3,25 +3,26 @@ approving or denying does; y approves, n denies, with an optional note. A decisi
 elsewhere (the CLI, another app) closes it."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from .modal import Modal
 from textual.widgets import Button, Input, Label, Static
 
-
-from ..rows import record_row
+from ..app import StoreChanged
+from ..base import AppModal, background
 from ..widgets.fmt import NODE_STYLE, key_label, short_json
+
+if TYPE_CHECKING:
+    from engine.records import ApprovalRecord
 
 ON_DENY = {"fail": "denying fails the run", "skip": "denying skips the gated part and the run goes on",
            "continue": "denying records the decision and the run goes on"}
 
 
-class ApprovalScreen(Modal[str]):
+class ApprovalScreen(AppModal[str]):
     CSS_PATH = "approval.tcss"
     HELP_TITLE = "Approval"
     BINDINGS = [
@@ -54,68 +55,64 @@ class ApprovalScreen(Modal[str]):
         self.query_one("#approve").focus()
         self.load()
 
-    @work(exclusive=True, group="approval-load")
+    @background(group="approval-load", exclusive=True)
     async def load(self) -> None:
-        await self.app.host.ready.wait()  # type: ignore[attr-defined]
-        reader = self.app.host.reader  # type: ignore[attr-defined]
+        host = self.app.host
+        await host.ready.wait()
         gate = await self.gate_row()
         if gate is None:
             self.close("gone")
             return
-        if gate["decision"]:
+        if gate.decision:
             self.closed_elsewhere(gate)
             return
-        rep = await self.app.host.report(self.run_id)  # type: ignore[attr-defined]
+        rep = await host.view.report(self.run_id)
         if not self.query("#context-body"):  # closing
             return
-        self.query_one("#message", Static).update(Text(gate["message"], style="bold"))
-        nodes = {(n["id"], n["iteration"]): n for n in rep["nodes"]}
-        rows = list(reversed(await reader.events(
-            self.run_id, types=["node_finished", "node_failed", "node_skipped", "approval_decided"], limit=6,
-            newest=True)))
+        self.query_one("#message", Static).update(Text(gate.message, style="bold"))
+        done = await host.reader.events(self.run_id, types=["node_finished", "node_failed", "node_skipped",
+                                                             "approval_decided"], limit=6, newest=True)
         body = Text()
-        body.append(f"{rep['workflow']}  ·  run {rep['run_id']}  ·  frame {rep['last_frame']}\n", style="grey58")
+        body.append(f"{rep.workflow}  ·  run {rep.run_id}  ·  frame {rep.last_frame}\n", style="grey58")
         body.append("Before this gate\n", style="bold underline")
-        if not rows:
+        if not done:
             body.append("  nothing finished yet\n", style="grey50")
-        for r in reversed(rows):
-            n = nodes.get((r.node_id, r.iteration))
-            state = n["state"] if n else "done"
-            g, c = NODE_STYLE.get(state, ("?", "white"))
+        for ev in done:
+            n = rep.node((ev.node_id or "", ev.iteration or 0))
+            g, c = NODE_STYLE.get(n.state if n else "done", ("?", "white"))
             body.append(f"  {g} ", style=c)
-            body.append(key_label(r.node_id or "", r.iteration or 0), style="bold")
-            if n is not None and n.get("output") is not None:
-                body.append("  " + short_json(n["output"], 70), style="grey62")
+            body.append(key_label(ev.node_id or "", ev.iteration or 0), style="bold")
+            if n is not None and n.output is not None:
+                body.append("  " + short_json(n.output, 70), style="grey62")
             body.append("\n")
         body.append("If you approve\n", style="bold underline")
-        me = nodes.get((self.node, self.iteration))
-        if me and me["kind"] == "task":
+        me = rep.node((self.node, self.iteration))
+        if me and me.kind == "task":
             body.append(f"  step {self.node} runs (it waits for this approval before starting)\n")
         else:
             body.append(f"  the run goes on past {self.node}\n")
         body.append("If you deny\n", style="bold underline")
-        body.append(f"  {ON_DENY.get(gate['on_deny'], gate['on_deny'])}\n")
+        body.append(f"  {ON_DENY.get(gate.on_deny, gate.on_deny)}\n")
         self.query_one("#context-body", Static).update(body)
         self.loaded = True
 
-    async def gate_row(self) -> dict[str, Any] | None:
-        reader = self.app.host.reader  # type: ignore[attr-defined]
-        gates = await reader.approvals(self.run_id, open_only=False)
-        return next((record_row(g) for g in gates if g.key == (self.node, self.iteration)), None)
+    async def gate_row(self) -> ApprovalRecord | None:
+        gates = await self.app.host.reader.approvals(self.run_id, open_only=False)
+        return next((g for g in gates if g.key == (self.node, self.iteration)), None)
 
-    def on_store_changed(self, _msg: Any) -> None:
+    def on_store_changed(self, _msg: StoreChanged) -> None:
         if not self.deciding:
             self.check_elsewhere()
 
-    @work(exclusive=True, group="approval-check")
+    @background(group="approval-check", exclusive=True)
     async def check_elsewhere(self) -> None:
         gate = await self.gate_row()
-        if gate and gate["decision"] and not self.deciding and not self.closing:
+        if gate and gate.decision and not self.deciding and not self.closing:
             self.closed_elsewhere(gate)
 
-    def closed_elsewhere(self, gate: dict[str, Any]) -> None:
-        self.notify(f"gate {key_label(self.node, self.iteration)} of run {self.run_id} was {gate['decision']} "
-                    f"elsewhere by {gate['decided_by']}" + (f" ({gate['note']})" if gate.get("note") else ""))
+    def closed_elsewhere(self, gate: ApprovalRecord) -> None:
+        self.notify(f"gate {key_label(self.node, self.iteration)} of run {self.run_id} was {gate.decision} "
+                    f"elsewhere by {gate.decided_by}" + (f" ({gate.note})" if gate.note else ""))
         self.close("decided elsewhere")
 
     def close(self, result: str) -> None:
@@ -144,11 +141,13 @@ class ApprovalScreen(Modal[str]):
             self.deciding = True
             self.decide(approved)
 
-    @work(exclusive=True, group="approval-decide")
+    @background(group="approval-decide", exclusive=True)
     async def decide(self, approved: bool) -> None:
-        app: Any = self.app
         note = self.query_one("#note", Input).value.strip() or None
-        said = await app.attempt(app.host.decide(self.run_id, self.node, self.iteration, approved, note))
-        if said:
-            self.notify(said)
+        try:
+            said = await self.app.host.decide(self.run_id, self.node, self.iteration, approved, note)
+        except BaseException:
+            self.deciding = False  # the decision failed (said by the app's error handler): the prompt stays
+            raise
+        self.notify(said)
         self.close("decided")
