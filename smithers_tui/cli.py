@@ -352,7 +352,7 @@ async def cmd_ps(args: argparse.Namespace, db: str) -> int:
     async with await open_db(db, readonly=True) as store:
         items = await _engine(store, args).runs(args.status)
     if args.json:
-        out_json([i.model_dump(mode="json") for i in items])
+        out_json([i.json_dict() for i in items])
         return 0
     rows = [[i.run_id, i.workflow, i.status, str(i.frame), fmt_time(i.created_at),
              fmt_duration(i.created_at, i.finished_at),

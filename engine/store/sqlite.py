@@ -267,11 +267,12 @@ class SQLiteStore(Store):
             for chunk in _chunks(ids, 500):
                 marks = ",".join("?" * len(chunk))
                 for r in _all(c, "SELECT run_id, sum(state IN ('done','skipped')) AS done, count(*) AS known "
-                                 f"FROM nodes WHERE run_id IN ({marks}) AND kind IN ('task','approval') "
+                                 f"FROM nodes WHERE run_id IN ({marks}) AND kind IN ('task','approval','signal','timer',"
+                                 "'human','subflow') "
                                  "GROUP BY run_id", chunk):
                     out[r["run_id"]].done, out[r["run_id"]].known = r["done"] or 0, r["known"]
                 for r in _all(c, f"SELECT run_id, node_id, iteration FROM nodes WHERE run_id IN ({marks}) "
-                                 "AND state='running' AND kind='task' ORDER BY updated_at", chunk):
+                                 "AND state='running' AND kind IN ('task','subflow') ORDER BY updated_at", chunk):
                     out[r["run_id"]].running.append((r["node_id"], r["iteration"]))
                 for r in _all(c, f"SELECT run_id, count(*) AS n FROM approvals WHERE run_id IN ({marks}) "
                                  "AND decision IS NULL GROUP BY run_id", chunk):
