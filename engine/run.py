@@ -64,6 +64,7 @@ class RunExecutor:
         self.tree: Node | None = None  # the last tree rendered
         self.signals_stale = True  # read pending signals again before matching them to waits
         self.taken: set[int] = set()  # signals taken by this executor (committed or about to be)
+        self.signal_seen: set[Key] = set()  # signal waits already matched against the pending signals
         self.wake_at: float | None = run.wake_at
         self.rng = random.Random()
         self.parent_ex: RunExecutor | None = None  # the run whose Subflow step drives this one
@@ -143,7 +144,7 @@ class RunExecutor:
             self._expire_backoff()
             try:
                 plan = self._render()
-                if plan.waits and await settle(self, plan):
+                while plan.waits and await settle(self, plan):  # a wait moved on: render again (it may start others)
                     plan = self._render()
             except RenderError as e:
                 self.error = str(e)
@@ -230,7 +231,7 @@ class RunExecutor:
 
     def _render(self) -> Plan:
         assert self.wf is not None
-        parked = frozenset(self._parked_children())
+        parked = frozenset(r.key for r in self._parked_children())
         for _ in range(100000):
             tree = self._build()
             plan = render(tree, self.state, self.delta, self.ctx, self.backoff, self.workdir, parked)

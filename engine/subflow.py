@@ -63,13 +63,15 @@ async def run_subflow(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
         child = engine.active.get(run.id) or await engine.resume(run.id, nested=True)
     ex.children[r.key] = child
     child.parent_ex = ex
+    driving = asyncio.ensure_future(engine.follow(child, stop_when_waiting=False,
+                                                  on_next=lambda nxt: _adopt(ex, r, nxt)))
     try:
-        status, child = await engine.follow(child, stop_when_waiting=False, on_next=lambda nxt: _adopt(ex, r, nxt))
+        status, child = await asyncio.shield(driving)  # the child's loop is its own task: it ends its own way
     except asyncio.CancelledError:
         # the parent is cancelling (the child is cancelled too) or stopping (the child stops, resumable)
         current = ex.children.get(r.key, child)
         current.request_cancel() if ex._cancel else current.request_stop()
-        await asyncio.shield(current.finished)
+        await asyncio.wait([driving])
         raise
     finally:
         ex.children.pop(r.key, None)

@@ -58,8 +58,9 @@ async def settle(ex: "RunExecutor", plan: "Plan") -> bool:
     now = time.time()
     moved = False
     signal_waits = [(k, n) for k, n in plan.waits if type(n) is Signal and ex.state.nodes[k].state == WAITING]
-    if signal_waits and ex.signals_stale:
-        ex.signals_stale = False
+    if signal_waits and (ex.signals_stale or any(k not in ex.signal_seen for k, _ in signal_waits)):
+        ex.signals_stale = False  # read again when another process writes, or a new wait begins
+        ex.signal_seen.update(k for k, _ in signal_waits)
         moved |= await _take_signals(ex, signal_waits)
     for key, node in plan.waits:
         rec = ex.state.nodes.get(key)
