@@ -88,5 +88,5 @@ async def cached(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> StepResult |
         ex.cache_keys[r.key] = key
         return None
     source = f"{entry.run_id}:{entry.node_id}" + (f"[{entry.iteration}]" if entry.iteration else "")
-    ex.emit("cache_hit", r.key, {"key": key, "version": str(cache.version), "from": source})
+    ex.emit("cache_hit", r.key, {"cache_key": key, "version": str(cache.version), "from": source})
     return StepResult(entry.value, cache="hit", cache_key=key, cached_from=source)
