@@ -59,8 +59,9 @@ async def find_gate(store: Store, run_id: str, node: str | None, iteration: int 
         decided = [g for g in rows if g.decision]
         if decided:
             raise ApprovalConflict(_already(run_id, max(decided, key=lambda g: g.decided_at or 0)))
-        raise BadInput(f"run {run_id} ({run.status}) has no {what} waiting for a decision: "
-                       "`smithers ps --status waiting` lists waiting gates")
+        raise BadInput(f"run {run_id} ({run.status}) has no {what} waiting for "
+                       + ("an answer" if human else "a decision")
+                       + ": `smithers ps --status waiting` lists what waits")
     if len(gates) > 1:
         if node is not None:
             its = ", ".join(str(g.iteration) for g in gates)
