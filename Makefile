@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench screenshots agent-clis clean
+.PHONY: run test bench screenshots agent-clis system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/smithers
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# System programs the tests use (strace...), from Debian's packages when missing.
+system-deps:
+	@./scripts/system-deps.sh
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -28,15 +28,16 @@ async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
     from .config import ConfigError, resolve_agent
     from .attempt import StepResult
 
-    task = r.node
+    task = r.task
     try:
-        agent = resolve_agent(task.agent, ex.engine.settings_for(ex.workdir, ex.agent_override))  # type: ignore[union-attr]
+        agent = resolve_agent(task.agent, ex.engine.settings_for(ex.workdir, ex.agent_override))
     except (AgentUnavailable, ConfigError) as e:
         raise AgentStepError(str(e), retryable=False) from None
     ok, why = agent.available()
     if not ok:
         raise AgentStepError(f"agent {agent.name!r} cannot run: {why}", retryable=False)
-    prompt = task.prompt(tctx) if callable(task.prompt) else task.prompt  # type: ignore[union-attr]
+    prompt = task.prompt(tctx) if callable(task.prompt) else task.prompt
+    assert prompt is not None  # an agent task has one (checked when the Task is made)
 
     def emit(ev: Any) -> None:
         data = {"kind": ev.kind, "text": ev.text, "agent": ev.agent or agent.name, **({"data": ev.data} if ev.data else {})}
@@ -48,8 +49,8 @@ async def run_agent(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
 
     ex.emit("agent", r.key, {"kind": "prompt", "text": prompt[:8000], "agent": agent.name})
     try:
-        result = await agent.run(prompt, output=task.output, workdir=r.workdir, emit=emit,  # type: ignore[union-attr]
-                                 tools=step_tools(task.tools))  # type: ignore[union-attr]
+        result = await agent.run(prompt, output=task.output, workdir=r.workdir, emit=emit,
+                                 tools=step_tools(task.tools))
     except AgentUnavailable as e:
         raise AgentStepError(str(e), retryable=False, agent=agent.name) from None
     except AgentError as e:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .errors import SmithersError, TaskTimeout
-from .render import one_line_validation
+from .errors import one_line_validation
 
 if TYPE_CHECKING:
     from .context import TaskCtx
@@ -59,7 +59,8 @@ class StepResult:
 
 
 async def run_compute(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
-    fn = r.node.run  # type: ignore[union-attr]
+    fn = r.task.run
+    assert fn is not None
     if inspect.iscoroutinefunction(fn):
         result = await fn(tctx)
     else:
@@ -74,14 +75,15 @@ async def cached(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> StepResult |
     output is stored with its result)."""
     from .render import coerce_output
 
-    task = r.node
-    cache = task.cache  # type: ignore[union-attr]
+    task = r.task
+    cache = task.cache
+    assert cache is not None  # only cached tasks come here
     key = cache.key_for(tctx)
-    entry = await ex.store.cache_get(task.id, key, str(cache.version))  # type: ignore[union-attr]
+    entry = await ex.store.cache_get(task.id, key, str(cache.version))
     fresh = entry is not None and (cache.ttl is None or time.time() - entry.created_at <= cache.ttl)
     if entry is not None and fresh:
         try:
-            coerce_output(task, entry.value)  # type: ignore[arg-type]
+            coerce_output(task, entry.value)
         except (ValidationError, TypeError, ValueError):
             fresh = False  # the output model changed since: run the step
     if entry is None or not fresh:

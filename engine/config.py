@@ -172,7 +172,7 @@ def _resolve_name(name: str, settings: Settings, seen: tuple[str, ...] = ()) -> 
         return build_agent(name, cfg, settings, seen)
     if name in BUILTIN_ALIASES:
         kind = BUILTIN_ALIASES[name]
-        return build_agent(name, AgentConfig(kind=kind), settings, seen)  # type: ignore[arg-type]
+        return build_agent(name, AgentConfig(kind=kind), settings, seen)  # type: ignore[arg-type]  # kind is a known alias
     if name in ROLES:
         return _resolve_name("default", settings, seen + (name,))
     if name == "default":
@@ -186,7 +186,7 @@ def _resolve_name(name: str, settings: Settings, seen: tuple[str, ...] = ()) -> 
                            "use a role (planner, implementer, reviewer, default) or a model like openai/gpt-4.1")
 
 
-def resolve_agent(spec: Agent | str | list | None, settings: Settings | None = None) -> Agent:
+def resolve_agent(spec: Agent | str | list[Any] | None, settings: Settings | None = None) -> Agent:
     """An Agent from an Agent, a name (role, configured agent, builtin, model) or a list (fallback chain).
 
     `settings.agent_override` (the CLI's `--agent NAME`) replaces every spec.

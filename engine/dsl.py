@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import inspect
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -44,6 +44,7 @@ class Node:
 class Task(Node):
     """One unit of work: `run=` a callable (compute), `agent=` + `prompt=` (agent), or `value=` (static)."""
 
+    id: str
     __slots__ = ("id", "run", "agent", "prompt", "value", "output", "retries", "backoff",
                  "timeout", "skip_if", "continue_on_fail", "needs_approval", "approval_message",
                  "on_deny", "tools", "src", "has_value", "retry", "cache", "budget")
@@ -145,6 +146,7 @@ class Loop(Node):
     it may also be a callable taking ctx. Tasks inside see the loop's iteration in `ctx.iteration`.
     """
 
+    id: str
     __slots__ = ("id", "items", "until", "max_iterations", "on_max", "budget", "src")
 
     def __init__(self, id: str, *children: Node, until: Any = False, max_iterations: int = 5,
@@ -171,6 +173,7 @@ class Approval(Node):
     `timeout` (seconds) + `on_timeout` ("fail", "deny", "approve", "skip": approving a select picks
     the first option, a rank keeps the given order) decide for nobody; `allowed` names who may."""
 
+    id: str
     __slots__ = ("id", "message", "on_deny", "mode", "options", "timeout", "on_timeout", "allowed", "src")
 
     def __init__(self, id: str, *, message: str, on_deny: Literal["fail", "skip", "continue"] = "fail",
@@ -204,6 +207,7 @@ class Signal(Node):
     sent before the run reaches this step are kept, first in first out per name. `timeout`
     (seconds) + `on_timeout` ("fail" or "skip") bound the wait."""
 
+    id: str
     __slots__ = ("id", "name", "output", "timeout", "on_timeout", "src")
 
     def __init__(self, id: str, *, name: str | None = None, output: type[BaseModel] | None = None,
@@ -225,6 +229,7 @@ class Timer(Node):
     local time), or a callable of the current datetime returning one ("next Monday 9:00"), evaluated
     once when the run reaches it. The due time is saved, so a restart sleeps only what is left."""
 
+    id: str
     __slots__ = ("id", "until", "seconds", "src")
 
     def __init__(self, id: str, *, until: Any = None, seconds: float | _dt.timedelta | None = None) -> None:
@@ -251,6 +256,7 @@ class HumanTask(Node):
     """A person answers with structured data: `smithers answer RUN NODE --data JSON`, the API, or a
     form in the app generated from `output`. The answer, validated, is the output."""
 
+    id: str
     __slots__ = ("id", "prompt", "output", "timeout", "on_timeout", "allowed", "on_deny", "src")
 
     def __init__(self, id: str, *, prompt: str, output: type[BaseModel], timeout: float | _dt.timedelta | None = None,
@@ -275,6 +281,7 @@ class Subflow(Node):
     of its last step) is this step's output. Cancelling the parent cancels the child; a failed child
     fails this step (`continue_on_fail` lets the parent go on)."""
 
+    id: str
     __slots__ = ("id", "workflow", "input", "output", "budget", "continue_on_fail", "retries", "src")
 
     def __init__(self, id: str, workflow: Any, *, input: Any = None, output: type[BaseModel] | None = None,
@@ -331,6 +338,7 @@ class Saga(Node):
     compensating goes on compensating after resume), then the saga fails (`continue_on_fail`
     lets the run go on)."""
 
+    id: str
     __slots__ = ("id", "steps", "continue_on_fail", "budget", "src")
 
     def __init__(self, id: str, steps: Any, *, continue_on_fail: bool = False, budget: Budget | None = None) -> None:
@@ -360,6 +368,7 @@ class ContinueAsNew(Node):
     successor), so a loop that runs for months does not grow one run without bound. It takes
     effect when reached and nothing else is running."""
 
+    id: str
     __slots__ = ("id", "input", "src")
 
     def __init__(self, input: Any = None, *, id: str = "continue-as-new") -> None:
@@ -371,6 +380,7 @@ class ContinueAsNew(Node):
 class Worktree(Node):
     """Runs its children in a git worktree of the repository holding the working directory."""
 
+    id: str
     __slots__ = ("id", "items", "path", "branch", "base", "keep", "continue_on_fail", "budget", "src")
 
     def __init__(self, id: str, *children: Node, path: str | None = None, branch: str | None = None,
@@ -457,7 +467,6 @@ class WorkflowDef:
     input: type[BaseModel] | None = None
     description: str = ""
     source_path: Path | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
     budget: Budget | None = None  # the whole run's budget
 
     def __call__(self, ctx: Any) -> Node:
@@ -468,18 +477,31 @@ class WorkflowDef:
             return None
         return self.input.model_validate(data or {})
 
+    def check_input(self, data: Any) -> BaseModel | None:
+        """validate_input, with a bad input as InputInvalid: one line naming the field."""
+        from pydantic import ValidationError
+
+        from .errors import InputInvalid, one_line_validation
+
+        try:
+            return self.validate_input(data)
+        except ValidationError as e:
+            raise InputInvalid(f"invalid input for workflow {self.name!r}: {one_line_validation(e)}; "
+                               "`smithers workflows --json` shows its input schema") from None
+
     def input_schema(self) -> dict[str, Any]:
         return self.input.model_json_schema() if self.input else {"type": "object", "properties": {}}
 
 
-def workflow(fn: Callable | None = None, *, name: str | None = None, input: type[BaseModel] | None = None,
-             description: str | None = None, budget: Budget | None = None) -> Any:
+def workflow(fn: Callable[[Any], Node] | None = None, *, name: str | None = None,
+             input: type[BaseModel] | None = None, description: str | None = None,
+             budget: Budget | None = None) -> Any:
     """Mark `def build(ctx) -> node` as a workflow. Usable bare (`@workflow`) or with arguments.
     `budget` bounds what one run of it may spend (tokens and/or USD)."""
     if budget is not None and not isinstance(budget, Budget):
         raise TypeError("@workflow budget is Budget(tokens=..., usd=...)")
 
-    def wrap(f: Callable) -> WorkflowDef:
+    def wrap(f: Callable[[Any], Node]) -> WorkflowDef:
         doc = inspect.getdoc(f) or ""
         path = inspect.getsourcefile(f)
         return WorkflowDef(name=name or f.__name__.replace("_", "-"), builder=f, input=input,

@@ -1,6 +1,11 @@
 """Errors the user sees: each message is one line that says what is wrong and what to do."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class SmithersError(Exception):
     """Base of every user-facing error. `exit_code` follows the CLI contract."""
@@ -82,3 +87,13 @@ class StoreReadOnly(BadInput):
 
 class StoreBusy(BadInput):
     """Another process held the write lock for longer than the busy timeout."""
+
+
+def one_line_validation(e: "ValidationError") -> str:
+    """A pydantic validation error as one line: `field: problem; other: problem (+N more)`."""
+    parts = []
+    for err in e.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "value"
+        parts.append(f"{loc}: {err['msg']}")
+    more = e.error_count() - 3
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

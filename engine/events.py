@@ -6,6 +6,8 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
+from .state import key_label
+
 EventType = Literal[
     "run_started", "run_resumed", "run_finished", "run_failed", "run_cancelled", "run_waiting",
     "run_forked", "run_rewound", "run_stopped",
@@ -35,7 +37,7 @@ class Event(BaseModel):
         """One human-readable line, for `smithers logs`."""
         import time as _t
         stamp = _t.strftime("%H:%M:%S", _t.localtime(self.at))
-        node = f" {self.node_id}" + (f"[{self.iteration}]" if self.iteration else "") if self.node_id else ""
+        node = f" {key_label(self.node_id, self.iteration or 0)}" if self.node_id else ""
         detail = " ".join(f"{k}={_short(v)}" for k, v in self.data.items())
         return f"{stamp} #{self.frame:<4} {self.type:<18}{node} {detail}".rstrip()
 

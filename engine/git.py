@@ -76,7 +76,7 @@ def _run(cwd: Path, *args: str, env: dict[str, str] | None = None, strip: bool =
         raise GitError(f"directory not found: {cwd}: check the path")
     command = [gp.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args]
     try:
-        return gp.Git(str(cwd)).execute(
+        return gp.Git(str(cwd)).execute(  # type: ignore[no-any-return]  # gitpython is untyped
             command, with_extended_output=True, with_exceptions=False,
             env={**IDENTITY, **(env or {})}, strip_newline_in_stdout=strip,
         )

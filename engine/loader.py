@@ -92,11 +92,11 @@ def load_target(target: str) -> tuple[WorkflowDef, str]:
         return wf, f"module:{mod_name}:{wf.name}"
     if target.startswith("file:"):
         target = target[5:]
-    path_s, name = target, None
+    path_s, wf_name = target, None
     if ":" in target and not target.endswith(".py"):
-        path_s, name = target.rsplit(":", 1)
+        path_s, wf_name = target.rsplit(":", 1)
     path = Path(path_s).expanduser().resolve()
     mod = load_file(path)
-    wf = pick(workflows_in(mod), name, str(path))
+    wf = pick(workflows_in(mod), wf_name, str(path))
     wf.source_path = path
     return wf, f"file:{path}:{wf.name}"

@@ -17,7 +17,7 @@ import time
 from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
@@ -25,7 +25,7 @@ from .budget import Budget
 from .context import Ctx, type_name
 from .dsl import (Approval, Branch, ContinueAsNew, HumanTask, Loop, Node, Parallel, Saga, Sequence, Signal, Subflow,
                   Task, Timer, TryCatchFinally, Worktree)
-from .errors import RenderError
+from .errors import RenderError, one_line_validation
 from .frame import Delta
 from .state import (DONE, FAILED, PENDING, RUNNING, SKIPPED, WAITING, WAITING_APPROVAL, Key, NodeRecord,
                     RunState)
@@ -36,11 +36,17 @@ S_DONE, S_WAITING, S_ACTIVE, S_FAILED = 0, 1, 2, 3
 
 @dataclass
 class Ready:
-    node: Node  # a Task, a Subflow, or a Worktree whose checkout must be made
+    node: "Task | Subflow | Worktree"  # a Task, a Subflow, or a Worktree whose checkout must be made
     key: Key
     workdir: Path
     worktree: Key | None = None  # the enclosing Worktree node, whose files are snapshotted after the step
     scopes: tuple[str, ...] = ()  # the budget scopes around the step, outermost first
+
+    @property
+    def task(self) -> Task:
+        """The task to run (step runners of tasks are only handed tasks)."""
+        assert isinstance(self.node, Task), self.node
+        return self.node
 
 
 # Nodes with a record of their own; the leaves among them have no children to look into.
@@ -50,7 +56,7 @@ LEAVES = (Task, Approval, Signal, Timer, HumanTask, Subflow, ContinueAsNew)
 
 def fingerprint(task: Task | Subflow) -> str:
     """What the render of a task looks like, to tell whether a fork with other input changes it."""
-    if type(task) is Subflow:
+    if isinstance(task, Subflow):
         wf = task.workflow if isinstance(task.workflow, str) else task.workflow.name
         return _digest(["subflow", wf, type_name(task.output), _stable(task.input)])
     if task.kind == "compute" and not getattr(task.run, "__closure__", None):  # the common case: cached
@@ -73,7 +79,7 @@ def _callable(fn: Any) -> Any:
 
 def _filled(cell: Any) -> bool:
     try:
-        cell.cell_contents
+        _ = cell.cell_contents
     except ValueError:
         return False
     return True
@@ -146,7 +152,7 @@ def index_tree(root: Node) -> dict[str, type[BaseModel] | None]:
                                   "ids must be unique; derive them from data, e.g. f\"review-{{name}}\"")
             where[nid] = node
             if type(node) in OUTPUT_NODES:
-                models[nid] = node.output  # type: ignore[attr-defined]
+                models[nid] = node.output  # type: ignore[attr-defined]  # every OUTPUT_NODES type has one
         stack.extend(node.children())
     return models
 
@@ -213,30 +219,30 @@ class Walker:
     def walk(self, node: Node, it: int, wd: Path) -> int:
         t = type(node)
         if t is Task:
-            if node.budget is not None or self.scopes:  # type: ignore[attr-defined]
+            if node.budget is not None or self.scopes:  # type: ignore[attr-defined]  # narrowed by `type(node) is`, faster than isinstance
                 return self.scoped(node, it, wd, self.task)
-            return self.task(node, it, wd)  # type: ignore[arg-type]
+            return self.task(node, it, wd)  # type: ignore[arg-type]  # narrowed by `type(node) is`, faster than isinstance
         if t is Sequence:
-            if node.budget is not None:  # type: ignore[attr-defined]
+            if node.budget is not None:  # type: ignore[attr-defined]  # narrowed by `type(node) is`, faster than isinstance
                 return self.scoped(node, it, wd, lambda n, i, w: self.seq(n.items, i, w))
-            return self.seq(node.items, it, wd)  # type: ignore[attr-defined]
+            return self.seq(node.items, it, wd)  # type: ignore[attr-defined]  # narrowed by `type(node) is`, faster than isinstance
         if t is Parallel:
             return self.scoped(node, it, wd, self.parallel)
         if t is Branch:
-            chosen = node.chosen()  # type: ignore[attr-defined]
+            chosen = node.chosen()  # type: ignore[attr-defined]  # narrowed by `type(node) is`, faster than isinstance
             return S_DONE if chosen is None else self.walk(chosen, it, wd)
         if t is Loop:
             return self.scoped(node, it, wd, self.loop)
         if t is Approval:
-            return self.approval(node, it)  # type: ignore[arg-type]
+            return self.approval(node, it)  # type: ignore[arg-type]  # narrowed by `type(node) is`, faster than isinstance
         if t is Worktree:
             return self.scoped(node, it, wd, self.worktree)
         if t is Signal:
-            return self.signal(node, it)  # type: ignore[arg-type]
+            return self.signal(node, it)  # type: ignore[arg-type]  # narrowed by `type(node) is`, faster than isinstance
         if t is Timer:
-            return self.timer(node, it)  # type: ignore[arg-type]
+            return self.timer(node, it)  # type: ignore[arg-type]  # narrowed by `type(node) is`, faster than isinstance
         if t is HumanTask:
-            return self.human(node, it)  # type: ignore[arg-type]
+            return self.human(node, it)  # type: ignore[arg-type]  # narrowed by `type(node) is`, faster than isinstance
         if t is Subflow:
             return self.scoped(node, it, wd, self.subflow)
         if t is TryCatchFinally:
@@ -244,10 +250,10 @@ class Walker:
         if t is Saga:
             return self.scoped(node, it, wd, self.saga)
         if t is ContinueAsNew:
-            return self.continue_as_new(node, it)  # type: ignore[arg-type]
+            return self.continue_as_new(node, it)  # type: ignore[arg-type]  # narrowed by `type(node) is`, faster than isinstance
         raise RenderError(f"{node!r} is not a step")
 
-    def scoped(self, node: Any, it: int, wd: Path, fn: Any) -> int:
+    def scoped(self, node: Any, it: int, wd: Path, fn: Callable[[Any, int, Path], int]) -> int:
         """Walk a node inside its budget scope (if it has a budget); steps that can spend record
         that they belong to every scope around them."""
         budget = getattr(node, "budget", None)
@@ -261,7 +267,7 @@ class Walker:
         finally:
             self.scopes.pop()
 
-    def ready_step(self, node: Node, key: Key, wd: Path) -> None:
+    def ready_step(self, node: Task | Subflow, key: Key, wd: Path) -> None:
         for scope in self.scopes:
             self.members[scope].add(key[0])
         self.ready.append(Ready(node, key, wd, self.worktree_of.get(wd), tuple(self.scopes)))
@@ -323,7 +329,7 @@ class Walker:
             try:
                 value, tname = coerce_output(task, task.value)
             except ValidationError as e:
-                err = f"value does not fit {task.output.__name__}: {_one_line(e)}"
+                err = f"value does not fit {task.output.__name__ if task.output else 'its output'}: {one_line_validation(e)}"
                 if task.continue_on_fail:
                     self.set(key, NodeRecord("task", FAILED, attempts, err))
                     self.delta.event("node_failed", key, error=err, continue_on_fail=True)
@@ -349,7 +355,7 @@ class Walker:
         timeout = getattr(node, "timeout", None)
         if timeout:
             request["due"] = self.wall + timeout
-            request["on_timeout"] = node.on_timeout  # type: ignore[attr-defined]
+            request["on_timeout"] = node.on_timeout  # type: ignore[attr-defined]  # nodes with a timeout have one
         data: dict[str, Any] = {"message": message, "on_deny": on_deny}
         if mode != "approve":
             data["mode"] = mode
@@ -582,7 +588,8 @@ class Walker:
         elif rec.state == FAILED:
             return self._failed(key)
         while True:
-            cur, start = rec.data["iteration"], rec.data["start"]
+            data = rec.data or {}
+            cur, start = data["iteration"], data["start"]
             s = self.seq(node.items, cur, wd)
             if s != S_DONE or self.dirty:
                 return S_ACTIVE if s == S_DONE else s
@@ -597,7 +604,7 @@ class Walker:
                     err = (f"loop {node.id!r} ran {node.max_iterations} iterations and its until "
                            "condition never held (on_max='fail')")
                     return self.fail(key, "loop", err)
-                self.set(key, NodeRecord("loop", DONE, 0, None, {**rec.data, "exhausted": True}))
+                self.set(key, NodeRecord("loop", DONE, 0, None, {**data, "exhausted": True}))
                 self.delta.event("loop_finished", key, iterations=cur - start + 1, reason="max_iterations")
                 return S_DONE
             rec = NodeRecord("loop", RUNNING, 0, None, {"iteration": cur + 1, "start": start})
@@ -619,12 +626,13 @@ class Walker:
             return S_DONE if node.continue_on_fail else self._failed(key)
         if rec.state == RUNNING and not (rec.data and rec.data.get("path")):
             return S_ACTIVE  # the checkout is being made
-        path = Path(rec.data["path"])
+        data = rec.data or {}
+        path = Path(data["path"])
         self.worktree_of[path] = key
         s = self.seq(node.items, it, path)
         if s == S_DONE and rec.state != DONE and not self.dirty:
             self.set(key, NodeRecord("worktree", DONE, rec.attempts, None, rec.data))
-            self.delta.event("worktree_finished", key, path=rec.data["path"])
+            self.delta.event("worktree_finished", key, path=data["path"])
         return s
 
 
@@ -635,16 +643,3 @@ def render(root: Node, state: RunState, delta: Delta, ctx: Ctx, backoff: dict[Ke
     if w.dirty:
         return Plan(S_ACTIVE, [], True, w.failed)
     return Plan(status, w.ready, False, w.failed, w.waits, w.continue_as, w.budgets, w.members)
-
-
-def _one_line(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors()[:3]:
-        loc = ".".join(str(p) for p in err["loc"]) or "value"
-        parts.append(f"{loc}: {err['msg']}")
-    more = e.error_count() - 3
-    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
-
-
-def one_line_validation(e: ValidationError) -> str:
-    return _one_line(e)

@@ -6,7 +6,7 @@ a worktree's data) appear only where they apply.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -53,6 +53,7 @@ class ApprovalView(BaseModel):
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")  # a human task's answer model
 
     model_config = {"populate_by_name": True}
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("options", "answer", "allowed", "due", "schema")
 
 
 class BudgetView(BaseModel):
@@ -83,6 +84,9 @@ class NodeView(BaseModel):
     caught: str | None = None  # a failure a TryCatchFinally or Saga handled: by which
     saga: dict[str, Any] | None = None  # sagas: phase, the failed step, what was compensated
 
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("usage", "loop_iteration", "worktree", "wait", "child_run_id", "cache",
+                                           "caught", "saga")
+
     @property
     def key(self) -> Key:
         return (self.id, self.iteration)
@@ -112,9 +116,19 @@ class RunReport(BaseModel):
     budgets: list[BudgetView] | None = None
     parent_step: list[Any] | None = None  # a sub-workflow's run: the parent's step [node, iteration]
 
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("result", "budgets", "parent_step")
+
     def json_dict(self) -> dict[str, Any]:
         """The `--json` shape (optional parts only where they apply)."""
-        return self.model_dump(mode="json", exclude_unset=True, by_alias=True)
+        out = self.model_dump(mode="json", by_alias=True)
+        _drop_none(out, self.OPTIONAL)
+        for n in out["nodes"]:
+            _drop_none(n, NodeView.OPTIONAL)
+        for a in out["approvals"]:
+            _drop_none(a, ApprovalView.OPTIONAL)
+            if a.get("mode") == "approve":
+                del a["mode"]
+        return out
 
     @property
     def past(self) -> bool:
@@ -183,11 +197,17 @@ def build_report(data: ReportData, frame: int | None = None, executing_here: boo
         status=str(shown_status(run, executing_here) if not past else data.status),
         error=run.error if not past else None, parent_run_id=run.parent_run_id, parent_frame=run.parent_frame,
         kind=str(run.kind), successor_run_id=run.successor_run_id,
-        frame=frame if past else run.frame, last_frame=run.frame, created_at=run.created_at,
+        frame=frame if frame is not None else run.frame, last_frame=run.frame, created_at=run.created_at,
         updated_at=run.updated_at, finished_at=run.finished_at,
         owner=(OwnerView(id=owner.id, host=owner.host, pid=owner.pid, heartbeat_at=owner.heartbeat_at)
                if owner else None),
         usage=total, approvals=approvals, nodes=nodes, **extra)
+
+
+def _drop_none(d: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for k in keys:
+        if d.get(k) is None:
+            d.pop(k, None)
 
 
 def _budgets(meta: dict[str, Any], usage: dict[Key, Usage], total: Usage) -> list[BudgetView]:

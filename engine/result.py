@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .dsl import (Approval, Branch, ContinueAsNew, HumanTask, Loop, Node, Parallel, Saga, Sequence, Signal, Subflow,
-                  Task, Timer, TryCatchFinally, Worktree)
+from .dsl import (Approval, Branch, ContinueAsNew, HumanTask, Loop, Node, Parallel, Saga, Signal, Subflow, Task,
+                  Timer, TryCatchFinally)
 from .state import FAILED, RunState
-
-_LEAVES = (Task, Approval, Signal, Timer, HumanTask, Subflow)
 
 
 def run_result(root: Node, state: RunState) -> Any:
@@ -18,30 +16,27 @@ def run_result(root: Node, state: RunState) -> Any:
 
 
 def _result(node: Node, state: RunState, it: int) -> Any:
-    t = type(node)
-    if t in _LEAVES:
-        return state.outputs.get((node.id, it))  # type: ignore[arg-type]
-    if t is Branch:
-        chosen = node.chosen()  # type: ignore[attr-defined]
+    if isinstance(node, (Task, Approval, Signal, Timer, HumanTask, Subflow)):
+        return state.outputs.get((node.id, it))
+    if isinstance(node, Branch):
+        chosen = node.chosen()
         return None if chosen is None else _result(chosen, state, it)
-    if t is Loop:
-        rec = state.nodes.get((node.id, it))  # type: ignore[arg-type]
+    if isinstance(node, Loop):
+        rec = state.nodes.get((node.id, it))
         cur = rec.data["iteration"] if rec is not None and rec.data else it
-        return _result(node.items[-1], state, cur) if node.items else None  # type: ignore[attr-defined]
-    if t is Parallel:
-        return {c.id: _result(c, state, it) for c in node.items if c.id is not None}  # type: ignore[attr-defined]
-    if t is TryCatchFinally:
-        if node.catch is not None and _failed_inside(node.try_, state, it):  # type: ignore[attr-defined]
-            return _result(node.catch, state, it)  # type: ignore[attr-defined]
-        return _result(node.try_, state, it)  # type: ignore[attr-defined]
-    if t is Saga:
-        return _result(node.steps[-1][0], state, it)  # type: ignore[attr-defined]
-    if t is ContinueAsNew:
+        return _result(node.items[-1], state, cur) if node.items else None
+    if isinstance(node, Parallel):
+        return {c.id: _result(c, state, it) for c in node.items if c.id is not None}
+    if isinstance(node, TryCatchFinally):
+        if node.catch is not None and _failed_inside(node.try_, state, it):
+            return _result(node.catch, state, it)
+        return _result(node.try_, state, it)
+    if isinstance(node, Saga):
+        return _result(node.steps[-1][0], state, it)
+    if isinstance(node, ContinueAsNew):
         return None
-    if t in (Sequence, Worktree):
-        kids = [c for c in node.children() if type(c) is not ContinueAsNew]
-        return _result(kids[-1], state, it) if kids else None
-    return None
+    kids = [c for c in node.children() if not isinstance(c, ContinueAsNew)]  # a Sequence, a Worktree
+    return _result(kids[-1], state, it) if kids else None
 
 
 def _failed_inside(node: Node, state: RunState, it: int) -> bool:

@@ -23,12 +23,12 @@ from .errors import RenderError, SmithersError, TaskTimeout
 from .events import Event
 from .frame import Delta, keyframe
 from .lease import HEARTBEAT_S
+from .errors import one_line_validation
 from .records import ApprovalRecord, NewRun, RunRecord
-from .render import (S_DONE, S_FAILED, S_WAITING, Plan, Ready, coerce_output, fingerprint, index_tree,
-                     one_line_validation, render)
+from .render import S_DONE, S_FAILED, S_WAITING, Plan, Ready, coerce_output, fingerprint, index_tree, render
 from .state import (CANCELLED, DONE, FAILED, FINAL_NODE_STATES, PENDING, RUN_CANCELLED, RUN_FAILED, RUN_FINISHED,
-                    RUN_RUNNING, RUN_WAITING, RUNNING, SKIPPED, WAITING, WAITING_APPROVAL, Key, NodeKind, NodeRecord,
-                    RunKind, RunState, RunStatus, key_label, key_str)
+                    RUN_RUNNING, RUN_WAITING, RUNNING, SKIPPED, WAITING, WAITING_APPROVAL, Key, NodeRecord,
+                    RunKind, RunState, RunStatus, key_str)
 from .store import dumps
 
 if TYPE_CHECKING:
@@ -106,8 +106,8 @@ class RunExecutor:
                 continue  # handled by a TryCatchFinally or a Saga: not retried (a compensated saga stays failed)
             elif was_failed and rec.state == FAILED:
                 data = rec.data
-                if rec.kind == "loop":  # a loop that hit max_iterations with on_max="fail" gets one more round
-                    data = {**rec.data, "start": rec.data["iteration"] + 1, "iteration": rec.data["iteration"] + 1}
+                if rec.kind == "loop" and data:  # a loop that hit max_iterations (on_max="fail") gets one more round
+                    data = {**data, "start": data["iteration"] + 1, "iteration": data["iteration"] + 1}
                     self.state.note_loop(key[0], NodeRecord("loop", RUNNING, 0, None, data))
                 self._set(key, NodeRecord(rec.kind, PENDING if rec.kind != "loop" else RUNNING, 0, None, data))
                 self.delta.event("node_retrying", key, reason="resume of a failed run")
@@ -152,10 +152,10 @@ class RunExecutor:
                 plan = None
             status = S_FAILED if plan is None else plan.status
             starts: list[Ready] = []
-            final: str | None = None
+            final: RunStatus | None = None
             parked = self._parked_children()
             busy = len(self.running) - len(parked)  # steps that are really moving
-            if status == S_FAILED or self.failing:
+            if status == S_FAILED or self.failing or plan is None:
                 if plan is not None and plan.failed and not self.failing:
                     self.failing = plan.failed
                 if not self.running:
@@ -290,7 +290,7 @@ class RunExecutor:
         self.state.nodes[key] = rec
         self.delta.nodes[key] = rec
 
-    def _set_status(self, status: str) -> None:
+    def _set_status(self, status: RunStatus) -> None:
         self.status = status
         self.delta.run["status"] = status
         self.delta.event("run_waiting" if status == RUN_WAITING else "run_resumed", None)
@@ -474,7 +474,7 @@ class RunExecutor:
             why = budget.spent_all(tokens, usd)
             if why is not None:
                 what = "the run's budget" if scope == RUN_SCOPE else (
-                    f"its budget" if scope == r.key[0] else f"the budget of {scope!r}")
+                    "its budget" if scope == r.key[0] else f"the budget of {scope!r}")
                 err = f"{what} is spent ({why}): the step did not start"
                 rec = self.state.nodes.get(r.key)
                 self._set(r.key, NodeRecord(rec.kind if rec else "task", FAILED, rec.attempts if rec else 0, err,
@@ -553,8 +553,6 @@ class RunExecutor:
         extra: dict[str, Any] = {}
         if isinstance(result, StepResult):
             extra, result = result.attempt, result.value
-            if result is None and isinstance(node, Worktree):
-                pass
         if isinstance(node, Worktree):
             rec = self.state.nodes[r.key]
             self._set(r.key, NodeRecord("worktree", RUNNING, rec.attempts, None, result))
@@ -564,22 +562,23 @@ class RunExecutor:
                 self.delta.attempts.append(row)
             self.delta.event("worktree_created", r.key, **result)
             return
+        task = r.task
         try:
-            value, tname = coerce_output(node, result)
+            value, tname = coerce_output(task, result)
             dumps(value)
         except (ValidationError, TypeError, ValueError) as e:
-            msg = (f"output does not fit {node.output.__name__}: {one_line_validation(e)}"
-                   if isinstance(e, ValidationError) and node.output else f"output is not JSON: {e}")
+            msg = (f"output does not fit {task.output.__name__}: {one_line_validation(e)}"
+                   if isinstance(e, ValidationError) and task.output else f"output is not JSON: {e}")
             self._fail_attempt(r, SmithersError(msg))
             return
         self.count_usage(r.key, extra)
         self._finish_attempt(r, DONE, None, extra)
         tctx = self.step_ctx.pop(r.key, None)
-        deps = tctx.deps(fingerprint(node)) if tctx is not None else None
+        deps = tctx.deps(fingerprint(task)) if tctx is not None else None
         self.put_output(r.key, value, tname, deps)
         cache_key = self.cache_keys.pop(r.key, None)
-        if cache_key is not None and isinstance(node, Task) and node.cache is not None:
-            self.delta.cache.append({"node_id": node.id, "key": cache_key, "version": str(node.cache.version),
+        if cache_key is not None and task.cache is not None:
+            self.delta.cache.append({"node_id": task.id, "key": cache_key, "version": str(task.cache.version),
                                      "value": value, "type": tname, "iteration": r.key[1]})
         self.delta.event("node_finished", r.key, attempt=self.state.nodes[r.key].attempts,
                          **({k: extra[k] for k in ("tokens_in", "tokens_out", "cost_usd", "cache", "child")
@@ -780,7 +779,8 @@ class RunExecutor:
                 value, tname = (model.model_validate(d.answer).model_dump(mode="json"), type_name(model)) if model \
                     else (d.answer, d.request.get("output"))
             except ValidationError as e:
-                err = f"the answer by {d.decided_by} does not fit {model.__name__}: {one_line_validation(e)}"  # type: ignore[union-attr]
+                err = (f"the answer by {d.decided_by} does not fit {model.__name__ if model else 'its model'}: "
+                       f"{one_line_validation(e)}")
                 self._set(key, NodeRecord("human", FAILED, rec.attempts, err, data))
                 self.delta.event("node_failed", key, error=err)
                 return
@@ -800,7 +800,7 @@ class RunExecutor:
         if self.running:
             await asyncio.wait(list(self.running))
         handled = {r.key for r in self.running.values()}  # their runners cancelled their child runs
-        for t, r in list(self.running.items()):
+        for r in list(self.running.values()):
             self.running_keys.discard(r.key)
             self._finish_attempt(r, CANCELLED, "cancelled")
         self.running.clear()

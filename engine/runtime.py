@@ -15,13 +15,14 @@ from .attempt import StepResult, new_run_id, run_compute
 from .budget import Budget
 from .context import TaskCtx, resolve_type
 from .dsl import Signal, WorkflowDef
-from .errors import ApprovalConflict, BadInput, InputInvalid, LeaseHeld, SourceChanged, WorkflowNotFound
+from .errors import (ApprovalConflict, BadInput, LeaseHeld, SourceChanged, WorkflowNotFound,
+                     one_line_validation)
 from .events import EventBus
 from .lease import Owner, describe_owner, owner_alive, shown_status
 from .loader import load_target, source_hash
 from .outline import Outline, outline
 from .records import ApprovalRecord, FrameRecord, NewRun, RunRecord, SignalRecord
-from .render import Ready, one_line_validation
+from .render import Ready
 from .report import RunReport, build_report
 from .run import RunExecutor
 from .state import (FINAL_RUN_STATES, RUN_CANCELLED, RUN_FAILED, RUN_FINISHED, RUN_REWOUND, RUN_RUNNING, WAITING,
@@ -212,11 +213,7 @@ class Engine:
         `parent` (run id, step, frame) makes it a sub-workflow's run; `budget` bounds its spend."""
         if max_concurrency is not None and max_concurrency < 1:
             raise BadInput(f"--max-concurrency must be at least 1 (got {max_concurrency})")
-        try:
-            inp = wf.validate_input(input_data)
-        except ValidationError as e:
-            raise InputInvalid(f"invalid input for workflow {wf.name!r}: {one_line_validation(e)}; "
-                               f"`smithers workflows --json` shows its input schema") from None
+        inp = wf.check_input(input_data)
         run_id = run_id or new_run_id()
         if await self.store.run_exists(run_id):
             raise BadInput(f"a run {run_id!r} already exists: choose another --run-id or resume it")
@@ -380,7 +377,7 @@ class Engine:
             return model
         found = await self._node_of(run_id, node_id, workflow)
         model = getattr(found, "output", None)
-        if model is None:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise BadInput(f"cannot check an answer to {node_id!r} of run {run_id}: its workflow cannot be loaded "
                            "here (`smithers show` says where it lives)")
         return model

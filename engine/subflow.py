@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from .attempt import StepResult
 from .dsl import Subflow, WorkflowDef
 from .errors import SmithersError
-from .state import RunKind, RunStatus
+from .state import RunStatus
 
 if TYPE_CHECKING:
     from .context import TaskCtx
@@ -39,7 +39,8 @@ class SubflowError(SmithersError):
 async def run_subflow(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
     from .run import Parked, child_run_id
 
-    node: Subflow = r.node  # type: ignore[assignment]
+    node = r.node
+    assert isinstance(node, Subflow)
     engine, store = ex.engine, ex.store
     cid = child_run_id(ex.run_id, r.key)
     if not await store.run_exists(cid):
@@ -130,7 +131,3 @@ def workflow_target(wf: WorkflowDef) -> str:
     if wf.source_path is None:
         raise SmithersError(f"workflow {wf.name!r} has no source file to load it from in another process")
     return f"file:{wf.source_path}:{wf.name}"
-
-
-def is_subflow(run: Any) -> bool:
-    return run.kind == RunKind.SUBFLOW

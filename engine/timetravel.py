@@ -20,7 +20,7 @@ from .lease import describe_owner, owner_alive
 from .loader import source_hash
 from .outline import Outline, outline
 from .records import FrameState, NewRun, OutputRecord, RunRecord
-from .render import one_line_validation
+from .errors import one_line_validation
 from .state import DONE, RUN_REWOUND, RUNNING, SKIPPED, Key, NodeRecord, RunKind, RunState, RunStatus, key_str
 
 KEEP_TASK_STATES = (DONE, SKIPPED)

@@ -39,7 +39,7 @@ class ToolContext:
     """What a tool call may touch: the working directory and shell settings."""
 
     workdir: Path
-    emit: Callable[[str, str, dict], None] | None = None  # (kind, text, data) for shell output
+    emit: Callable[[str, str, dict[str, Any]], None] | None = None  # (kind, text, data) for shell output
     shell_timeout: float = SHELL_TIMEOUT
     output_cap: int = OUTPUT_CAP
     pass_secrets: bool = False
@@ -65,7 +65,7 @@ def openai_tool_specs(tools: list[Tool]) -> list[dict[str, Any]]:
     return [t.spec() for t in tools]
 
 
-async def call_tool(tools: list[Tool], name: str, arguments: str | dict, ctx: ToolContext) -> tuple[bool, str]:
+async def call_tool(tools: list[Tool], name: str, arguments: str | dict[str, Any], ctx: ToolContext) -> tuple[bool, str]:
     """Run one tool call; returns (ok, text). Never raises for tool-level failures."""
     tool = next((t for t in tools if t.name == name), None)
     if tool is None:

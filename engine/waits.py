@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from .context import type_name
-from .dsl import Approval, HumanTask, Node, Signal, Subflow, Timer
-from .render import one_line_validation
+from .dsl import Node, Signal, Subflow, Timer
+from .errors import one_line_validation
 from .state import DONE, FAILED, SKIPPED, WAITING, WAITING_APPROVAL, Key, NodeRecord
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ async def settle(ex: "RunExecutor", plan: "Plan") -> bool:
     """Move on every wait of the plan that can move; True when something did (render again)."""
     now = time.time()
     moved = False
-    signal_waits = [(k, n) for k, n in plan.waits if type(n) is Signal and ex.state.nodes[k].state == WAITING]
+    signal_waits = [(k, n) for k, n in plan.waits if isinstance(n, Signal) and ex.state.nodes[k].state == WAITING]
     if signal_waits and (ex.signals_stale or any(k not in ex.signal_seen for k, _ in signal_waits)):
         ex.signals_stale = False  # read again when another process writes, or a new wait begins
         ex.signal_seen.update(k for k, _ in signal_waits)
@@ -82,11 +82,10 @@ async def settle(ex: "RunExecutor", plan: "Plan") -> bool:
     return moved
 
 
-async def _take_signals(ex: "RunExecutor", waits: list[tuple[Key, Node]]) -> bool:
+async def _take_signals(ex: "RunExecutor", waits: list[tuple[Key, Signal]]) -> bool:
     pending = [s for s in await ex.store.signals(ex.run_id, pending_only=True) if s.seq not in ex.taken]
     moved = False
     for key, node in sorted(waits, key=lambda kn: ((ex.state.nodes[kn[0]].data or {}).get("since", 0), kn[0])):
-        assert isinstance(node, Signal)
         while True:
             sig = next((s for s in pending if s.name == node.name), None)
             if sig is None:
@@ -96,7 +95,8 @@ async def _take_signals(ex: "RunExecutor", waits: list[tuple[Key, Node]]) -> boo
             try:
                 value, tname = validate(node.output, sig.payload)
             except ValidationError as e:
-                err = f"payload does not fit {node.output.__name__}: {one_line_validation(e)}"  # type: ignore[union-attr]
+                name = node.output.__name__ if node.output is not None else "its model"
+                err = f"payload does not fit {name}: {one_line_validation(e)}"
                 ex.delta.signals.append({"seq": sig.seq, "key": None, "error": err})
                 ex.delta.event("signal_refused", key, name=sig.name, seq=sig.seq, error=err)
                 continue
@@ -133,10 +133,3 @@ async def _time_out_gate(ex: "RunExecutor", key: Key, node: Node, now: float) ->
     won, row = await ex.store.decide(ex.run_id, key[0], key[1], False, "timeout",
                                      f"no decision within {timeout:g}s", now, decision="timed_out")
     ex.apply_decision(row)
-
-
-def timeout_outcome(node: Approval | HumanTask | None, on_timeout: str, options: list[str]) -> dict[str, Any]:
-    """What a gate's timeout decides: approved?, and for select/rank what was chosen."""
-    if on_timeout == "approve":
-        return {"approved": True, "choice": options[0] if options else None, "ranking": list(options) or None}
-    return {"approved": False}

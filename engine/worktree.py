@@ -22,7 +22,8 @@ def _suffix(it: int) -> str:
 
 async def run_worktree(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> dict[str, Any]:
     """Make (or, for a fork, restore) the worktree; returns the node's data."""
-    node: Worktree = r.node  # type: ignore[assignment]
+    node = r.node
+    assert isinstance(node, Worktree)
     rec = ex.state.nodes[r.key]
     restore = (rec.data or {}).get("restore")
     try:

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn
 
 if TYPE_CHECKING:
     from engine.report import RunReport
-    from engine.run import RunExecutor
-    from engine.runtime import Engine
+    from engine.runtime import Engine, RunExecutor
     from engine.store import Store
 
 EXIT = {"finished": 0, "failed": 1, "cancelled": 2, "waiting": 3, "rewound": 0, "running": 0, "queued": 0,
@@ -238,11 +237,12 @@ def open_app(args: argparse.Namespace) -> int:
 
 # --- helpers ------------------------------------------------------------------------------------
 def open_db(db: str, *, readonly: bool = False, create: bool = False) -> Awaitable["Store"]:
-    """The store for a command. Commands that only read open it read-only: nothing is written."""
+    """The store for a command. Commands that only read open it read-only: nothing is written. A
+    command is one process doing one thing at a time: the database's work runs inline."""
     from engine.project import durability
     from engine.store import open_store
 
-    return open_store(db, create=create, readonly=readonly, durability=durability())
+    return open_store(db, create=create, readonly=readonly, durability=durability(), inline=True)
 
 
 def out_json(obj: Any) -> None:
@@ -290,14 +290,14 @@ def parse_data(args: argparse.Namespace) -> Any:
         raise InputInvalid(str(e).replace("--input-file", "--data-file").replace("--input", "--data")) from None
 
 
-def progress_printer(quiet: bool, as_json: bool) -> Callable[[Any], None]:
+def progress_printer() -> Callable[[Any], None]:
     shown = {"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped", "approval_requested",
              "approval_decided", "log", "node_interrupted", "loop_iteration", "wait_started", "signal_received",
              "signal_refused", "timer_fired", "wait_timed_out", "subflow_started", "failure_caught",
              "compensation_started", "saga_compensated", "run_continued", "cache_hit", "budget_exceeded"}
 
     def on_event(ev: Any) -> None:
-        if not quiet and not as_json and ev.type in shown:
+        if ev.type in shown:
             print(ev.line(), flush=True)
 
     return on_event
@@ -306,7 +306,8 @@ def progress_printer(quiet: bool, as_json: bool) -> Callable[[Any], None]:
 async def execute(engine: "Engine", ex: "RunExecutor", args: argparse.Namespace) -> int:
     """Run an executor here in the foreground (its sub-workflows too, and the runs it continues as),
     print progress, then the result of the last run."""
-    engine.bus.subscribe(progress_printer(args.quiet, args.json))
+    if not args.quiet and not args.json:
+        engine.bus.subscribe(progress_printer())
     first = ex.run_id
 
     def next_run(nxt: "RunExecutor") -> None:
@@ -394,7 +395,7 @@ async def cmd_run(args: argparse.Namespace, db: str) -> int:
 
     wf, target = resolve(args.target)
     data = parse_input(args)
-    wf_input_check(wf, data)  # before anything is written
+    wf.check_input(data)  # before anything is written
     budget = (Budget(tokens=args.budget_tokens, usd=args.budget_usd)
               if args.budget_tokens is not None or args.budget_usd is not None else None)
     async with await open_db(db, create=True) as store:
@@ -404,19 +405,6 @@ async def cmd_run(args: argparse.Namespace, db: str) -> int:
         if not args.json and not args.quiet:
             print(f"run {ex.run_id} started: {wf.name} (db {db})", flush=True)
         return await execute(engine, ex, args)
-
-
-def wf_input_check(wf: Any, data: Any) -> None:
-    from pydantic import ValidationError
-
-    from engine.errors import InputInvalid
-    from engine.render import one_line_validation
-
-    try:
-        wf.validate_input(data)
-    except ValidationError as e:
-        raise InputInvalid(f"invalid input for workflow {wf.name!r}: {one_line_validation(e)}; "
-                           f"`smithers workflows --json` shows its input schema") from None
 
 
 async def cmd_resume(args: argparse.Namespace, db: str) -> int:
@@ -739,7 +727,7 @@ async def cmd_init(args: argparse.Namespace, db: str) -> int:
 
 
 async def cmd_migrate(args: argparse.Namespace, db: str) -> int:
-    from engine.store.schema import SCHEMA_VERSION
+    from engine.store import SCHEMA_VERSION
 
     async with await open_db(db):
         print(f"{db} is at schema v{SCHEMA_VERSION}")

@@ -186,3 +186,78 @@ async def interrupt_when(ex: Any, reached: Any) -> None:
         return
     raise AssertionError("the run ended before it could be interrupted")
 
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 180.0, every: float = 0.02) -> Any:
+    """Poll `predicate` until it is truthy (a process's effect on the disk or the database). The
+    timeout only turns a hang into a failure: it is far above any real wait, loaded machine or not."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(every)
+
+
+def stops_after(target: str, marker: Path) -> str:
+    """Python source that runs the real `smithers` CLI, but once `target` (module:function) has
+    returned, writes `marker` and hangs, so that a test can kill -9 it exactly there."""
+    module, func = target.split(":")
+    return f"""
+import sys, time
+from pathlib import Path
+import {module} as mod
+
+real = mod.{func}
+
+
+def stop_after(*args, **kw):
+    out = real(*args, **kw)
+    Path({str(marker)!r}).write_text("reached")
+    time.sleep(3600)
+    return out
+
+
+mod.{func} = stop_after
+from smithers_tui.cli import main
+
+sys.argv[0] = "smithers"
+main()
+"""
+
+
+def write_source(folder: Path, name: str, source: str) -> Path:
+    """Write a workflow file `name` with `source` into `folder`; its path."""
+    path = folder / name
+    path.write_text(source)
+    return path
+
+
+def git_repo(path: Path, files: dict[str, str], message: str = "init") -> Path:
+    """A git repository at `path` on branch main with `files` (relative path -> text) committed."""
+    path.mkdir(parents=True, exist_ok=True)
+    sh(path, "init", "-q", "-b", "main")
+    for rel, text in files.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(text)
+    sh(path, "add", "-A")
+    sh(path, "commit", "-q", "-m", message)
+    return path
+
+
+def newer_database(path: Path) -> Path:
+    """A SQLite file written by a newer smithers (schema one past this one's)."""
+    import sqlite3
+
+    from engine.store import SCHEMA_VERSION
+
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE future (x)")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    return path

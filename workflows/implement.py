@@ -282,7 +282,7 @@ def implement_loop(ctx: Ctx, prefix: str, prompt: str, *, test_command: str | No
         if chk is not None and chk.implemented and not files:
             reason += "; no files were changed"
         t.log(f"{prefix}: {status}: {reason}")
-        return LoopResult(status=status, succeeded=status == "done", reason=reason, rounds=len(its),  # type: ignore[arg-type]
+        return LoopResult(status=status, succeeded=status == "done", reason=reason, rounds=len(its),  # type: ignore[arg-type]  # status is one of the Literal values
                           max_rounds=max_rounds, passed=bool(chk and chk.passed), approved=approved,
                           tests_ran=bool(chk and chk.ran), test_command=chk.command if chk else test_command,
                           test_output=truncate_middle(chk.output, 3000) if chk else "", branch=branch_name,

@@ -462,7 +462,7 @@ def summarize(t: TaskCtx) -> KanbanSummary:
             status, rounds = res.status, res.rounds
             why = res.reason + ("; " + (m.message if res.succeeded else "not merged") if m is not None else "")
         had = first.get(tk.slug)
-        rows.append(TicketSummary(slug=tk.slug, title=tk.title, path=tk.path, status=status, rounds=rounds,  # type: ignore[arg-type]
+        rows.append(TicketSummary(slug=tk.slug, title=tk.title, path=tk.path, status=status, rounds=rounds,  # type: ignore[arg-type]  # status is one of the Literal values
                                   branch=f"ticket/{tk.slug}", merged=bool(m and m.merged),
                                   conflicts=list(had.conflicts) if had else [],
                                   resolved=bool(had and had.conflicts and m and m.merged), why=why))

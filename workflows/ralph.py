@@ -107,7 +107,7 @@ def _result(inp: RalphInput):
                 "max_iterations": f"stopped after {len(its)} iteration(s) (the limit)"}[why]
         engine_git.commit_all(t.workdir, f"ralph: {inp.prompt.strip().splitlines()[0][:60]}\n\n{text}\n")
         files = changes_since(t.workdir, began.commit, limit=1)[1] if began else []
-        return RalphResult(iterations=len(its), stopped_because=why, reason=text,  # type: ignore[arg-type]
+        return RalphResult(iterations=len(its), stopped_because=why, reason=text,  # type: ignore[arg-type]  # why is one of the Literal values
                            branch=current_branch(t.workdir), commit=head_commit(t.workdir), changed_files=files,
                            last_summary=last.summary if last else "")
     return result

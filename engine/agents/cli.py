@@ -176,12 +176,12 @@ class CLIAgent(Agent):
             while True:
                 left = deadline - loop.time()
                 if left <= 0:
-                    raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed")
+                    raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed") from None
                 try:
                     raw = await asyncio.wait_for(proc.stdout.readline(), min(left, self.idle_timeout))
                 except asyncio.TimeoutError:
                     if deadline - loop.time() <= 0:
-                        raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed")
+                        raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed") from None
                     raise AgentError(f"{self.name}: no output for {self.idle_timeout:g}s (idle timeout); "
                                      "the process was killed") from None
                 if not raw:
@@ -212,7 +212,7 @@ class CLIAgent(Agent):
             raise AgentError(f"{self.name}: `{self.binary}` failed (exit {rc}): {' '.join(why.split())[:300]}")
 
 
-def _json_line(line: str) -> dict | None:
+def _json_line(line: str) -> dict[str, Any] | None:
     try:
         obj = json.loads(line)
     except ValueError:

@@ -73,7 +73,7 @@ def build_instance(model: type[BaseModel], depth: int = 0) -> BaseModel:
     values: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         ann = field.rebuild_annotation() if hasattr(field, "rebuild_annotation") else field.annotation
-        adapter = TypeAdapter(ann)
+        adapter: TypeAdapter[Any] = TypeAdapter(ann)  # type: ignore[arg-type]  # an annotation read at run time
         chosen, found = None, False
         for cand in _candidates(field.annotation, name.replace("_", " "), depth):
             try:
@@ -121,7 +121,7 @@ class DemoAgent(Agent):
                            structured_mode="prompt_schema", attempts=1)
 
 
-Reply = Union[str, dict, BaseModel, Exception, Callable[[str], Any]]
+Reply = Union[str, dict[str, Any], BaseModel, Exception, Callable[[str], Any]]
 
 
 class ScriptedAgent(Agent):

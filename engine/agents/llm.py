@@ -143,7 +143,7 @@ class LLMAgent(Agent):
             response_format = {"type": "json_schema", "json_schema": {
                 "name": output.__name__, "schema": output.model_json_schema(), "strict": False}}
         ctx = ToolContext(Path(workdir), shell_timeout=self.shell_timeout, pass_secrets=self.pass_secrets,
-                          emit=lambda k, t, d: emit(AgentEvent(kind=k, text=t, data=d, agent=self.name)))
+                          emit=lambda k, t, d: emit(AgentEvent(kind=k, text=t, data=d, agent=self.name)))  # type: ignore[arg-type]  # tools emit known kinds
         usage = Usage(model=self.model, agent=self.name)
         attempts = 0
 
@@ -189,7 +189,7 @@ class LLMAgent(Agent):
             native = False
         return "native_json_schema" if native else "prompt_schema"
 
-    async def _call(self, tc: dict, tools: list[Tool], ctx: ToolContext, messages: list[dict], emit: Emit) -> None:
+    async def _call(self, tc: dict[str, Any], tools: list[Tool], ctx: ToolContext, messages: list[dict[str, Any]], emit: Emit) -> None:
         name, raw = tc["function"]["name"], tc["function"]["arguments"]
         try:
             shown: Any = json.loads(raw or "{}")
@@ -203,7 +203,7 @@ class LLMAgent(Agent):
         messages.append({"role": "tool", "tool_call_id": tc["id"], "name": name, "content": result})
 
     # -- one completion, with provider retries -------------------------------------------
-    async def _complete(self, litellm: Any, messages: list[dict], tools: list[Tool], response_format: Any,
+    async def _complete(self, litellm: Any, messages: list[dict[str, Any]], tools: list[Tool], response_format: Any,
                         emit: Emit) -> tuple[dict[str, Any], Usage]:
         for attempt in range(self.max_provider_retries + 1):
             try:
@@ -238,7 +238,7 @@ class LLMAgent(Agent):
             return status, status in _RETRY_STATUS
         return status, False
 
-    async def _stream_once(self, litellm: Any, messages: list[dict], tools: list[Tool], response_format: Any,
+    async def _stream_once(self, litellm: Any, messages: list[dict[str, Any]], tools: list[Tool], response_format: Any,
                            emit: Emit) -> tuple[dict[str, Any], Usage]:
         kwargs: dict[str, Any] = dict(model=self.model, messages=messages, stream=True,
                                       stream_options={"include_usage": True}, num_retries=0, max_retries=0,

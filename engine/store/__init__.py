@@ -6,18 +6,20 @@ import os
 from pathlib import Path
 
 from .base import Store
+from .schema import SCHEMA_VERSION
 from .sqlite import SQLiteStore, dumps
 
-__all__ = ["SQLiteStore", "Store", "dumps", "open_store"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "Store", "dumps", "open_store"]
 
 
 async def open_store(where: str | os.PathLike[str], *, create: bool = True, readonly: bool = False,
-                     durability: str = "full") -> Store:
+                     durability: str = "full", inline: bool = False) -> Store:
     """Open the database at `where`: a file path (SQLite) or a `sqlite:///path` URL.
 
     `readonly` opens it for commands that only read: nothing is written, not even the schema.
-    `durability` is "full" (every commit survives an OS crash: the default) or "normal"."""
+    `durability` is "full" (every commit survives an OS crash: the default) or "normal". `inline`
+    runs the database's work on the caller's thread (a process with one run in the foreground)."""
     text = os.fspath(where)
     if text.startswith("sqlite:///"):
         text = text[len("sqlite://"):]
-    return await SQLiteStore.open(Path(text), create=create, readonly=readonly, durability=durability)
+    return await SQLiteStore.open(Path(text), create=create, readonly=readonly, durability=durability, inline=inline)

@@ -35,11 +35,11 @@ class Store(ABC):
     # --- lifecycle -----------------------------------------------------------------------------
     @classmethod
     async def open(cls, where: Any, *, create: bool = True, readonly: bool = False,
-                   durability: str = "full") -> "Store":
+                   durability: str = "full", inline: bool = False) -> "Store":
         """The store for a path or URL (see engine.store.open_store)."""
         from . import open_store
 
-        return await open_store(where, create=create, readonly=readonly, durability=durability)
+        return await open_store(where, create=create, readonly=readonly, durability=durability, inline=inline)
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -1,9 +1,10 @@
-"""The SQLite store (aiosqlite, WAL): the embedded default. One commit = one frame = one
-transaction = one thread hop.
+"""The SQLite store (WAL): the embedded default. One commit = one frame = one transaction = one
+call into the store's thread.
 
 Every write of a transition (node states, outputs, attempts, events, approvals, the frame and,
-now and then, a keyframe) is gathered in Python and handed to aiosqlite's worker thread as one
-function (`_apply`), so a step costs one round trip however many rows it writes.
+now and then, a keyframe) is gathered in Python and handed to the store's thread as one function
+(`_apply`), so a step costs one round trip however many rows it writes; a process with nothing
+else to do (`smithers run` in the foreground) runs it inline, without the hop.
 
 Concurrency: every statement runs to completion and its cursor is closed in that same hop, so a
 connection never sits on an open read snapshot. (A half-read cursor kept a read transaction
@@ -17,15 +18,14 @@ commit, so a finished step survives an OS crash or power loss, not only a proces
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 from urllib.parse import quote
-
-import aiosqlite
 
 from ..errors import (BadInput, Conflict, LeaseLost, NotADatabase, RunNotFound, SchemaTooNew, SmithersError, StoreBusy,
                       StoreDamaged, StoreFull, StoreReadOnly)
@@ -49,6 +49,9 @@ def dumps(v: Any) -> str:
     return _dumps(v)
 
 
+loads = json.loads
+
+
 def _all(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
     """Run a query to its end and close its cursor (an open cursor would hold a read snapshot)."""
     cur = conn.execute(sql, tuple(params))
@@ -69,7 +72,7 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 
 def _apply(conn: sqlite3.Connection, ops: Ops, fence: str | BaseException | None = None) -> list[int]:
-    """Run in aiosqlite's thread: all ops in one write transaction. Returns the rowcounts, then
+    """Run in the store's thread: all ops in one write transaction. Returns the rowcounts, then
     last_insert_rowid(). With a fence, the first op is a guarded update that must change one row,
     else nothing is written: a run id fences the lease (the update is the run's own, guarded by its
     owner id: another process holds it), an exception is raised as it is."""
@@ -109,16 +112,20 @@ def _read(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
 class SQLiteStore(Store):
     """One database file. One connection per Store, used by one event loop."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path, readonly: bool = False) -> None:
-        self.conn = conn
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool = False, inline: bool = False) -> None:
+        self._db = conn
         self.path = path
         self.where = str(path)
         self.readonly = readonly
+        # Statements run in one thread of their own, so the event loop goes on while SQLite works
+        # (and, at full durability, waits for the disk). `inline` runs them on the caller's thread
+        # instead: no hop between threads, for a process with nothing else to do meanwhile.
+        self._pool = None if inline else ThreadPoolExecutor(1, thread_name_prefix="smithers-sqlite")
 
     # --- opening -------------------------------------------------------------------------------
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False,
-                   durability: str = "full") -> "SQLiteStore":
+                   durability: str = "full", inline: bool = False) -> "SQLiteStore":
         """Open (with create: make) a database file. `readonly` opens it for reading only: nothing is
         written, not even the schema; a file that is read-only on disk can still be read."""
         path = Path(path)
@@ -140,55 +147,60 @@ class SQLiteStore(Store):
         mode = "ro" if readonly else "rwc" if create else "rw"
         uri = f"file:{quote(str(path.resolve()))}?mode={mode}"
         try:
-            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                   cached_statements=256)
         except sqlite3.Error as e:
             raise BadInput(f"cannot open {path} ({e}): pass --db with another path or set SMITHERS_DB") from None
         conn.row_factory = sqlite3.Row
-        store = cls(conn, path, readonly)
+        store = cls(conn, path, readonly, inline)
         try:
             version = await store._run(_prepare, readonly, DURABILITY[durability])
-        except SmithersError:
-            await conn.close()
+        except BaseException:
+            await store.close()
             raise
-        except sqlite3.Error as e:
-            await conn.close()
-            raise store._translate(e) from None
         if version < 0:
-            await conn.close()
+            await store.close()
             raise NotADatabase(f"{path} is not a smithers database (it holds other tables): pass --db with "
                                "another path or set SMITHERS_DB")
         if version > SCHEMA_VERSION:
-            await conn.close()
+            await store.close()
             raise SchemaTooNew(f"{path} was written by a newer smithers (schema v{version}, this one knows "
                                f"v{SCHEMA_VERSION}): upgrade smithers, or pass --db with another database")
         if version < SCHEMA_VERSION:
             if readonly and version == 0:
-                await conn.close()
+                await store.close()
                 raise NotADatabase(f"{path} is not a smithers database (it holds no runs table): pass --db "
                                    "with another path or set SMITHERS_DB")
             if readonly:
-                await conn.close()
+                await store.close()
                 raise BadInput(f"{path} was written by an older smithers (schema v{version}): "
                                "`smithers migrate` upgrades it, then this command works")
             try:
                 await store._run(_migrate)
-            except SmithersError:
-                await conn.close()
+            except BaseException:
+                await store.close()
                 raise
         return store
 
     async def close(self) -> None:
-        await self.conn.close()
+        if self._pool is None:
+            self._db.close()
+            return
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._db.close)
+        self._pool.shutdown(wait=False)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """fn(connection, *args) in the store's thread: one hop. Database errors become one line."""
+        """fn(connection, *args) in the store's thread (one hop), or inline. Database errors become
+        one line. A caller cancelled while fn runs does not stop fn: a transaction runs to its end."""
         try:
-            return await self.conn._execute(fn, self.conn._conn, *args)
+            if self._pool is None:
+                return fn(self._db, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self._db, *args)
         except sqlite3.Error as e:
             raise self._translate(e) from None
 
     def _translate(self, e: sqlite3.Error) -> SmithersError:
-        text = str(e)
+        text = " ".join(str(e).split())  # one line, whatever SQLite said
         if isinstance(e, sqlite3.IntegrityError):
             return Conflict(f"{text} in {self.path}")
         if "disk is full" in text or getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
@@ -363,7 +375,7 @@ class SQLiteStore(Store):
 
         nodes, outs = await self._run(_read, read)
         return RunState.of({(r[0], r[1]): node_record(r) for r in nodes},
-                           {(r[0], r[1]): (json.loads(r[2]), r[3]) for r in outs})
+                           {(r[0], r[1]): (loads(r[2]), r[3]) for r in outs})
 
     async def state_at(self, run_id: str, frame: int) -> FrameState:
         return await self._run(_read, lambda c: _state_at(c, run_id, frame))
@@ -371,8 +383,8 @@ class SQLiteStore(Store):
     async def outputs_at(self, run_id: str, frame: int) -> dict[Key, OutputRecord]:
         rows = await self._run(_all, "SELECT node_id, iteration, value, type, deps, frame FROM outputs "
                                      "WHERE run_id=? AND frame<=?", (run_id, frame))
-        return {(r["node_id"], r["iteration"]): OutputRecord(json.loads(r["value"]), r["type"],
-                                                             json.loads(r["deps"]) if r["deps"] else None, r["frame"])
+        return {(r["node_id"], r["iteration"]): OutputRecord(loads(r["value"]), r["type"],
+                                                             loads(r["deps"]) if r["deps"] else None, r["frame"])
                 for r in rows}
 
     async def report_data(self, run_id: str, frame: int | None = None) -> ReportData:
@@ -390,7 +402,7 @@ class SQLiteStore(Store):
             else:
                 nodes = {(r[0], r[1]): node_record(r) for r in _all(
                     c, "SELECT node_id,iteration,kind,state,attempts,error,data FROM nodes WHERE run_id=?", (run_id,))}
-                outputs = {(r[0], r[1]): json.loads(r[2]) for r in _all(
+                outputs = {(r[0], r[1]): loads(r[2]) for r in _all(
                     c, "SELECT node_id,iteration,value FROM outputs WHERE run_id=?", (run_id,))}
                 status = run.status
             attempts = [attempt_record(r) for r in _all(
@@ -400,7 +412,7 @@ class SQLiteStore(Store):
                    "ORDER BY a.requested_at", (run_id,))]
             return ReportData(run, nodes, outputs, status, attempts, approvals, frame_at)
 
-        data = await self._run(_read, read)
+        data: ReportData | None = await self._run(_read, read)
         if data is None:
             await self.get_run(run_id)  # raises the not-found error
             raise AssertionError("unreachable")
@@ -414,12 +426,13 @@ class SQLiteStore(Store):
     async def frames(self, run_id: str, since: int = 0) -> list[FrameRecord]:
         rows = await self._run(_all, "SELECT frame, at, delta FROM frames WHERE run_id=? AND frame>=? ORDER BY frame",
                                (run_id, since))
-        return [FrameRecord(r[0], r[1], decode_delta(json.loads(r[2]))) for r in rows]
+        return [FrameRecord(r[0], r[1], decode_delta(loads(r[2]))) for r in rows]
 
     async def events(self, run_id: str | None = None, after: int = 0, limit: int = 10000, *,
                      node: Key | None = None, types: Sequence[str] | None = None,
                      newest: bool = False) -> list[Event]:
-        where, params = ["seq>?"], [after]
+        where: list[str] = ["seq>?"]
+        params: list[Any] = [after]
         if run_id is not None:
             where.append("run_id=?")
             params.append(run_id)
@@ -524,7 +537,7 @@ class SQLiteStore(Store):
         if run is None:
             await self.get_run(run_id)  # raises the not-found error
         if row is None:
-            raise BadInput(f"run {run_id} is {run['status']}: it takes no more signals (only queued, running or "  # type: ignore[index]
+            raise BadInput(f"run {run_id} is {run['status']}: it takes no more signals (only queued, running or "  # type: ignore[index]  # run is a row here: get_run raised otherwise
                            "waiting runs do); nothing was sent")
         return signal_record(row)
 
@@ -702,15 +715,15 @@ def _state_at(c: sqlite3.Connection, run_id: str, frame: int) -> FrameState:
     nodes: dict[Key, NodeRecord] = {}
     status = "running"
     if kf:
-        k = json.loads(kf[1])
+        k = loads(kf[1])
         nodes = {parse_key(s): NodeRecord.from_list(v) for s, v in k["n"].items()}
         status = k.get("r", status)
     for (d,) in _all(c, "SELECT delta FROM frames WHERE run_id=? AND frame>? AND frame<=? ORDER BY frame",
                      (run_id, start, frame)):
-        dd: FrameDelta = decode_delta(json.loads(d))
+        dd: FrameDelta = decode_delta(loads(d))
         nodes.update(dd.nodes)
         status = dd.status or status
-    outputs = {(n, i): json.loads(v) for n, i, v in _all(
+    outputs = {(n, i): loads(v) for n, i, v in _all(
         c, "SELECT node_id,iteration,value FROM outputs WHERE run_id=? AND frame<=?", (run_id, frame))}
     return FrameState(frame, nodes, outputs, status)
 
@@ -728,24 +741,24 @@ def run_record(r: sqlite3.Row) -> RunRecord:
     owner = (OwnerInfo(r["owner_id"], r["owner_host"], r["owner_pid"], r["owner_started"], r["heartbeat_at"])
              if r["owner_id"] else None)
     return RunRecord(id=r["id"], workflow=r["workflow"], target=r["target"], source_path=r["source_path"],
-                     source_hash=r["source_hash"], input=json.loads(r["input"]), status=RunStatus(r["status"]),
+                     source_hash=r["source_hash"], input=loads(r["input"]), status=RunStatus(r["status"]),
                      error=r["error"], workdir=r["workdir"], kind=RunKind(r["kind"]), parent_run_id=r["parent_run_id"],
                      parent_frame=r["parent_frame"], successor_run_id=r["successor_run_id"], owner=owner,
                      cancel_requested=bool(r["cancel_requested"]), frame=r["frame"], created_at=r["created_at"],
                      updated_at=r["updated_at"], finished_at=r["finished_at"],
-                     meta=json.loads(r["meta"]) if r["meta"] else {},
-                     result=json.loads(r["result"]) if r["result"] else None, wake_at=r["wake_at"])
+                     meta=loads(r["meta"]) if r["meta"] else {},
+                     result=loads(r["result"]) if r["result"] else None, wake_at=r["wake_at"])
 
 
 def node_record(r: sqlite3.Row) -> NodeRecord:
-    return NodeRecord(r["kind"], r["state"], r["attempts"], r["error"], json.loads(r["data"]) if r["data"] else None)
+    return NodeRecord(r["kind"], r["state"], r["attempts"], r["error"], loads(r["data"]) if r["data"] else None)
 
 
 def attempt_record(r: sqlite3.Row) -> AttemptRecord:
     return AttemptRecord(r["run_id"], r["node_id"], r["iteration"], r["attempt"], r["started_at"], r["finished_at"],
                          r["outcome"], r["error"], r["agent"], r["model"], r["tokens_in"], r["tokens_out"],
                          r["cost_usd"], r["commit_sha"], r["structured_mode"],
-                         json.loads(r["data"]) if r["data"] else {})
+                         loads(r["data"]) if r["data"] else {})
 
 
 def approval_record(r: sqlite3.Row) -> ApprovalRecord:
@@ -764,7 +777,7 @@ def signal_record(r: sqlite3.Row) -> SignalRecord:
 
 def row_to_event(r: sqlite3.Row) -> Event:
     return Event(seq=r["seq"], run_id=r["run_id"], frame=r["frame"], at=r["at"], type=r["type"],
-                 node_id=r["node_id"], iteration=r["iteration"], data=json.loads(r["data"]) if r["data"] else {})
+                 node_id=r["node_id"], iteration=r["iteration"], data=loads(r["data"]) if r["data"] else {})
 
 
 # --- opening and migrating ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE
 
 Key = tuple[str, int]
 COLUMNS = ["To do", "In progress", "Review", "Done", "Failed"]
-DEFAULT_REVIEWERS = ["correctness", "tests", "simplicity"]
+from workflows.implement import DEFAULT_REVIEWERS  # noqa: E402  (the kanban's own default, not a copy)
 
 
 @dataclass

@@ -46,7 +46,7 @@ def collect(screen: Screen[Any]) -> list[tuple[str, str, str]]:
     seen: dict[tuple[Any, str, str], list[Any]] = {}
     order: list[tuple[Any, str, str]] = []
     for namespace, bindings in screen._modal_binding_chain:
-        for key, b in bindings:
+        for _key, b in bindings:
             if app._check_action_state(b.action, namespace) is False:
                 continue
             k = (namespace, b.action, b.id or b.description)

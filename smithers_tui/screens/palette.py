@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from ..widgets.fmt import key_label
+
 Command = tuple[str, str, Callable[[], Any]]  # title, help, callback
 
 
@@ -42,7 +44,7 @@ async def global_commands(app: Any) -> list[Command]:
     if host.reader is None:
         return out
     for g in await host.reader.approvals(open_only=True):
-        gate = g.node_id + (f"[{g.iteration}]" if g.iteration else "")
+        gate = key_label(g.node_id, g.iteration)
         for verb, ok in (("Approve", True), ("Deny", False)):
             out.append((f"{verb} {gate} of run {g.run_id}", g.message,
                         partial(app.decide_from_palette, g.run_id, g.node_id, g.iteration, ok)))

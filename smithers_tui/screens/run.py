@@ -6,8 +6,6 @@ shown frame `f` forks, `r` rewinds, `R` replays. A gate that waits opens the app
 from __future__ import annotations
 
 import asyncio
-import json
-from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -23,7 +21,7 @@ from textual.widgets import Footer, Header, Static
 from ..rows import record_row, run_row
 from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE, cost, key_label, tokens
 from ..widgets.inspector import Inspector
-from ..widgets.step_tree import Layout, StepTree, skeleton
+from ..widgets.step_tree import Layout, StepTree
 from ..widgets.timeline import FrameTimeline, describe
 
 Key = tuple[str, int]

@@ -44,6 +44,7 @@ def node_glyph(state: str) -> Text:
 
 
 def key_label(node_id: str, iteration: int) -> str:
+    """engine.state.key_label, without importing the engine before the first paint."""
     return f"{node_id}[{iteration}]" if iteration else node_id
 
 

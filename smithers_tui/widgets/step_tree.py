@@ -277,7 +277,7 @@ class StepTree(Tree[Any]):
             self.call_after_refresh(self.move_cursor_to_line, min(old_line, len(rows) - 1))
 
     def select_key(self, key: Key) -> bool:
-        for path, tn in self._by_path.items():
+        for tn in self._by_path.values():
             if tn.data is not None and tn.data.key == key:
                 self.move_cursor(tn)
                 return True

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Smithers, blocks_once
+from tests.support import Smithers, blocks_once, wait_until as wait_for
 
 MAX_CONCURRENCY = 4  # the engine's default, which `smithers run` uses
 ROUNDS = 15
@@ -92,15 +92,6 @@ def side_log(path: Path) -> list[tuple[str, tuple[str, int]]]:
     return out
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def outputs(rep: dict) -> dict[tuple[str, int], object]:
     return {(n["id"], n["iteration"]): n["output"] for n in rep["nodes"] if n["kind"] == "task"}
@@ -138,7 +129,7 @@ def test_kill_and_resume_until_finished_runs_every_step_once(tmp_path, seed):
         processes += 1
         if kills < 6:
             try:  # let it make some progress, then kill it somewhere in the middle of a step
-                wait_for(lambda: len(side_log(side)) > lines_before or proc.poll() is not None,
+                wait_for(lambda lb=lines_before, p=proc: len(side_log(side)) > lb or p.poll() is not None,
                          what="the process to run a step")
                 time.sleep(rng.uniform(0.0, 0.25))
             finally:

@@ -1,18 +1,22 @@
 """The runtime loop through the real Engine: retries with backoff, bounded retries, timeouts,
-continue_on_fail, cancel, and resume (of a failed run, and of a run whose loop died mid-step)."""
+continue_on_fail, cancel, and resume (of a failed run, and of a run whose loop died mid-step);
+errors that name the user's line; a newer schema left alone; attempts cut short."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import Counter
 
 import pytest
+from pydantic import BaseModel
 
 from engine import Loop, Parallel, Sequence, Task, workflow
-from engine.errors import BadInput, LeaseHeld
+from engine.errors import BadInput, LeaseHeld, SchemaTooNew
 from engine.runtime import Engine
-from tests.support import events_of, interrupt_when, nodes_of, report, run_workflow, target_of
+from engine.store import Store
+from tests.support import events_of, interrupt_when, line_of, newer_database, nodes_of, report, run_workflow, target_of
 
 # Module-level state for the workflows that get resumed: resume loads the workflow again from the
 # recorded target (`module:test_runtime:NAME`), i.e. this very module.
@@ -350,3 +354,149 @@ async def test_resume_is_refused_while_another_live_owner_holds_the_run(engine):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+# --- errors and recovery --------------------------------------------------------------------------
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+async def test_resume_of_a_failed_run_retries_its_failed_steps(engine):
+    """engine/runtime.py:130-133 Engine.resume: `run.update(changes)` sets run["status"] = "running" just
+    before `ex.recover(was_failed=run["status"] == RUN_FAILED)`, so was_failed is always False:
+    failed steps stay failed and the resumed run fails again at once without running anything.
+    Fix: `was_failed = run["status"] == RUN_FAILED` before `run.update(changes)`."""
+    eng, store = engine
+    status, ex = await run_workflow(eng, resumable)
+    assert status == "failed"
+    FLAKY["fail"] = False
+    ex2 = await eng.resume(ex.run_id)
+    assert await ex2.execute() == "finished"
+    assert dict(CALLS) == {"a": 1, "b": 1, "c": 2, "d": 1}
+    rep = await report(store, ex.run_id)
+    assert rep["status"] == "finished" and rep["error"] is None
+
+
+async def test_a_workflow_body_error_names_the_workflow_line_not_the_library(engine):
+    """engine/run.py:175-178 RunExecutor._build: the location is the LAST traceback frame outside
+    engine/ (`if src and fs.filename == src or not fs.filename.startswith(ENGINE_DIR)`), so an
+    exception raised inside a library the body calls (json, pydantic...) names e.g.
+    .../json/decoder.py:353 instead of the workflow's line. Fix: prefer the last frame whose file is
+    the workflow's source (fall back to the last non-engine, non-stdlib/site-packages frame)."""
+    eng, store = engine
+
+    @workflow
+    def libraise(ctx):
+        json.loads("{not json")  # @lib-raise
+        return Task("a", value=1)
+
+    status, ex = await run_workflow(eng, libraise)
+    assert status == "failed"
+    err = (await report(store, ex.run_id))["error"]
+    assert f"{__file__}:{line_of(__file__, '# @lib-raise')}" in err
+
+
+async def test_a_step_error_names_the_step_line_not_the_library(engine):
+    """engine/attempt.py:33-36 error_line: same rule as _build (last frame not in engine/, asyncio or
+    concurrent), so a step failing inside json/pydantic/requests names the library's file.
+    Fix: prefer the last frame in the step's own file (r.node.run.__code__.co_filename), else the
+    last frame outside the standard library and site-packages."""
+    eng, store = engine
+
+    def step(ctx):
+        return json.loads("{not json")  # @step-lib-raise
+
+    @workflow
+    def wf(ctx):
+        return Task("a", run=step, retries=0)
+
+    status, ex = await run_workflow(eng, wf)
+    assert status == "failed"
+    err = (await nodes_of(store, ex.run_id))[("a", 0)]["error"]
+    assert f"{__file__}:{line_of(__file__, '# @step-lib-raise')}" in err
+
+
+async def test_continue_on_fail_also_covers_a_static_value_that_does_not_fit(engine):
+    """engine/render.py:199-202 Walker.task: a static `value=` that fails its output model goes through
+    self.fail(), which sets self.failed and returns S_FAILED whatever continue_on_fail says, so the
+    run fails although the step asked to continue. Fix: when task.continue_on_fail, record the
+    failure (node failed + node_failed event) but return S_DONE and do not set self.failed."""
+    eng, store = engine
+
+    @workflow
+    def wf(ctx):
+        return Sequence(Task("a", value={"x": 1}, output=Point, continue_on_fail=True), Task("b", value=2))
+
+    status, ex = await run_workflow(eng, wf)
+    assert status == "finished"
+    nodes = await nodes_of(store, ex.run_id)
+    assert nodes[("a", 0)]["state"] == "failed" and nodes[("b", 0)]["output"] == 2
+
+
+async def test_a_cancelled_run_leaves_no_node_running(engine):
+    """engine/run.py:501 RunExecutor._finish_cancel: only PENDING/WAITING_APPROVAL nodes and RUNNING
+    *tasks* become cancelled; a Loop (or Worktree) record stays "running" forever in a cancelled run,
+    so `show` reports a cancelled run with a running loop. Fix: also mark RUNNING loop/worktree
+    records cancelled (every non-final state)."""
+    eng, store = engine
+    started = asyncio.Event()
+
+    async def long(ctx):
+        started.set()
+        await asyncio.sleep(30)
+
+    @workflow
+    def wf(ctx):
+        return Loop("l", Task("a", run=long))
+
+    ex = await eng.start(wf, target_of(wf))
+    task = asyncio.create_task(ex.execute())
+    await asyncio.wait_for(started.wait(), 10)
+    await eng.cancel(ex.run_id)
+    assert await asyncio.wait_for(task, 10) == "cancelled"
+    states = {n["id"]: n["state"] for n in (await report(store, ex.run_id))["nodes"]}
+    assert "running" not in states.values(), states
+
+
+async def test_a_database_from_a_newer_schema_is_not_modified(tmp_path):
+    """engine/store/sqlite.py:82-84 Store.open: `PRAGMA journal_mode=WAL` runs (and rewrites the file
+    header, creating -wal/-shm files) before `PRAGMA user_version` is read, so a database from a
+    newer smithers is modified before being refused (the CLI contract says bad input writes
+    nothing). Fix: read user_version first (a plain read), refuse if too new, then set WAL."""
+    path = newer_database(tmp_path / "newer.db")
+    before = path.read_bytes()
+    with pytest.raises(SchemaTooNew):
+        await Store.open(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["newer.db"]
+
+
+async def gated_once(ctx):
+    CALLS[ctx.node_id] += 1
+    GATE["started"].set()
+    if ctx.attempt == 1:
+        await asyncio.sleep(30)
+    return f"attempt {ctx.attempt}"
+
+
+@workflow(name="cut-short")
+def cut_short(ctx):
+    return Task("g", run=gated_once)
+
+
+async def test_an_attempt_in_flight_at_a_crash_is_recorded_as_interrupted(engine):
+    """engine/run.py:73-76 RunExecutor.recover: the node goes back to pending with error
+    "interrupted", but its attempt row is left with outcome NULL and finished_at NULL forever
+    (DESIGN: "attempts that were running are marked interrupted"). Fix: in recover, for each
+    RUNNING task add an attempts row update (same key, attempt=rec.attempts) with
+    outcome="interrupted", finished_at=now."""
+    eng, store = engine
+    GATE["started"] = asyncio.Event()
+    ex = await eng.start(cut_short, target_of(cut_short))
+    await interrupt_when(ex, GATE["started"])
+    ex2 = await eng.resume(ex.run_id)
+    assert await asyncio.wait_for(ex2.execute(), 10) == "finished"
+    attempts = sorted(await store.attempts(ex.run_id), key=lambda a: a.attempt)
+    assert [(a.attempt, a.outcome) for a in attempts] == [(1, "interrupted"), (2, "done")]
+    assert attempts[0].finished_at is not None

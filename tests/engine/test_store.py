@@ -14,7 +14,7 @@ from engine import Loop, Parallel, Sequence, Task, workflow
 from engine.errors import NotADatabase, SchemaTooNew
 from engine.store import Store
 from engine.store.schema import SCHEMA_VERSION
-from tests.support import interrupt_when, run_workflow, target_of
+from tests.support import interrupt_when, newer_database, run_workflow, target_of
 
 
 class Score(BaseModel):
@@ -136,12 +136,7 @@ async def test_reopening_a_database_keeps_its_runs(engine, db_path):
 
 
 async def test_a_database_from_a_newer_schema_is_refused(tmp_path):
-    path = tmp_path / "newer.db"
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE future (x)")
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    conn.commit()
-    conn.close()
+    path = newer_database(tmp_path / "newer.db")
     with pytest.raises(SchemaTooNew) as e:
         await Store.open(path)
     msg = str(e.value)

@@ -16,7 +16,7 @@ import pytest
 
 from engine import git
 from engine.loader import load_target
-from tests.support import Smithers, report, sh
+from tests.support import Smithers, git_repo, report, sh
 
 WT = """
 from pathlib import Path
@@ -65,14 +65,7 @@ def wt(ctx):
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A user's repository: one commit on main, plus a staged file and an unstaged edit."""
-    r = tmp_path / "repo"
-    r.mkdir()
-    sh(r, "init", "-q", "-b", "main")
-    (r / "README").write_text("hello\n")
-    (r / "lib").mkdir()
-    (r / "lib" / "code.py").write_text("x = 1\n")
-    sh(r, "add", "-A")
-    sh(r, "commit", "-q", "-m", "init")
+    r = git_repo(tmp_path / "repo", {"README": "hello\n", "lib/code.py": "x = 1\n"})
     (r / "staged.txt").write_text("staged\n")
     sh(r, "add", "staged.txt")
     (r / "README").write_text("hello, edited but not staged\n")

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
 from engine.store.schema import SCHEMA_VERSION
-from tests.support import blocks_once, clean_env
+from tests.support import blocks_once, clean_env, newer_database, wait_until as wait_for
 
 COUNTER = """
 from pydantic import BaseModel
@@ -97,15 +96,6 @@ def one_line_error(done) -> str:
     assert len(lines) == 1, f"expected one line on stderr, got: {done.stderr!r}"
     return lines[0]
 
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # --- run: exit codes ---------------------------------------------------------------------------
@@ -213,12 +203,7 @@ def test_a_db_path_that_is_not_a_database_is_refused_untouched(smithers, tmp_pat
 
 
 def test_a_database_from_a_newer_schema_is_refused(smithers, tmp_path):
-    newer = tmp_path / "newer.db"
-    conn = sqlite3.connect(newer)
-    conn.execute("CREATE TABLE future (x)")
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    conn.commit()
-    conn.close()
+    newer = newer_database(tmp_path / "newer.db")
     done = smithers("run", "hello", db=newer)
     assert done.returncode == 4
     assert "newer" in one_line_error(done)

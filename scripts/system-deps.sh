@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The system programs the tests use, installed from Debian's packages when missing (as root; a user
+# who is not root is told what to install). `make test` and `.ci/run` call this; it is quick when all
+# are there. Add a line per program: "command package".
+set -uo pipefail
+NEEDED="
+strace strace
+"
+missing=()
+while read -r cmd pkg; do
+    [ -z "${cmd:-}" ] && continue
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done <<< "$NEEDED"
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "system-deps: installing ${missing[*]}"
+    (apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
+     { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }) ||
+        echo "system-deps: could not install ${missing[*]}; the tests that need them will fail" >&2
+else
+    echo "system-deps: please install ${missing[*]} (Debian packages); the tests that need them will fail" >&2
+fi
+exit 0
