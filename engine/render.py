@@ -157,7 +157,7 @@ def index_tree(root: Node) -> dict[str, type[BaseModel] | None]:
     return models
 
 
-def coerce_output(task: Task, value: Any) -> tuple[Any, str | None]:
+def coerce_output(task: Task | Subflow, value: Any) -> tuple[Any, str | None]:
     """Validate a task's result against its output model; return (JSON value, type name)."""
     model = task.output
     if model is not None:

@@ -562,7 +562,7 @@ class RunExecutor:
                 self.delta.attempts.append(row)
             self.delta.event("worktree_created", r.key, **result)
             return
-        task = r.task
+        task = node  # a Task or a Subflow
         try:
             value, tname = coerce_output(task, result)
             dumps(value)
@@ -577,7 +577,7 @@ class RunExecutor:
         deps = tctx.deps(fingerprint(task)) if tctx is not None else None
         self.put_output(r.key, value, tname, deps)
         cache_key = self.cache_keys.pop(r.key, None)
-        if cache_key is not None and task.cache is not None:
+        if cache_key is not None and isinstance(task, Task) and task.cache is not None:
             self.delta.cache.append({"node_id": task.id, "key": cache_key, "version": str(task.cache.version),
                                      "value": value, "type": tname, "iteration": r.key[1]})
         self.delta.event("node_finished", r.key, attempt=self.state.nodes[r.key].attempts,

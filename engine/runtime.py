@@ -356,7 +356,7 @@ class Engine:
                            f"`smithers approve {run_id} {gate.node_id}` or `smithers deny`")
         by = by or default_user()
         check_allowed(run_id, gate, by)
-        model = await self._answer_model(run_id, gate.node_id, gate.request.get("output"), workflow)
+        model = await self.answer_model(run_id, gate.node_id, workflow)
         try:
             value = model.model_validate(data).model_dump(mode="json")
         except ValidationError as e:
@@ -370,9 +370,12 @@ class Engine:
             raise BadInput(f"{_already(run_id, row)}: the first answer counts; nothing was written")
         return await self._after_decision(row, resume, workflow)
 
-    async def _answer_model(self, run_id: str, node_id: str, type_name: str | None,
-                            workflow: WorkflowDef | None) -> type[BaseModel]:
-        model = resolve_type(type_name)
+    async def answer_model(self, run_id: str, node_id: str, workflow: WorkflowDef | None = None) -> type[BaseModel]:
+        """The pydantic model a human task's answer must fit (for a form in the app, or checking an
+        answer); BadInput when neither its recorded type nor its workflow can be loaded here."""
+        gate = next((g for g in await self.store.approvals(run_id, open_only=False) if g.node_id == node_id
+                     and g.mode == "human"), None)
+        model = resolve_type(gate.request.get("output") if gate is not None else None)
         if model is not None:
             return model
         found = await self._node_of(run_id, node_id, workflow)
