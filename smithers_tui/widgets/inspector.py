@@ -1,45 +1,20 @@
-"""The inspector: everything about the selected step — state, attempts and their errors, the
-prompt, the output (text as text: test logs and diffs read as they would in a terminal), the
-files it changed, and its events — or, with no step selected, the run itself."""
+"""The inspector: everything about the selected step — state, attempts and errors, prompt or
+input, output, the file diff it made, and its events."""
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
-from .textview import TextView
+from textual.containers import VerticalScroll
+from textual.widgets import Static
 
-from ..runmodel import Rec
 from .fmt import NODE_STYLE, Clock, cost, key_label, short_json, tokens
 
-if TYPE_CHECKING:
-    from engine.records import AttemptRecord
-
 MAX_TEXT = 6000
-INLINE = 80  # strings up to this long, without a newline, stay on the key's line
-
-
-@dataclass
-class StepView:
-    """What the inspector shows about one step, as of the frame shown."""
-
-    key: tuple[str, int]
-    rec: Rec
-    output: Any = None
-    has_output: bool = False
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    events: list[Any] = field(default_factory=list)
-    prompt: str | None = None
-    gate: dict[str, Any] | None = None
-    diff_stat: str | None = None
-    usage: dict[str, float] | None = None
-    past: int | None = None  # the frame shown, when in the past
-    until: float | None = None  # its time
 
 
 def section(title: str) -> Text:
@@ -50,185 +25,144 @@ def clip(text: str, n: int = MAX_TEXT) -> str:
     return text if len(text) <= n else text[:n] + f"\n… ({len(text) - n} more characters)"
 
 
-def looks_like_diff(text: str) -> bool:
-    return text.startswith(("diff --git", "--- ", "@@ ")) or "\n@@ " in text[:2000]
+def as_json(value: Any) -> RenderableType:
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return Syntax(clip(text), "json", theme="ansi_dark", word_wrap=True, background_color="default")
 
 
-def text_block(text: str) -> RenderableType:
-    """A multi-line string as it reads in a terminal: a diff coloured as one, anything else as is."""
-    if looks_like_diff(text):
-        return Syntax(clip(text), "diff", theme="ansi_dark", background_color="default", word_wrap=True)
-    return Text(clip(text), style="grey82")
-
-
-def value_view(value: Any, indent: int = 0) -> list[RenderableType]:
-    """An output as readable lines: `key: value` for short values, text blocks for long or
-    multi-line strings, nested objects indented, short lists inline."""
-    pad = "  " * indent
-    if isinstance(value, str):
-        return [Text(pad + value)] if len(value) <= INLINE and "\n" not in value else [text_block(value)]
-    if not isinstance(value, dict):
-        if isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
-            s = json.dumps(value, ensure_ascii=False, default=str)
-            if len(s) <= INLINE:
-                return [Text(pad + s)]
-        if isinstance(value, list):
-            out: list[RenderableType] = []
-            for i, v in enumerate(value[:50]):
-                if isinstance(v, dict | list):
-                    out.append(Text(f"{pad}[{i}]", style="grey58"))
-                    out += value_view(v, indent + 1)
-                else:
-                    out.append(Text(f"{pad}- {short_json(v, 200)}"))
-            if len(value) > 50:
-                out.append(Text(f"{pad}… {len(value) - 50} more", style="grey50"))
-            return out
-        return [Text(pad + json.dumps(value, ensure_ascii=False, default=str))]
-    out = []
-    for k, v in value.items():
-        key = Text(f"{pad}{k}: ", style="bold grey70")
-        if isinstance(v, str) and (len(v) > INLINE or "\n" in v):
-            out.append(key)
-            out.append(text_block(v))
-        elif isinstance(v, dict | list) and json.dumps(v, default=str).__len__() > INLINE:
-            out.append(key)
-            out += value_view(v, indent + 1)
-        else:
-            out.append(key + Text(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)))
-    return out
-
-
-AT_KEY = re.compile(r"(^|_)at$")
-
-
-def event_detail(data: dict[str, Any], clock: Clock) -> str:
-    bits = []
-    for k, v in data.items():
-        if AT_KEY.search(k) and isinstance(v, int | float):
-            bits.append(f"{k}={clock.stamp(v)}")
-        else:
-            bits.append(f"{k}={short_json(v, 80)}")
-    return " ".join(bits)
-
-
-class Inspector(TextView):
-    DEFAULT_CSS = "Inspector { padding: 0 1; }"
+class Inspector(VerticalScroll, can_focus=True):
+    DEFAULT_CSS = """
+    Inspector { padding: 0 1; scrollbar-size-vertical: 1; }
+    Inspector > Static { width: 100%; }
+    """
 
     def __init__(self, clock: Clock, **kw: Any) -> None:
-        super().__init__(Text("select a step", style="grey58"), **kw)
+        super().__init__(**kw)
         self.clock = clock
-        self.shown: RenderableType = Text("")
-        self.shown_for: Any = None  # what is shown (a step's key): the scroll stays when it is shown again
+        self.body = Static("select a step", markup=False)
+
+    def compose(self) -> Any:
+        yield self.body
 
     def show_text(self, text: str) -> None:
-        self.shown = Text(text, style="grey58")
-        self.shown_for = None
-        self.set(self.shown)
+        self.shown: RenderableType = Text(text, style="grey58")
+        self.body.update(self.shown)
 
-    def show_parts(self, parts: list[RenderableType], about: Any = None) -> None:
-        self.shown = Group(*parts)
-        same = about is not None and about == self.shown_for
-        self.shown_for = about
-        self.set(self.shown, keep_scroll=same)
-
-    def show(self, v: StepView) -> None:
-        self.show_parts(self.parts(v), about=v.key)
+    def show(self, d: dict[str, Any]) -> None:
+        self.shown = Group(*self.parts(d))
+        self.body.update(self.shown)
 
     def plain(self) -> str:
         """What the inspector shows, as plain text (for tests and screen readers)."""
         from rich.console import Console
 
         console = Console(width=100, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
-        console.print(self.shown)
+        console.print(getattr(self, "shown", ""))
         console.file.close()
         return console.export_text()
 
-    def parts(self, v: StepView) -> list[RenderableType]:
-        n = v.rec
-        g, c = NODE_STYLE.get(n.state, ("?", "white"))
+    def language_parts(self, n: dict[str, Any]) -> list[RenderableType]:
+        """What a signal, a timer, a sub-workflow, a saga, a cached or a caught step adds."""
         out: list[RenderableType] = []
-        if v.past is not None:
-            out.append(Text(f" as of frame {v.past} (the past) ", style="bold reverse yellow"))
-        head = Text.assemble((key_label(*v.key), "bold"), "  ", (f"{g} {n.state}", c), ("  " + n.kind, "grey58"))
-        if n.attempts:
-            head.append(f"  attempt {n.attempts}", style="grey58")
+        wait = n.get("wait") or {}
+        if n["kind"] == "signal":
+            if n["state"] == "waiting":
+                out.append(Text(f"waits for signal {wait.get('name')!r} since {self.clock.stamp(wait.get('since'))}"
+                                + (f", until {self.clock.stamp(wait['due'])}" if wait.get("due") else ""), style="yellow"))
+                out.append(Text(f"send it: smithers signal RUN {wait.get('name')} --data JSON", style="grey58"))
+            elif wait.get("signal"):
+                out.append(Text(f"signal #{wait['signal']} from {wait.get('sent_by') or 'someone'} at "
+                                f"{self.clock.stamp(wait.get('sent_at'))}", style="grey58"))
+        if n["kind"] == "timer" and wait.get("due"):
+            when = self.clock.stamp(wait["due"])
+            out.append(Text(f"sleeps until {when}" if n["state"] == "waiting" else f"was due {when}, fired "
+                            f"{self.clock.stamp(wait.get('fired_at'))}", style="yellow" if n["state"] == "waiting"
+                            else "grey58"))
+        if n.get("child_run_id"):
+            out.append(Text(f"sub-workflow run {n['child_run_id']} (enter opens it)", style="magenta"))
+        if n.get("cache") == "hit":
+            out.append(Text("output reused from the cache: the step did not run", style="grey58"))
+        if n.get("caught"):
+            out.append(Text(f"this failure was caught by {n['caught']}: the run went on", style="grey58"))
+        saga = n.get("saga")
+        if saga:
+            line = f"saga {saga.get('phase')}"
+            if saga.get("failed"):
+                line += f": step {saga['failed'][0]} failed; compensated {', '.join(saga.get('compensated') or []) or '-'}"
+            out.append(Text(line, style="grey58"))
+        return out
+
+    def parts(self, d: dict[str, Any]) -> list[RenderableType]:
+        n = d["node"]
+        key = (n["id"], n["iteration"])
+        g, c = NODE_STYLE.get(n["state"], ("?", "white"))
+        out: list[RenderableType] = []
+        if d.get("past") is not None:
+            out.append(Text(f" as of frame {d['past']} (the past) ", style="bold reverse yellow"))
+        head = Text.assemble((key_label(*key), "bold"), "  ", (f"{g} {n['state']}", c), ("  " + n["kind"], "grey58"))
+        if n.get("attempts"):
+            head.append(f"  attempt {n['attempts']}", style="grey58")
         out.append(head)
-        usage = v.usage
+        usage = n.get("usage")
         if usage and (usage.get("tokens_in") or usage.get("tokens_out") or usage.get("cost_usd")):
             out.append(Text(f"tokens {tokens(usage.get('tokens_in'))} in / {tokens(usage.get('tokens_out'))} out  "
                             f"cost {cost(usage.get('cost_usd'))}", style="grey58"))
-        if n.error:
-            out.append(Text.assemble(("error: ", "bold red1"), (n.error, "red1")))
-        data = n.data or {}
-        if n.kind == "loop" and data.get("iteration") is not None:
-            out.append(Text(f"loop at iteration {data['iteration']}", style="grey58"))
-        if n.kind == "worktree" and data:
-            out.append(Text(f"worktree {data.get('path', '')}  branch {data.get('branch', '')}", style="grey58"))
-        if v.gate:
-            out += self.gate_parts(v)
-        if v.attempts:
-            out += self.attempt_parts(v)
-        if v.prompt:
-            out.append(section("Prompt"))
-            out.append(Text(clip(v.prompt, 3000)))
-        out.append(section("Output"))
-        if v.has_output:
-            out += value_view(v.output)
-        elif n.kind == "loop":
-            its = data.get("iteration")
-            done = n.state in ("done", "skipped", "failed", "cancelled")
-            out.append(Text(f"a loop has no output of its own: it {'ran' if done else 'is at'} "
-                            f"{(its or 0) + 1} iteration(s); select a step inside it", style="grey50"))
-        elif n.kind == "worktree":
-            out.append(Text("a worktree group: select a step inside it", style="grey50"))
-        else:
-            out.append(Text("no output yet" if n.state not in ("failed", "skipped", "cancelled")
-                            else f"no output: the step {n.state}", style="grey50"))
-        if v.diff_stat:
-            out.append(section("Files changed  (D opens the diff)"))
-            out.append(Text(v.diff_stat))
-        if v.events:
-            out.append(section(f"Events ({len(v.events)})"))
-            t = Table(box=None, pad_edge=False, show_header=False, expand=True)
-            t.add_column("at", style="grey58", no_wrap=True)
-            t.add_column("frame", style="grey58", justify="right", no_wrap=True)
-            t.add_column("type", no_wrap=True)
-            t.add_column("detail", ratio=1)
-            for e in v.events[-60:]:
-                t.add_row(self.clock.stamp(e.at), f"#{e.frame}", e.type, event_detail(e.data, self.clock))
+        if n.get("error"):
+            out.append(Text(f"error: {n['error']}", style="red1"))
+        if n.get("loop_iteration") is not None:
+            out.append(Text(f"loop at iteration {n['loop_iteration']}", style="grey58"))
+        if n.get("worktree"):
+            wt = n["worktree"]
+            out.append(Text(f"worktree {wt.get('path', '')}  branch {wt.get('branch', '')}", style="grey58"))
+        out += self.language_parts(n)
+        gate = d.get("gate")
+        if gate:
+            out.append(section("Approval"))
+            out.append(Text(gate["message"]))
+            if gate.get("decision"):
+                out.append(Text(f"{gate['decision']} by {gate['decided_by']} at {self.clock.stamp(gate['decided_at'])}"
+                                + (f": {gate['note']}" if gate.get("note") else ""), style="grey58"))
+            else:
+                out.append(Text("waiting — y approves, n denies (d opens the prompt)", style="yellow"))
+        attempts = d.get("attempts") or []
+        if attempts:
+            out.append(section("Attempts"))
+            t = Table(box=None, pad_edge=False, show_header=True, header_style="grey58")
+            for col in ("#", "outcome", "started", "took", "agent", "tokens", "cost", "error"):
+                t.add_column(col, overflow="fold")
+            for a in attempts:
+                t.add_row(str(a["attempt"]), a.get("outcome") or "running", self.clock.stamp(a["started_at"]),
+                          self.clock.since(a["started_at"], a.get("finished_at")),
+                          (a.get("agent") or "") + (f"/{a['model']}" if a.get("model") and a["model"] != a.get("agent")
+                                                    else ""),
+                          tokens((a.get("tokens_in") or 0) + (a.get("tokens_out") or 0)) if a.get("tokens_in") else "",
+                          cost(a.get("cost_usd")) if a.get("cost_usd") else "",
+                          Text(short_json(a.get("error") or "", 200), style="red1"))
             out.append(t)
-        return out
-
-    def gate_parts(self, v: StepView) -> list[RenderableType]:
-        gate = v.gate or {}
-        out: list[RenderableType] = [section("Approval"), Text(gate.get("message", ""))]
-        if gate.get("decision"):
-            out.append(Text(f"{gate['decision']} by {gate['decided_by']} at {self.clock.stamp(gate['decided_at'])}"
-                            + (f": {gate['note']}" if gate.get("note") else ""), style="grey58"))
-        elif v.past is not None:
-            out.append(Text("not decided yet at this frame", style="yellow"))
-        else:
-            out.append(Text("waiting — d opens the prompt (y approves, n denies)", style="yellow"))
-        return out
-
-    def attempt_parts(self, v: StepView) -> list[RenderableType]:
-        out: list[RenderableType] = [section("Attempts")]
-        t = Table(box=None, pad_edge=False, show_header=True, header_style="grey58")
-        for col in ("#", "outcome", "started", "took", "agent", "tokens", "cost"):
-            t.add_column(col, no_wrap=True)
-        errors: list[Text] = []
-        for a in v.attempts:
-            finished = a.finished_at
-            if v.until is not None and finished and finished > v.until:
-                finished = None  # it ended after the frame shown
-            outcome = (a.outcome or "running") if finished or v.until is None else "running"
-            t.add_row(str(a.attempt), outcome, self.clock.stamp(a.started_at),
-                      self.clock.since(a.started_at, finished or v.until),
-                      (a.agent or "") + (f"/{a.model}" if a.model and a.model != a.agent else ""),
-                      tokens((a.tokens_in or 0) + (a.tokens_out or 0)) if a.tokens_in else "",
-                      cost(a.cost_usd) if a.cost_usd else "")
-            if a.error and finished:
-                errors.append(Text.assemble((f"attempt {a.attempt}: ", "grey58"), (str(a.error), "red1")))
-        out.append(t)
-        out += errors
+        if d.get("prompt"):
+            out.append(section("Prompt"))
+            out.append(Text(clip(d["prompt"], 3000)))
+        elif d.get("input") is not None:
+            out.append(section("Run input"))
+            out.append(as_json(d["input"]))
+        out.append(section("Output"))
+        out.append(as_json(n["output"]) if n.get("output") is not None else Text("no output yet", style="grey50"))
+        if d.get("diff"):
+            out.append(section("Files changed"))
+            out.append(Syntax(clip(d["diff"], 20000), "diff", theme="ansi_dark", background_color="default"))
+        events = d.get("events") or []
+        if events:
+            out.append(section(f"Events ({len(events)})"))
+            t = Table(box=None, pad_edge=False, show_header=False)
+            t.add_column("at", style="grey58")
+            t.add_column("frame", style="grey58", justify="right")
+            t.add_column("type")
+            t.add_column("detail", overflow="fold")
+            for e in events[-60:]:
+                detail = " ".join(f"{k}={short_json(v, 80)}" for k, v in e.data.items())
+                t.add_row(self.clock.stamp(e.at), f"#{e.frame}", e.type, detail)
+            out.append(t)
         return out

@@ -1,59 +1,55 @@
 """The step tree: every node of a run with its state, grouped as the workflow nests them.
 
-The nesting comes from the workflow's own tree (its outline, rendered by the engine from the run's
-saved state), the states from the frame shown. Loops show one group per iteration (or one row per
-iteration when the body is a single step); Parallel and Worktree nodes are groups. A row's label
-is a pure function of its signature, so an update builds labels only for the rows that changed,
-inserts and removes only the rows that appeared or went, and rebuilds only when the order of
-rows that stay changed.
+The nesting comes from the workflow's own tree (rendered once from the run's saved state, see
+`skeleton`), the states from the run report. Loops show one group per iteration (or one row
+per iteration when the body is a single step); Parallel and Worktree nodes are groups. Updates
+only relabel rows unless the set of rows changed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from engine.outline import OutlineNode
+from .fmt import NODE_STYLE, Clock, short_json
 
-from ..runmodel import Key, Rec
-from .fmt import NODE_STYLE, Clock, key_label, short_json
+Key = tuple[str, int]
+Skel = tuple[str, "str | None", tuple]  # kind (task|gate|loop|par|wt|seq), id, children
 
 
-Skel = OutlineNode  # the workflow's shape: kind (task|gate|loop|par|wt|seq), id, children, a loop's limit
+def skeleton(node: Any) -> Skel:
+    """The shape of a rendered workflow tree (engine.dsl nodes)."""
+    name = type(node).__name__
+    if name == "Branch":
+        chosen = node.chosen()
+        return skeleton(chosen) if chosen is not None else ("seq", None, ())
+    kind = {"Task": "task", "Approval": "gate", "Loop": "loop", "Parallel": "par", "Worktree": "wt", "Signal": "signal",
+            "Timer": "timer", "HumanTask": "human", "Subflow": "subflow", "ContinueAsNew": "continue"}.get(name, "seq")
+    return kind, getattr(node, "id", None), tuple(skeleton(c) for c in node.children())
 
 
 @dataclass
 class Row:
     path: str
     parent: str | None
+    label: Text
     key: Key | None  # the node shown, for leaves and loops/worktrees
     group: bool
-    sig: tuple[Any, ...]  # everything the label shows: the label is label_of(sig)
-    name: str  # what `/` searches
-
-    @property
-    def label(self) -> Text:
-        return label_of(self.sig)
+    sig: tuple  # what the label depends on
 
 
-def label_of(sig: tuple[Any, ...]) -> Text:
-    kind, state, icon, name, extra, changed = sig
-    g, c = NODE_STYLE.get(state, ("?", "white"))
-    t = Text.assemble((g + " ", f"bold {c}"), (icon, "grey62"), (name, "bold" if kind == "group" or state == "running"
-                                                                  else ""))
-    if extra:
-        t.append("  " + extra, style="grey58")
-    if changed:
-        t.append("  ◂ changed here", style="bold yellow")
-    return t
+# Leaves of the tree (one row each) and their icons; a sub-workflow's row holds its child run's rows.
+LEAVES = ("task", "gate", "signal", "timer", "human", "subflow", "continue")
+ICONS = {"gate": "◇ ", "signal": "⚑ ", "timer": "◷ ", "human": "✎ ", "subflow": "↳ ", "continue": "↻ ",
+         "approval": "◇ ", "loop": "⟳ ", "worktree": "⎇ "}
 
 
 def worst(states: Iterable[str]) -> str:
     s = set(states)
-    for state in ("failed", "waiting_approval", "running"):
+    for state in ("failed", "waiting_approval", "waiting", "running"):
         if state in s:
             return state
     if not s or s <= {"not_yet"}:
@@ -63,17 +59,16 @@ def worst(states: Iterable[str]) -> str:
     return "pending" if "pending" in s or "not_yet" in s else "done"
 
 
-Timing = Callable[[Key], tuple[float | None, float | None]]
-
-
 class Layout:
-    """Rows for the nodes of one frame: records by key, agents by key, when each step ran."""
+    """Rows for a report: node dicts by key, attempt info by key."""
 
-    def __init__(self, nodes: dict[Key, Rec], agents: dict[Key, str], clock: Clock, timing: Timing,
-                 changed: frozenset[Key] = frozenset(), until: float | None = None) -> None:
-        self.nodes, self.agents, self.clock, self.timing = nodes, agents, clock, timing
-        self.changed = changed
-        self.until = until  # the past: durations end at the shown frame
+    def __init__(self, nodes: dict[Key, dict[str, Any]], info: dict[Key, dict[str, Any]], clock: Clock,
+                 past: bool = False, subs: dict[str, tuple[dict[Key, dict[str, Any]], Any]] | None = None,
+                 prefix: str = "", gates: dict[Key, dict[str, Any]] | None = None) -> None:
+        self.nodes, self.info, self.clock, self.past = nodes, info, clock, past
+        self.subs = subs or {}  # a sub-workflow's child run id -> (its nodes, its shape)
+        self.prefix = prefix  # rows of a child run live under their parent's row
+        self.gates = gates or {}  # key -> the gate (its mode) as the report has it
         self.rows: list[Row] = []
         self.placed: set[Key] = set()
         self.iters: dict[str, list[int]] = {}
@@ -81,28 +76,64 @@ class Layout:
             self.iters.setdefault(nid, []).append(it)
 
     # --- labels --------------------------------------------------------------------------------
-    def leaf_sig(self, key: Key, name: str, icon: str = "") -> tuple[Any, ...]:
+    def leaf_label(self, key: Key, name: str, icon: str = "") -> tuple[Text, tuple]:
         n = self.nodes.get(key)
-        state = n.state if n else "not_yet"
+        state = n["state"] if n else "not_yet"
+        g, c = NODE_STYLE.get(state, ("?", "white"))
+        info = self.info.get(key, {})
+        t = Text.assemble((g + " ", f"bold {c}"), (icon, "grey62"), (name, "bold" if state == "running" else ""))
         bits = []
-        if n and n.attempts > 1:
-            bits.append(f"×{n.attempts}")
-        if key in self.agents:
-            bits.append(self.agents[key])
-        start, end = self.timing(key) if n else (None, None)
-        if start:
-            bits.append(self.clock.since(start, end or self.until))
-        if n and n.state == "waiting_approval":
-            bits.append("waiting for approval")
-        elif n and n.error and n.state in ("failed", "pending"):
-            bits.append(short_json(n.error, 60))
-        return ("leaf", state, icon, name, "  ".join(bits), key in self.changed)
+        if n and n["attempts"] > 1:
+            bits.append(f"×{n['attempts']}")
+        if info.get("agent"):
+            bits.append(info["agent"] + (f"/{info['model']}" if info.get("model") and info["model"] != info["agent"]
+                                         else ""))
+        if info.get("started"):
+            bits.append(self.clock.since(info["started"], info.get("finished")))
+        if n:
+            bits += self.wait_bits(key, n)
+        if n and n["state"] == "waiting_approval":
+            mode = (self.gates.get(key) or {}).get("mode")
+            bits.append({"human": "waiting for an answer", "select": "waiting for a choice",
+                         "rank": "waiting for a ranking"}.get(mode or "", "waiting for approval"))
+        elif n and n.get("error") and n["state"] in ("failed", "pending"):
+            bits.append(short_json(n["error"], 50))
+        if bits:
+            t.append("  " + "  ".join(bits), style="grey58")
+        sig = (state, n["attempts"] if n else 0, tuple(bits))
+        return t, sig
 
-    def group_sig(self, name: str, icon: str, state: str, extra: str = "", key: Key | None = None) -> tuple[Any, ...]:
-        return ("group", state, icon, name, extra, key in self.changed if key else False)
+    def wait_bits(self, key: Key, n: dict[str, Any]) -> list[str]:
+        """What a signal, timer, sub-workflow, cached or caught step adds to its row."""
+        out: list[str] = []
+        wait = n.get("wait") or {}
+        if n["kind"] == "signal" and n["state"] == "waiting":
+            out.append(f"waits for signal {wait.get('name', key[0])!r}")
+        elif n["kind"] == "timer" and n["state"] == "waiting" and wait.get("due"):
+            out.append(f"sleeps until {self.clock.stamp(wait['due'])}")
+        if wait.get("timed_out"):
+            out.append("timed out")
+        if n.get("child_run_id"):
+            out.append(f"run {n['child_run_id']}" + ("  waits for a person" if n["state"] == "waiting" else ""))
+        if n.get("cache") == "hit":
+            out.append("cached")
+        if n.get("caught"):
+            out.append(f"caught by {n['caught']}")
+        return out
 
-    def add(self, path: str, parent: str | None, sig: tuple[Any, ...], key: Key | None, group: bool) -> None:
-        self.rows.append(Row(path, parent, key, group, sig, sig[3]))
+    def group_label(self, name: str, icon: str, state: str, extra: str = "") -> tuple[Text, tuple]:
+        g, c = NODE_STYLE.get(state, ("?", "white"))
+        t = Text.assemble((g + " ", f"bold {c}"), (icon, "grey62"), (name, "bold"))
+        if extra:
+            t.append("  " + extra, style="grey58")
+        return t, (state, extra)
+
+    def add(self, path: str, parent: str | None, label: tuple[Text, tuple], key: Key | None, group: bool) -> None:
+        if self.prefix:  # a child run's row: shown, not inspected here (enter on the sub-workflow opens it)
+            self.rows.append(Row(self.prefix + path, self.prefix + parent if parent is not None else None, label[0],
+                                 None, group, label[1]))
+            return
+        self.rows.append(Row(path, parent, label[0], key, group, label[1]))
 
     # --- the walk ------------------------------------------------------------------------------
     def build(self, skel: Skel | None) -> list[Row]:
@@ -113,106 +144,145 @@ class Layout:
             parent = None
             if skel is not None:
                 parent = "other"
-                self.add("other", None, self.group_sig("other steps", "", worst(self.nodes[k].state for k in rest),
-                                                       "not in the workflow's current shape"), None, True)
+                self.add("other", None, self.group_label("other steps", "", worst(self.nodes[k]["state"] for k in rest),
+                                                         "not in the workflow's current shape"), None, True)
             for k in rest:
-                kind = self.nodes[k].kind
-                icon = {"loop": "⟳ ", "worktree": "⎇ ", "approval": "◇ "}.get(kind, "")
-                self.add(f"{parent or ''}/{k[0]}#{k[1]}", parent, self.leaf_sig(k, key_label(*k), icon), k, False)
+                kind = self.nodes[k]["kind"]
+                icon = ICONS.get(kind, "")
+                name = f"{k[0]} #{k[1]}" if len(self.iters.get(k[0], ())) > 1 or k[1] else k[0]
+                self.add(f"{parent or ''}/{k[0]}#{k[1]}", parent, self.leaf_label(k, name, icon), k, False)
                 self.placed.add(k)
         return self.rows
 
     def states_of(self, skel: Skel, it: int) -> list[str]:
-        if skel.kind in ("task", "gate") and skel.id is not None:
-            n = self.nodes.get((skel.id, it))
-            return [n.state if n else "not_yet"]
-        if skel.kind in ("loop", "wt") and skel.id is not None:
-            n = self.nodes.get((skel.id, it))
+        kind, nid, kids = skel
+        if kind in LEAVES:
+            n = self.nodes.get((nid, it))  # type: ignore[arg-type]
+            return [n["state"] if n else "not_yet"]
+        if kind in ("loop", "wt") and nid is not None:
+            n = self.nodes.get((nid, it))
             if n is not None:
-                return [n.state]
+                return [n["state"]]
         out: list[str] = []
-        for c in skel.children:
+        for c in kids:
             out += self.states_of(c, it)
         return out or ["not_yet"]
 
     def walk(self, skel: Skel, it: int, parent: str | None, path: str, numbered: bool = False) -> None:
-        kind, nid, kids = skel.kind, skel.id, skel.children
-        if kind == "seq" or nid is None and kind in ("task", "gate", "loop", "wt"):
+        kind, nid, kids = skel
+        if kind == "seq":
             for i, c in enumerate(kids):
                 self.walk(c, it, parent, sub(path, i, c))
             return
-        if kind in ("task", "gate"):
+        if kind in LEAVES:
             key = (nid, it)
-            self.placed.add(key)
+            self.placed.add(key)  # type: ignore[arg-type]
             name = f"{nid} #{it}" if it > 0 or (numbered and it >= 0) else nid
-            self.add(f"{path}/{nid}#{it}", parent, self.leaf_sig(key, name, "◇ " if kind == "gate" else ""), key, False)
+            p = f"{path}/{nid}#{it}"
+            n = self.nodes.get(key)  # type: ignore[arg-type]
+            child = (n or {}).get("child_run_id")
+            nested = kind == "subflow" and child in self.subs
+            self.add(p, parent, self.leaf_label(key, name, ICONS.get(kind, "")), key, nested)  # type: ignore[arg-type]
+            if nested:
+                self.child_rows(child, self.prefix + p)
+            return
+        if kind in ("try", "saga"):
+            self.handling(skel, it, parent, path)
             return
         if kind == "par":
             p = f"{path}/par"
-            self.add(p, parent, self.group_sig("parallel", "⇉ ", worst(self.states_of(skel, it)), f"{len(kids)} steps"),
+            self.add(p, parent, self.group_label("parallel", "⇉ ", worst(self.states_of(skel, it)), f"{len(kids)} steps"),
                      None, True)
             for i, c in enumerate(kids):
                 self.walk(c, it, p, sub(p, i, c))
             return
         if kind == "wt":
             key = (nid, it)
-            self.placed.add(key)
-            n = self.nodes.get(key)
+            self.placed.add(key)  # type: ignore[arg-type]
+            n = self.nodes.get(key)  # type: ignore[arg-type]
             p = f"{path}/{nid}#{it}"
-            state = worst([n.state] if n else self.states_of(skel, it))
-            where = str(((n.data if n else None) or {}).get("path", ""))
-            self.add(p, parent, self.group_sig(nid, "⎇ ", state, where, key), key, True)
+            state = worst([n["state"]] if n else self.states_of(skel, it))
+            where = ((n or {}).get("worktree") or {}).get("path", "")
+            self.add(p, parent, self.group_label(nid or "", "⎇ ", state, where), key, True)  # type: ignore[arg-type]
             for i, c in enumerate(kids):
                 self.walk(c, it, p, sub(p, i, c))
             return
         if kind == "loop":
             self.loop(skel, it, parent, path)
 
-    def members(self, kids: tuple[Skel, ...]) -> list[str]:
+    def child_rows(self, child: str, under: str) -> None:
+        """A sub-workflow's child run, its rows nested under the step that started it."""
+        nodes, skel = self.subs[child]
+        inner = Layout(nodes, {}, self.clock, self.past, self.subs, prefix=under + "/" + child)
+        for r in inner.build(skel):
+            self.rows.append(Row(r.path, r.parent or under, r.label, None, r.group, r.sig))
+
+    def handling(self, skel: Skel, it: int, parent: str | None, path: str) -> None:
+        """TryCatchFinally (parts try, catch, finally) and Saga (action, compensation pairs) as groups."""
+        kind, nid, kids = skel
+        p = f"{path}/{kind}{'#' + nid if nid else ''}"
+        if kind == "saga":
+            n = self.nodes.get((nid, it))  # type: ignore[arg-type]
+            phase = ((n or {}).get("saga") or {}).get("phase", "")
+            state = n["state"] if n else worst(s for c in kids for s in self.states_of(c, it))
+            self.add(p, parent, self.group_label(nid or "saga", "⇄ ", state, phase), (nid, it) if n else None, True)  # type: ignore[arg-type]
+            for i, c in enumerate(kids):
+                if c[0] == "seq" and not c[2]:
+                    continue  # no compensation for this action
+                if i % 2:
+                    cp = f"{p}/undo{i}"
+                    self.add(cp, p, self.group_label("compensation", "↺ ", worst(self.states_of(c, it))), None, True)
+                    self.walk(c, it, cp, sub(cp, i, c))
+                else:
+                    self.walk(c, it, p, sub(p, i, c))
+            return
+        states = [s for c in kids for s in self.states_of(c, it)]
+        self.add(p, parent, self.group_label(nid or "try", "⚠ ", worst(states), "try · catch · finally"), None, True)
+        for i, (part, c) in enumerate(zip(("try", "catch", "finally"), kids)):
+            if c[0] == "seq" and not c[2]:
+                continue
+            pp = f"{p}/{part}"
+            self.add(pp, p, self.group_label(part, "", worst(self.states_of(c, it))), None, True)
+            self.walk(c, it, pp, sub(pp, i, c))
+
+    def members(self, kids: tuple) -> list[str]:
         out: list[str] = []
-        for s in kids:
-            if s.id is not None and s.kind in ("task", "gate", "loop", "wt"):
-                out.append(s.id)
-            if s.kind not in ("task", "gate", "loop"):
-                out += self.members(s.children)
+        for kind, nid, sub in kids:
+            if nid is not None and (kind in LEAVES or kind in ("loop", "wt")):
+                out.append(nid)
+            if kind not in LEAVES and kind != "loop":
+                out += self.members(sub)
         return out
 
     def loop(self, skel: Skel, it: int, parent: str | None, path: str) -> None:
-        nid, kids = skel.id, skel.children
-        assert nid is not None
+        _, nid, kids = skel
         key = (nid, it)
-        self.placed.add(key)
-        n = self.nodes.get(key)
-        cur = (n.data or {}).get("iteration") if n else None
+        self.placed.add(key)  # type: ignore[arg-type]
+        n = self.nodes.get(key)  # type: ignore[arg-type]
+        cur = n.get("loop_iteration") if n else None
         members = self.members(kids)
         its = sorted({k for m in members for k in self.iters.get(m, ())} | ({cur} if cur is not None else set()))
-        instances = sorted(k[1] for k in self.nodes if k[0] == nid and self.nodes[k].kind == "loop")
+        instances = sorted(k[1] for k in self.nodes if k[0] == nid and self.nodes[k]["kind"] == "loop")
         if len(instances) > 1 and cur is not None:  # a nested loop: keep this instance's iterations
-            lower = max(((self.nodes[(nid, i)].data or {}).get("iteration") or -1 for i in instances if i < it),
-                        default=-1)
+            lower = max((self.nodes[(nid, i)].get("loop_iteration") or -1 for i in instances if i < it), default=-1)
             its = [k for k in its if lower < k <= cur]
         p = f"{path}/{nid}#{it}"
-        state = n.state if n else "not_yet"
+        state = n["state"] if n else "not_yet"
         if state == "running" and self.states_of(skel, cur if cur is not None else it) == ["waiting_approval"]:
             state = "waiting_approval"
-        if n is None:
-            extra = "not started"
-        else:
-            extra = f"{len(its)} iteration{'s' if len(its) != 1 else ''}"
-            if skel.limit and state not in ("done", "failed", "skipped", "cancelled"):
-                extra += f" of at most {skel.limit}"
-        self.add(p, parent, self.group_sig(nid, "⟳ ", state, extra, key), key, True)
+        extra = f"{len(its)} iteration{'s' if len(its) != 1 else ''}" if n else "not started"
+        self.add(p, parent, self.group_label(nid or "", "⟳ ", state, extra), key, True)  # type: ignore[arg-type]
         if not its:
             for i, c in enumerate(kids):
-                self.walk(c, 0, p, sub(p, i, c))
+                self.walk(c, -1 if n is None else it, p, sub(p, i, c))
             return
-        single = len(kids) == 1 and kids[0].kind in ("task", "gate")
+        single = len(kids) == 1 and kids[0][0] in LEAVES and kids[0][0] != "subflow"
         for k in its:
             if single:
                 self.walk(kids[0], k, p, p, numbered=True)
             else:
                 ip = f"{p}/it{k}"
-                self.add(ip, p, self.group_sig(f"iteration {k}", "", worst(s for c in kids for s in self.states_of(c, k))),
+                self.add(ip, p, self.group_label(f"iteration {k}", "", worst(s for c in kids for s in self.states_of(c, k))),
                          None, True)
                 for i, c in enumerate(kids):
                     self.walk(c, k, ip, sub(ip, i, c))
@@ -220,11 +290,11 @@ class Layout:
 
 def sub(path: str, i: int, child: Skel) -> str:
     """The path prefix for a child: named children are unique by id, unnamed ones by position."""
-    return path if child.id is not None else f"{path}/{i}"
+    return path if child[1] is not None else f"{path}/{i}"
 
 
-class StepTree(Tree[Row]):
-    """A Tree of Rows; `show(rows)` relabels, inserts and removes in place, keeping folds and the cursor."""
+class StepTree(Tree[Any]):
+    """A Tree of Rows; `show(rows)` relabels in place, or rebuilds keeping folds and the cursor."""
 
     DEFAULT_CSS = "StepTree { scrollbar-size-vertical: 1; }"
 
@@ -234,25 +304,16 @@ class StepTree(Tree[Row]):
         self.guide_depth = 3
         self.auto_expand = False
         self._rows: list[Row] = []
-        self._by_path: dict[str, TreeNode[Row]] = {}
+        self._by_path: dict[str, TreeNode[Any]] = {}
         self.collapsed: set[str] = set()
 
-    def get_label_width(self, node: TreeNode[Row]) -> int:
-        """The label's width without rendering it (Textual renders every label on every change of the
-        tree to size it; a long run's tree changes a few times a second)."""
-        return node.label.cell_len + 2
-
-    def on_tree_node_collapsed(self, event: Tree.NodeCollapsed[Row]) -> None:
+    def on_tree_node_collapsed(self, event: Tree.NodeCollapsed[Any]) -> None:
         if event.node.data is not None:
             self.collapsed.add(event.node.data.path)
 
-    def on_tree_node_expanded(self, event: Tree.NodeExpanded[Row]) -> None:
+    def on_tree_node_expanded(self, event: Tree.NodeExpanded[Any]) -> None:
         if event.node.data is not None:
             self.collapsed.discard(event.node.data.path)
-
-    @property
-    def rows(self) -> list[Row]:
-        return self._rows
 
     @property
     def selected_row(self) -> Row | None:
@@ -260,65 +321,17 @@ class StepTree(Tree[Row]):
         return node.data if node is not None else None
 
     def show(self, rows: list[Row]) -> None:
-        old = {r.path: r for r in self._rows}
         if [r.path for r in rows] == [r.path for r in self._rows]:
-            for new in rows:
-                tn = self._by_path[new.path]
-                if old[new.path].sig != new.sig:
+            for old, new in zip(self._rows, rows):
+                if old.sig != new.sig:
+                    tn = self._by_path[new.path]
+                    tn.data = new
                     tn.set_label(new.label)
-                tn.data = new
+                else:
+                    self._by_path[new.path].data = new
             self._rows = rows
             return
-        if not self._patch(rows, old):
-            self._rebuild(rows)
-
-    def _patch(self, rows: list[Row], old: dict[str, Row]) -> bool:
-        """Remove the rows that went, insert the new ones where they belong, relabel the rest.
-        False when rows that stay changed order or parent (then the caller rebuilds)."""
-        new_paths = {r.path for r in rows}
-        kids: dict[str | None, list[str]] = {}
-        for r in rows:
-            kids.setdefault(r.parent, []).append(r.path)
-        for r in rows:
-            o = old.get(r.path)
-            if o is not None and o.parent != r.parent:
-                return False
-        for path, kept in kids.items():
-            before = [p for p in (self._children_paths(path)) if p in new_paths]
-            if [p for p in kept if p in old] != before:
-                return False
-        cursor = self.cursor_node
-        for path in [p for p in old if p not in new_paths]:
-            tn = self._by_path.pop(path, None)
-            if tn is not None and tn.tree is self and tn.parent is not None:
-                if tn is cursor:
-                    cursor = tn.parent if tn.parent is not self.root else None
-                tn.remove()
-        for r in rows:
-            tn = self._by_path.get(r.path)
-            if tn is None:
-                parent = self._by_path.get(r.parent) if r.parent else self.root
-                if parent is None:
-                    return False
-                index = kids[r.parent].index(r.path)
-                kw: dict[str, Any] = {"before": index} if index < len(parent.children) else {}
-                if r.group:
-                    tn = parent.add(r.label, data=r, expand=r.path not in self.collapsed, **kw)
-                else:
-                    tn = parent.add_leaf(r.label, data=r, **kw)
-                self._by_path[r.path] = tn
-            else:
-                if old[r.path].sig != r.sig:
-                    tn.set_label(r.label)
-                tn.data = r
-        self._rows = rows
-        if cursor is not None and self.cursor_node is not cursor and cursor.tree is self:
-            self.call_after_refresh(self.move_cursor, cursor)
-        return True
-
-    def _children_paths(self, parent: str | None) -> list[str]:
-        node = self._by_path.get(parent) if parent else self.root
-        return [c.data.path for c in node.children if c.data is not None] if node is not None else []
+        self._rebuild(rows)
 
     def _rebuild(self, rows: list[Row]) -> None:
         cursor = self.selected_row.path if self.selected_row else None
@@ -343,30 +356,9 @@ class StepTree(Tree[Row]):
         elif old_line >= 0 and rows:
             self.call_after_refresh(self.move_cursor_to_line, min(old_line, len(rows) - 1))
 
-    def node_of(self, key: Key) -> TreeNode[Row] | None:
-        return next((tn for tn in self._by_path.values() if tn.data is not None and tn.data.key == key), None)
-
     def select_key(self, key: Key) -> bool:
-<<<<<<< HEAD
         for tn in self._by_path.values():
             if tn.data is not None and tn.data.key == key:
                 self.move_cursor(tn)
                 return True
         return False
-=======
-        tn = self.node_of(key)
-        if tn is None:
-            return False
-        self.select_node_of(tn)
-        return True
-
-    def select_node_of(self, tn: TreeNode[Row]) -> None:
-        """Move the cursor to a node, unfolding its parents, and scroll it into view."""
-        p = tn.parent
-        while p is not None and p is not self.root:
-            if not p.is_expanded:
-                p.expand()
-            p = p.parent
-        self.move_cursor(tn)
-        self.scroll_to_node(tn, animate=False)
->>>>>>> app
