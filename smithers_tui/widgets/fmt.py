@@ -14,21 +14,18 @@ RUN_STYLE = {  # run status -> (glyph, colour)
     "failed": ("✖", "red1"),
     "cancelled": ("⊘", "grey58"),
     "rewound": ("↺", "magenta"),
-    "interrupted": ("‖", "orange3"),
-    "queued": ("…", "grey70"),
 }
 NODE_STYLE = {  # node state -> (glyph, colour)
     "pending": ("·", "grey50"),
     "running": ("●", "dodger_blue1"),
     "waiting_approval": ("◆", "yellow"),
-    "waiting": ("◇", "yellow"),
     "done": ("✔", "green3"),
     "failed": ("✖", "red1"),
     "skipped": ("↷", "grey58"),
     "cancelled": ("⊘", "grey58"),
     "not_yet": ("○", "grey35"),
 }
-ACTIVE_RUN = ("running", "waiting", "queued")
+ACTIVE_RUN = ("running", "waiting")
 
 
 def run_glyph(status: str) -> Text:
