@@ -135,9 +135,7 @@ async def streaming(tmp: Path) -> None:
             app.simulate_key("tab")
             while app.focused is before:
                 await asyncio.sleep(0)
-            painted = asyncio.Event()
-            app.screen.call_after_refresh(painted.set)
-            await painted.wait()
+            await painted(app)
             lat.append(time.perf_counter() - t)
             await asyncio.sleep(0.1)
             if len(lat) % 20 == 0:
@@ -157,10 +155,7 @@ async def streaming(tmp: Path) -> None:
 
 async def big_tree(tmp: Path) -> None:
     from engine import Parallel, Task, workflow
-    from engine.runtime import Engine
-    from engine.store import Store
     from smithers_tui.app import SmithersApp
-    from smithers_tui.screens.run import RunScreen
     from smithers_tui.widgets.step_tree import StepTree
 
     @workflow(name="wide")
@@ -168,23 +163,12 @@ async def big_tree(tmp: Path) -> None:
         return Parallel(*[Task(f"step-{i:04d}", value=i) for i in range(5000)])
 
     db = tmp / "tree.db"
-    store = await Store.open(db)
-    eng = Engine(store)
-    ex = await eng.start(wide, "module:bench.tui:wide", None, run_id="wide", workdir=tmp)
-    await ex.execute()
-    await eng.close()
-    await store.close()
+    await run_to_end(db, wide, "module:bench.tui:wide", "wide", tmp)
     # `wide` lives in this function (not importable): its steps are shown flat, unnested
     app = SmithersApp(db, project=tmp, prefs=Prefs(tmp / "prefs.json"))
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.pause(0.2)
-        t = time.perf_counter()
-        app.open_run("wide")
-        while not (isinstance(app.screen, RunScreen) and app.screen.loaded):
-            await asyncio.sleep(0.002)
-        await pilot.pause()
-        opened = time.perf_counter() - t
-        rows = len(app.screen.query_one(StepTree)._rows)
+        opened = await open_timed(pilot, "wide")
+        rows = len(app.screen.query_one(StepTree).rows)
         line("big tree: open a 5,000-step run", f"{opened * 1000:.0f} ms", f"{rows} rows; no visible lag",
              opened < 1.0)
         tree = app.screen.query_one(StepTree)
@@ -196,15 +180,41 @@ async def big_tree(tmp: Path) -> None:
                 app.simulate_key(key)
                 while tree.cursor_line == before:
                     await asyncio.sleep(0)
-                painted = asyncio.Event()
-                app.screen.call_after_refresh(painted.set)
-                await painted.wait()
+                await painted(app)
                 took.append(time.perf_counter() - t)
                 await asyncio.sleep(0.02)
             per = statistics.median(took)
             p95 = statistics.quantiles(took, n=20)[18]
             line(f"big tree: {key} to repaint, median/p95", f"{per * 1000:.1f}/{p95 * 1000:.1f} ms", "< 50 ms",
                  p95 < 0.05)
+
+
+async def run_to_end(db: Path, wf: Any, target: str, run_id: str, tmp: Path) -> int:
+    """Run a workflow to its end in `db` (the engine alone); returns its last frame."""
+    from engine.runtime import Engine
+    from engine.store import Store
+
+    store = await Store.open(db)
+    eng = Engine(store)
+    ex = await eng.start(wf, target, run_id=run_id, workdir=tmp)
+    await ex.execute()
+    await eng.close()
+    await store.close()
+    return ex.frame
+
+
+async def open_timed(pilot: Any, run_id: str) -> float:
+    """Seconds from asking the app to open a run to its screen loaded and painted."""
+    from smithers_tui.screens.run import RunScreen
+
+    app = pilot.app
+    await pilot.pause(0.2)
+    t = time.perf_counter()
+    app.open_run(run_id)
+    while not (isinstance(app.screen, RunScreen) and app.screen.loaded):
+        await asyncio.sleep(0.002)
+    await painted(app)
+    return time.perf_counter() - t
 
 
 async def painted(app: Any) -> None:
@@ -288,29 +298,14 @@ async def engine_in_app(tmp: Path, n: int = 2000) -> None:
 
 async def scrubbing(tmp: Path, steps: int = 5000) -> None:
     import bench
-    from engine.runtime import Engine
-    from engine.store import Store
     from smithers_tui.app import SmithersApp
-    from smithers_tui.screens.run import RunScreen
 
     bench.PARAMS["n"] = steps
     db = tmp / "scrub.db"
-    store = await Store.open(db)
-    eng = Engine(store)
-    ex = await eng.start(bench.loop_async, "module:bench:bench-loop", run_id="scrub", workdir=tmp)
-    await ex.execute()
-    frames = ex.frame
-    await eng.close()
-    await store.close()
+    frames = await run_to_end(db, bench.loop_async, "module:bench:bench-loop", "scrub", tmp)
     app = SmithersApp(db, project=tmp, prefs=Prefs(tmp / "prefs.json"))
     async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.pause(0.2)
-        t = time.perf_counter()
-        app.open_run("scrub")
-        while not (isinstance(app.screen, RunScreen) and app.screen.loaded):
-            await asyncio.sleep(0.002)
-        await painted(app)
-        opened = time.perf_counter() - t
+        opened = await open_timed(pilot, "scrub")
         screen = app.screen
         line(f"scrub: open a run of {frames:,} frames", f"{opened * 1000:.0f} ms", "info")
         took = []

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
 from textual._context import message_hook
 from textual.message import Message
 
@@ -109,6 +110,11 @@ def seed_sync(db: Path, project: Path, run_id: str, input: Any = None, name: str
 def ids(prefix: str) -> Callable[[], str]:
     counter = itertools.count(1)
     return lambda: f"{prefix}-{next(counter)}"
+
+
+# the terminal sizes every screen is snapshotted at
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36"),
+         pytest.param((200, 50), id="200x50")]
 
 
 class Pulse:

@@ -12,7 +12,7 @@ import pytest
 
 from smithers_tui.screens.board import COLUMNS, BoardScreen, card_text, cards_of
 from smithers_tui.screens.run import RunScreen
-from tests.tui.helpers import make_app, ready, until
+from tests.tui.helpers import SIZES, make_app, ready, until
 
 GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
@@ -198,10 +198,6 @@ def kanban_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     asyncio.run(go())
     return db
-
-
-SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36"),
-         pytest.param((200, 50), id="200x50")]
 
 
 @pytest.mark.parametrize("size", SIZES)

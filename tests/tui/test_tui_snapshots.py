@@ -23,11 +23,7 @@ from smithers_tui.screens.launcher import LauncherScreen
 from smithers_tui.screens.lineage import LineageScreen
 from smithers_tui.screens.runs import RunsScreen
 from smithers_tui.widgets.inspector import Inspector
-from tests.tui.helpers import FLOW, make_app, open_run, seed, until
-
-SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36"),
-         pytest.param((200, 50), id="200x50")]
-
+from tests.tui.helpers import FLOW, SIZES, make_app, open_run, seed, until
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
