@@ -9,10 +9,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Label, SelectionList, Static, TextArea
-from textual.widgets.selection_list import Selection
+from textual.widgets import Button, Label, Static, TextArea
 
 from ..base import AppModal
+from ..widgets.checklist import CheckList
 
 
 class ForkScreen(AppModal[dict[str, Any] | None]):
@@ -38,12 +38,11 @@ class ForkScreen(AppModal[dict[str, Any] | None]):
             yield Static("A new run starts from that frame; the original is left alone.", id="explain", markup=False)
             with Horizontal(id="panes"):
                 with Vertical(id="input-pane"):
-                    yield Label("Input (JSON; changed fields re-run the steps that read them)")
+                    yield Label("Input (JSON)", markup=False)
                     yield TextArea(json.dumps(self.input, indent=2), id="input", soft_wrap=True)
                 with Vertical(id="reset-pane"):
-                    yield Label("Run again  (space toggles: [x] runs again)")
-                    yield SelectionList[str](*[Selection(f"{nid}  ({what})", nid) for nid, what, _done in self.steps],
-                                             id="reset")
+                    yield Label("Run again (space: ☑ runs again)", markup=False)
+                    yield CheckList([(nid, f"{nid}  ({what})") for nid, what, _done in self.steps], id="reset")
             yield Static("", id="preview")
             yield Static("", id="error")
             with Horizontal(id="buttons"):
@@ -53,7 +52,7 @@ class ForkScreen(AppModal[dict[str, Any] | None]):
     def on_mount(self) -> None:
         self.preview()
 
-    def on_selection_list_selected_changed(self, _event: SelectionList.SelectedChanged[str]) -> None:
+    def on_check_list_changed(self, _event: CheckList.Changed) -> None:
         self.preview()
 
     def on_text_area_changed(self, _event: TextArea.Changed) -> None:
@@ -61,7 +60,7 @@ class ForkScreen(AppModal[dict[str, Any] | None]):
 
     def preview(self) -> None:
         """What the fork keeps and what it runs, from the states at the frame and the choices."""
-        reset = set(self.query_one("#reset", SelectionList).selected)
+        reset = set(self.query_one("#reset", CheckList).selected)
         done = [nid for nid, _what, finished in self.steps if finished]
         kept = [n for n in done if n not in reset]
         again = [n for n in done if n in reset]
@@ -98,7 +97,7 @@ class ForkScreen(AppModal[dict[str, Any] | None]):
             self.query_one("#error", Static).update(f"✖ input is not valid JSON: {e.msg} (line {e.lineno}, "
                                                     f"column {e.colno})")
             return
-        reset = list(self.query_one("#reset", SelectionList).selected)
+        reset = list(self.query_one("#reset", CheckList).selected)
         self.dismiss({"input": data if data != self.input else None, "reset": reset})
 
     def action_cancel(self) -> None:

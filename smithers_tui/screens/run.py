@@ -435,7 +435,7 @@ class RunScreen(AppScreen[None]):
         if rec is None:
             self._inspected = None
             what = "has not started" + (" at this frame" if self.past is not None else " yet")
-            insp.show_text(f"{key_label(*key) if key[1] >= 0 else key[0]} {what}")
+            insp.show_text(f"{key_label(*key) if key[1] >= 0 else key[0]} {what}", about=key)
             return
         stamp = (key, rec, self.past, self.approvals_of(key))
         if stamp == self._inspected:

@@ -120,9 +120,9 @@ class Inspector(TextView):
         self.shown: RenderableType = Text("")
         self.shown_for: Any = None  # what is shown (a step's key): the scroll stays when it is shown again
 
-    def show_text(self, text: str) -> None:
+    def show_text(self, text: str, about: Any = None) -> None:
         self.shown = Text(text, style="grey58")
-        self.shown_for = None
+        self.shown_for = about
         self.set(self.shown)
 
     def show_parts(self, parts: list[RenderableType], about: Any = None) -> None:

@@ -87,7 +87,7 @@ class Layout:
         bits = []
         if n and n.attempts > 1:
             bits.append(f"×{n.attempts}")
-        if key in self.agents:
+        if n is not None and key in self.agents:  # started (by the frame shown): its agent
             bits.append(self.agents[key])
         start, end = self.timing(key) if n else (None, None)
         if start:
@@ -226,7 +226,7 @@ def sub(path: str, i: int, child: Skel) -> str:
 class StepTree(Tree[Row]):
     """A Tree of Rows; `show(rows)` relabels, inserts and removes in place, keeping folds and the cursor."""
 
-    DEFAULT_CSS = "StepTree { scrollbar-size-vertical: 1; }"
+    DEFAULT_CSS = "StepTree { scrollbar-size-vertical: 1; overflow-x: hidden; }"
 
     def __init__(self, **kw: Any) -> None:
         super().__init__("run", **kw)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from textual.widgets import SelectionList, TextArea
+from textual.widgets import TextArea
+
+from smithers_tui.widgets.checklist import CheckList
 
 from smithers_tui.screens.approval import ApprovalScreen
 from smithers_tui.screens.confirm import ConfirmScreen
@@ -82,8 +84,7 @@ async def test_fork_from_a_past_frame_with_changed_input_and_a_reset(db: Path, p
         area = fork.query_one(TextArea)
         assert json.loads(area.text) == {"rounds": 2, "topic": "tests"}
         area.text = '{"rounds": 2, "topic": "forked"}'
-        sel = fork.query_one(SelectionList)
-        sel.select("plan")
+        fork.query_one(CheckList).set_checked("plan", True)
         await pilot.press("ctrl+s")
         await run_shown(pilot, app, "branch-1")  # the fork runs up to its gate: its prompt comes up
         row = await run_row(db, "branch-1")
@@ -176,8 +177,7 @@ async def test_the_fork_dialog_lists_steps_in_order_and_previews_what_is_kept_an
         done_at_1 = sorted(k[0] for k, r in screen.model.view.items() if r.state == "done")
         await pilot.press("f")
         fork = await until(pilot, lambda: isinstance(app.screen, ForkScreen) and app.screen, "the fork dialog")
-        ids = [fork.query_one(SelectionList).get_option_at_index(i).value
-               for i in range(fork.query_one(SelectionList).option_count)]
+        ids = [value for value, _label in fork.query_one(CheckList).items]
         assert ids == [i for i in ["plan", "rounds", "count", "lint", "test", "ship", "notes", "summary"] if i in ids]
         preview = str(fork.query_one("#preview").render())
         assert f"keeps {len(set(done_at_1))} finished step(s)" in preview
@@ -186,7 +186,7 @@ async def test_the_fork_dialog_lists_steps_in_order_and_previews_what_is_kept_an
         await until(pilot, lambda: app.screen is screen, "closed")
         await pilot.press("end", "f")
         fork = await until(pilot, lambda: isinstance(app.screen, ForkScreen) and app.screen, "the fork dialog live")
-        fork.query_one(SelectionList).select("plan")
+        fork.query_one(CheckList).set_checked("plan", True)
         await until(pilot, lambda: "runs again: plan" in str(fork.query_one("#preview").render()), "the preview")
         await pilot.press("ctrl+s")
         await run_shown(pilot, app, "branch-1")

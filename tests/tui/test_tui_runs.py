@@ -129,9 +129,8 @@ async def test_sort_filter_and_columns_are_kept_for_next_time(db: Path, project:
         await until(pilot, lambda: t.row_count == 1, "filtered")
         await pilot.press("C")
         await until(pilot, lambda: type(app.screen).__name__ == "ColumnsScreen", "the columns")
-        sel = app.screen.query_one("SelectionList")
-        sel.deselect("started")
-        await pilot.press("enter")
+        app.screen.query_one("CheckList").set_checked("started", False)
+        await pilot.press("ctrl+s")
         await until(pilot, lambda: "started" not in [k for k, _w in t._layout], "the column hidden")
     prefs = app.prefs
     assert prefs.get("runs.sort") == "workflow" and prefs.get("runs.sort_reverse") is True
