@@ -35,8 +35,9 @@ class Outcome:
 
 async def latest_note(store: Any, run_id: str, node: str, iteration: int | None = None) -> tuple[dict[str, Any], Any]:
     """The latest saved session note of a step and the agent that made it (BadInput otherwise)."""
-    from engine.config import load_settings, resolve_agent
     from pathlib import Path
+
+    from engine.config import load_settings, resolve_agent
 
     run = await store.get_run(run_id)
     notes = session_events(await store.events(run_id, types=["agent"]), node, iteration)

@@ -10,11 +10,10 @@ from textual.binding import Binding
 from textual.containers import Grid
 from textual.widgets import Header, Static
 
-from ..widgets.footer import Footer
-
 from ..app import StoreChanged
 from ..base import LETTER_KEYS, AppScreen, background
 from ..widgets.agent_pane import REPAINT_S, AgentHub, AgentPane, PaneKey
+from ..widgets.footer import Footer
 
 MAX_PANES = 12
 

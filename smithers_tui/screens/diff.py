@@ -11,8 +11,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Header, Static
 
-from ..widgets.footer import Footer
 from ..base import LETTER_KEYS, AppScreen, background
+from ..widgets.footer import Footer
 
 Key = tuple[str, int]
 

@@ -10,10 +10,10 @@ from textual.binding import Binding
 from textual.widgets import Header, Input, Static
 
 from ..app import StoreChanged
-from ..widgets.footer import Footer
 from ..base import LETTER_KEYS, AppScreen, background
 from ..widgets.filter import FilterBar
 from ..widgets.fmt import key_label
+from ..widgets.footer import Footer
 from ..widgets.table import Col, Item, ListTable
 
 if TYPE_CHECKING:

@@ -15,13 +15,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Header, Input, Label, OptionList, Static, Checkbox
+from textual.widgets import Button, Checkbox, Header, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from ..widgets.footer import Footer
 from ..base import AppScreen, background
 from ..catalog import Entry, Listing
 from ..widgets.filter import FilterBar
+from ..widgets.footer import Footer
 from ..widgets.input_form import InputForm
 
 

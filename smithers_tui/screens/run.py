@@ -22,11 +22,11 @@ from textual.timer import Timer
 from textual.widgets import Header, Input, Static
 
 from ..app import StoreChanged
-from ..widgets.footer import Footer
 from ..base import LETTER_KEYS, AppScreen, background
 from ..runmodel import Key, Mark, Rec, RunModel
 from ..widgets.filter import FilterBar
 from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE, cost, key_label, tokens
+from ..widgets.footer import Footer
 from ..widgets.inspector import Inspector, StepView
 from ..widgets.step_tree import Layout, Row, Skel, StepTree
 from ..widgets.timeline import FrameTimeline
@@ -36,11 +36,10 @@ if TYPE_CHECKING:
     from engine.timetravel import ForkInfo
 
 REFRESH_S = 0.25  # at most four reads of new frames a second, however fast the run commits
-REFRESH_MAX_S = 2.0
+REFRESH_MAX_S = 2.0  # and at least one every 2 s, however costly a refresh is
 ATTEMPTS_S = 2.0  # the attempts (agents, usage) are read again at most every 2 s
-INSPECT_S = 1.0
-CURSOR_REST_S = 0.12  # the inspector reads the step under the cursor once the cursor rests this long  # the selected step, while it keeps changing, is read again at most once a second
-FINAL_RUN = ("finished", "failed", "cancelled", "rewound")
+INSPECT_S = 1.0  # the selected step, while it keeps changing, is read again at most once a second
+CURSOR_REST_S = 0.12  # the inspector reads the step under the cursor once the cursor rests this long
 
 
 class RunTree(StepTree):

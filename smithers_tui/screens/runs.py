@@ -14,10 +14,10 @@ from textual.binding import Binding
 from textual.widgets import Header, Input, Static
 
 from ..app import StoreChanged
-from ..widgets.footer import Footer
 from ..base import LETTER_KEYS, AppScreen, background
 from ..widgets.filter import FilterBar
 from ..widgets.fmt import ACTIVE_RUN, cost, key_label, run_glyph, tokens
+from ..widgets.footer import Footer
 from ..widgets.table import Col, Item, ListTable
 
 COLUMNS = [

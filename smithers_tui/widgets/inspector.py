@@ -12,10 +12,10 @@ from rich.console import Group, RenderableType
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
-from .textview import TextView
 
 from ..runmodel import Rec
 from .fmt import NODE_STYLE, Clock, cost, key_label, short_json, tokens
+from .textview import TextView
 
 if TYPE_CHECKING:
     from engine.records import AttemptRecord

@@ -21,7 +21,6 @@ from engine.outline import OutlineNode
 from ..runmodel import Key, Rec
 from .fmt import NODE_STYLE, Clock, key_label, short_json
 
-
 Skel = OutlineNode  # the workflow's shape: kind (task|gate|loop|par|wt|seq), id, children, a loop's limit
 
 

@@ -9,7 +9,6 @@ from textual.widgets import TextArea
 
 from smithers_tui.widgets.checklist import CheckList
 
-from smithers_tui.screens.approval import ApprovalScreen
 from smithers_tui.screens.confirm import ConfirmScreen
 from smithers_tui.screens.fork import ForkScreen
 from smithers_tui.screens.lineage import LineageScreen
