@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .widgets.agent_pane import AgentHub
 from .widgets.fmt import key_label
@@ -20,12 +20,19 @@ from .widgets.fmt import key_label
 if TYPE_CHECKING:  # the engine is imported after the first paint (Host.open)
     from engine.dsl import WorkflowDef
     from engine.events import Event
-    from engine.run import RunExecutor
-    from engine.runtime import Engine
+    from engine.runtime import Engine, RunExecutor
     from engine.store import Store
-    from engine.timetravel import ForkInfo
 
 log = logging.getLogger("smithers.app")
+
+class Forked(Protocol):
+    """What a fork, rewind or replay made, as the screens read it (engine.timetravel.ForkInfo)."""
+
+    run_id: str
+    carried: int
+    rerun: list[str]
+    input_changed: bool
+
 
 Notify = Callable[[str, str], None]  # message, severity
 Broadcast = Callable[[set[str]], None]  # something was written; the runs whose agents spoke
@@ -198,18 +205,18 @@ class Host:
     async def cancel(self, run_id: str) -> str:
         return await self.engine.cancel(run_id)
 
-    async def fork(self, run_id: str, frame: int | None, *, input: Any = None, reset: Any = ()) -> ForkInfo:
+    async def fork(self, run_id: str, frame: int | None, *, input: Any = None, reset: Any = ()) -> Forked:
         info = await self.engine.fork(run_id, frame, input=input, reset=reset, new_id=self.new_id())
         await self.resume(info.run_id)
         return info
 
-    async def rewind(self, run_id: str, frame: int) -> ForkInfo:
+    async def rewind(self, run_id: str, frame: int) -> Forked:
         self.quiet_end.add(run_id)
         info = await self.engine.rewind(run_id, frame, new_id=self.new_id())
         await self.resume(info.run_id)
         return info
 
-    async def replay(self, run_id: str, frame: int) -> ForkInfo:
+    async def replay(self, run_id: str, frame: int) -> Forked:
         info = await self.engine.replay(run_id, frame, new_id=self.new_id())
         await self.resume(info.run_id)
         return info

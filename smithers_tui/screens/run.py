@@ -21,9 +21,11 @@ from textual.css.query import NoMatches
 from textual.timer import Timer
 from textual.widgets import Header, Input, Static
 
+from engine.state import Key
+
 from ..app import StoreChanged
 from ..base import LETTER_KEYS, AppScreen, background
-from ..runmodel import Key, Mark, Rec, RunModel
+from ..runmodel import Mark, Rec, RunModel
 from ..widgets.filter import FilterBar
 from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE, cost, key_label, tokens
 from ..widgets.footer import Footer
@@ -33,7 +35,8 @@ from ..widgets.timeline import FrameTimeline
 
 if TYPE_CHECKING:
     from engine.records import ApprovalRecord, AttemptRecord, RunRecord
-    from engine.timetravel import ForkInfo
+
+    from ..host import Forked
 
 REFRESH_S = 0.25  # at most four reads of new frames a second, however fast the run commits
 REFRESH_MAX_S = 2.0  # and at least one every 2 s, however costly a refresh is
@@ -889,7 +892,7 @@ def fork_choices(nodes: dict[Key, Rec], order: list[Key]) -> list[tuple[str, str
     return out
 
 
-def fork_said(info: ForkInfo) -> str:
+def fork_said(info: Forked) -> str:
     return (f"{info.carried} output(s) carried; {len(info.rerun)} carried step(s) run again"
             + ("; the input changed" if info.input_changed else "") + "; steps not done at that frame run now")
 

@@ -12,7 +12,7 @@ from textual.widgets.option_list import Option
 
 
 class CheckList(OptionList):
-    BINDINGS = [Binding("space,enter", "toggle", "Toggle", id="checklist.toggle")]
+    BINDINGS = [Binding("space,enter", "check", "Toggle", id="checklist.toggle")]
 
     class Changed(Message):
         def __init__(self, checklist: "CheckList") -> None:
@@ -42,7 +42,7 @@ class CheckList(OptionList):
         self.replace_option_prompt(value, self._option(value, label).prompt)
         self.post_message(self.Changed(self))
 
-    def action_toggle(self) -> None:
+    def action_check(self) -> None:
         option = self.highlighted_option
         if option is not None and option.id is not None:
             self.set_checked(option.id, option.id not in self.checked)

@@ -18,7 +18,9 @@ from textual.widgets.tree import TreeNode
 
 from engine.outline import OutlineNode
 
-from ..runmodel import Key, Rec
+from engine.state import Key
+
+from ..runmodel import Rec
 from .fmt import NODE_STYLE, Clock, key_label, short_json
 
 Skel = OutlineNode  # the workflow's shape: kind (task|gate|loop|par|wt|seq), id, children, a loop's limit
