@@ -122,12 +122,34 @@ class RunModel:
     following: bool = True  # the view moves with new frames
     history: dict[Key, list[tuple[int, str]]] = field(default_factory=dict)  # node -> (frame, state) changes
     statuses: list[str] = field(default_factory=list)  # the run's status at each frame
+    iters: dict[str, set[int]] = field(default_factory=dict)  # node id -> its iterations in the view
+    steps: int = 0  # steps (tasks and gates) in the view ...
+    done: int = 0  # ... and how many of them are done or skipped: counted as the view moves
 
     def __post_init__(self) -> None:
         self.live = dict(self.base)
         self.view = dict(self.base)
         for key, rec in self.base.items():
             self.history[key] = [(0, rec.state)]
+            self._count(None, rec)
+            self.iters.setdefault(key[0], set()).add(key[1])
+
+    def _count(self, old: Rec | None, new: Rec | None) -> None:
+        for rec, sign in ((old, -1), (new, 1)):
+            if rec is not None and rec.kind in ("task", "approval"):
+                self.steps += sign
+                self.done += sign if rec.state in ("done", "skipped") else 0
+
+    def _set_view(self, key: Key, rec: Rec | None) -> None:
+        self._count(self.view.get(key), rec)
+        if rec is None:
+            self.view.pop(key, None)
+            its = self.iters.get(key[0])
+            if its is not None:
+                its.discard(key[1])
+        else:
+            self.view[key] = rec
+            self.iters.setdefault(key[0], set()).add(key[1])
 
     @property
     def last(self) -> int:
@@ -153,7 +175,8 @@ class RunModel:
         self.changes.append(changes)
         self.prevs.append(prev)
         if self.following:
-            self.view.update(changes)
+            for key, rec in changes.items():
+                self._set_view(key, rec)
             self.view_frame = frame
         return mark
 
@@ -164,18 +187,18 @@ class RunModel:
         self.following = frame is None
         target = self.last if frame is None else max(0, min(self.last, frame))
         if target < self.view_frame - target:  # nearer from frame 0 than from here
-            self.view = dict(self.base)
-            self.view.update(self.changes[0])
+            self.view, self.iters = {}, {}
+            self.steps = self.done = 0
+            for key, rec in {**self.base, **self.changes[0]}.items():
+                self._set_view(key, rec)
             self.view_frame = 0
         while self.view_frame < target:
             self.view_frame += 1
-            self.view.update(self.changes[self.view_frame])
+            for key, rec in self.changes[self.view_frame].items():
+                self._set_view(key, rec)
         while self.view_frame > target:
             for key, old in self.prevs[self.view_frame].items():
-                if old is None:
-                    self.view.pop(key, None)
-                else:
-                    self.view[key] = old
+                self._set_view(key, old)
             self.view_frame -= 1
 
     # --- questions the screens ask -------------------------------------------------------------
@@ -208,6 +231,14 @@ class RunModel:
 
     def status_at(self, frame: int) -> str:
         return self.statuses[frame] if 0 <= frame < len(self.statuses) else "running"
+
+    def changed_between(self, a: int, b: int) -> set[Key]:
+        """Every node a frame after min(a, b) up to max(a, b) changed."""
+        lo, hi = min(a, b), max(a, b)
+        out: set[Key] = set()
+        for f in range(lo + 1, min(hi, self.last) + 1):
+            out.update(self.changes[f])
+        return out
 
     def changed_at(self, frame: int) -> frozenset[Key]:
         return frozenset(self.changes[frame]) if 0 <= frame < len(self.changes) else frozenset()

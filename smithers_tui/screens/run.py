@@ -42,6 +42,8 @@ REFRESH_S = 0.25  # at most four reads of new frames a second, however fast the 
 REFRESH_MAX_S = 2.0  # and at least one every 2 s, however costly a refresh is
 ATTEMPTS_S = 2.0  # the attempts (agents, usage) are read again at most every 2 s
 INSPECT_S = 1.0  # the selected step, while it keeps changing, is read again at most once a second
+SCRUB_REST_S = 0.06  # the tree shows the frame scrubbed to once the keys rest this long...
+SCRUB_SHOW_S = 0.5  # ...and at least this often while they go on
 CURSOR_REST_S = 0.12  # the inspector reads the step under the cursor once the cursor rests this long
 
 
@@ -103,12 +105,14 @@ class RunScreen(AppScreen[None]):
         self.children_runs: list[RunRecord] = []
         self.agents: dict[Key, str] = {}
         self.usage: dict[Key, dict[str, float]] = {}
+        self.attempt_list: list[AttemptRecord] = []  # as last read (the past's attempts do not change)
         self.skel: Skel | None = None
         self.skel_ids: frozenset[str] | None = None
         self.prompting: Key | None = None
         self.follow = True  # keep the running step in view until the cursor moves
         self.run_info = False  # the inspector shows the run (i) rather than the selected step
         self.chosen: Key | None = None  # the step the user selected: kept selected while scrubbing
+        self.expanded: set[str] = set()  # long loops shown whole (enter on their "more" row)
         self._user_moving = False
         self.loaded = False
         self._dirty = asyncio.Event()
@@ -119,6 +123,12 @@ class RunScreen(AppScreen[None]):
         self._busy = 0.0  # seconds of work on the event loop in the current refresh
         self._attempts_read = 0.0
         self._keys_for: tuple[Any, ...] | None = None
+        self._scrub_timer: Timer | None = None
+        self._gates: tuple[int, list[Key]] = (-1, [])
+        self._shown_at = 0.0  # when the tree last showed a frame (monotonic)
+        self.shown_frame_full = -1  # the frame the tree and the inspector show
+        self._sigs: dict[Key, tuple[Any, ...]] = {}  # the last layout's step labels, for the next one
+        self._sigs_at: tuple[int, int, str] | None = None  # its frame, how many agents were known, the run's status
         self._head_lines = 0
 
     # --- the past ------------------------------------------------------------------------------
@@ -244,6 +254,7 @@ class RunScreen(AppScreen[None]):
 
     def read_attempts(self, attempts: list[AttemptRecord]) -> None:
         """Agents and usage per step, from the attempts that ended."""
+        self.attempt_list = attempts
         usage: dict[Key, dict[str, float]] = {}
         for a in attempts:
             if a.agent:
@@ -263,9 +274,12 @@ class RunScreen(AppScreen[None]):
         return out
 
     # --- showing -------------------------------------------------------------------------------
-    def show(self) -> None:
+    def show(self, inspect: bool = True) -> None:
+        """Show the frame: tree, head, banner and, unless scrubbing goes on, the inspector."""
+        self._shown_at = time.monotonic()
+        self.shown_frame_full = self.model.view_frame
         try:
-            self._show()
+            self._show(inspect)
         except NoMatches:  # the screen is closing
             pass
 
@@ -278,15 +292,22 @@ class RunScreen(AppScreen[None]):
                          if r.state in ("running", "pending", "waiting_approval") else r) for k, r in nodes.items()}
         return nodes
 
-    def _show(self) -> None:
+    def _show(self, inspect: bool = True) -> None:
         if self.run is None or not self.model.marks:
             return
         past = self.past
         until = self.model.at(self.model.view_frame) if past is not None else None
         frame = self.model.view_frame
-        layout = Layout(self.shown_nodes(), self.agents, self.app.clock, lambda k: self.model.timing(k, frame),
-                        self.model.changed_at(frame), until)
+        nodes = self.shown_nodes()
+        changed = self.model.changed_at(frame)
+        keep = {k for k, r in nodes.items() if r.state in ("running", "waiting_approval", "failed")} | set(changed)
+        if self.chosen is not None:
+            keep.add(self.chosen)
+        layout = Layout(nodes, self.agents, self.app.clock, lambda k: self.model.timing(k, frame), changed, until,
+                        self.reusable_sigs(nodes, frame), keep, self.expanded,
+                        self.model.iters if nodes is self.model.view else None)
         rows = layout.build(self.skel)
+        self._sigs, self._sigs_at = layout.sigs, (frame, len(self.agents), self.run.status if self.run else "")
         tree = self.step_tree
         tree.show(rows)
         if self.focus_key is not None and tree.node_of(self.focus_key) is not None:
@@ -302,7 +323,28 @@ class RunScreen(AppScreen[None]):
             tree.move_cursor_to_line(0)
         if self.follow and past is None and self.view in ACTIVE_RUN:
             self.keep_running_in_view(rows)
+        self.show_frame_head()
+        if inspect:
+            self.inspect_selected()
+        if past is None:
+            self.maybe_prompt()
+
+    def reusable_sigs(self, nodes: dict[Key, Rec], frame: int) -> dict[Key, tuple[Any, ...]]:
+        """The last layout's step labels that still hold: not for steps changed since (or marked as
+        changed at either frame), nor those still going (their durations move on)."""
+        if self._sigs_at is None:
+            return {}
+        was, agents, status = self._sigs_at
+        if agents != len(self.agents) or status != (self.run.status if self.run else ""):
+            return {}
+        stale = self.model.changed_between(was, frame) | self.model.changed_at(was) | self.model.changed_at(frame)
+        going = {k for k, r in nodes.items() if r.state in ("running", "waiting_approval", "pending")}
+        return {k: sig for k, sig in self._sigs.items() if k not in stale and k not in going}
+
+    def show_frame_head(self) -> None:
+        """The head and the past's banner: cheap, shown at once on every scrub."""
         self.show_head()
+        past, frame = self.past, self.model.view_frame
         banner = self.query_one("#past-banner", Static)
         banner.display = past is not None
         self.set_class(past is not None, "past")
@@ -311,10 +353,7 @@ class RunScreen(AppScreen[None]):
             banner.update(Text.assemble(
                 (" THE PAST ", "bold reverse yellow"),
                 (f"  as of frame {frame} of {self.model.last} ({self.app.clock.stamp(cur.at)})", "bold"),
-                ("  ·  f fork  ·  r rewind  ·  R replay from here  ·  end returns to live", "yellow")))
-        self.inspect_selected()
-        if past is None:
-            self.maybe_prompt()
+                ("  ·  f fork  ·  r rewind  ·  R replay from here  ·  end returns to live", "yellow")), layout=False)
 
     def keep_running_in_view(self, rows: list[Row]) -> None:
         running = [r.key for r in rows if r.key is not None and not r.group and r.sig[1] == "running"]
@@ -323,17 +362,10 @@ class RunScreen(AppScreen[None]):
             if tn is not None and tn.line >= 0:
                 self.step_tree.scroll_to_line(tn.line, animate=False)
 
-    def steps(self) -> list[tuple[Key, Rec]]:
-        return [(k, r) for k, r in self.shown_nodes().items() if r.kind in ("task", "approval")]
-
     def progress(self) -> tuple[int, int, int]:
         """Steps done, steps known, and at most how many more the loops still going may add."""
-        steps = self.steps()
-        done = sum(r.state in ("done", "skipped") for _k, r in steps)
-        more = 0
-        if self.skel is not None:
-            more = loop_room(self.skel, self.shown_nodes())
-        return done, len(steps), more
+        more = loop_room(self.skel, self.model.view) if self.skel is not None else 0
+        return self.model.done, self.model.steps, more
 
     def show_head(self) -> None:
         run = self.run
@@ -406,6 +438,12 @@ class RunScreen(AppScreen[None]):
     def selected_key(self) -> Key | None:
         row = self.step_tree.selected_row
         return row.key if row is not None else None
+
+    def on_tree_node_selected(self, event: Any) -> None:
+        row = event.node.data
+        if row is not None and row.sig[0] == "more" and row.parent is not None:  # show a long loop whole
+            self.expanded.add(row.parent)
+            self.show()
 
     def on_tree_node_highlighted(self, _event: Any) -> None:
         """The cursor moved: the inspector follows once it rests (holding j reads nothing per row)."""
@@ -496,13 +534,14 @@ class RunScreen(AppScreen[None]):
         past = self.past
         frame = self.model.view_frame
         until = self.model.at(frame) if past is not None else None
-        events = await reader.events(self.run_id, node=key, limit=2000, newest=True)
+        events = await reader.events(self.run_id, node=key, limit=300, newest=True)
         if past is not None and until is not None:  # written by then: a decision recorded later is not that past
             events = [e for e in events if e.frame <= frame and e.at <= until]
         prompt = next((e.data.get("text") for e in reversed(events) if e.type == "agent" and e.data.get("kind") == "prompt"),
                       None)
         events = [e for e in events if not (e.type == "agent" and e.data.get("kind") == "prompt")]
-        attempts = [a for a in await reader.attempts(self.run_id) if a.key == key]
+        all_attempts = self.attempt_list if past is not None else await reader.attempts(self.run_id)
+        attempts = [a for a in all_attempts if a.key == key]
         if until is not None:
             attempts = [a for a in attempts if a.started_at <= until]
         output = (await reader.outputs_at(self.run_id, frame)).get(key) if rec.kind in ("task", "approval") else None
@@ -555,7 +594,11 @@ class RunScreen(AppScreen[None]):
         self.app.push_screen(ApprovalScreen(self.run_id, key[0], key[1]), closed)
 
     def waiting_gates(self) -> list[Key]:
-        return [k for k, r in self.model.live.items() if r.state == "waiting_approval"]
+        """The gates waiting now (read again only when frames arrive)."""
+        if self._gates[0] != len(self.model.marks):
+            self._gates = (len(self.model.marks), [k for k, r in self.model.live.items()
+                                                   if r.state == "waiting_approval"])
+        return self._gates[1]
 
     def action_hijack(self) -> None:
         """Take over the selected step's agent session (smithers_tui/hijack.py)."""
@@ -583,9 +626,16 @@ class RunScreen(AppScreen[None]):
 
     # --- the timeline --------------------------------------------------------------------------
     def on_frame_timeline_scrubbed(self, event: FrameTimeline.Scrubbed) -> None:
+        """The timeline and the head follow every key at once; the tree and the inspector follow
+        once the scrubbing rests, and at least every SCRUB_SHOW_S while it goes on."""
         self.model.seek(None if event.live else event.frame)
-        self.show()
+        self.show_frame_head()
         self.keys_may_have_changed()
+        if self._scrub_timer is not None:
+            self._scrub_timer.stop()
+        if time.monotonic() - self._shown_at > SCRUB_SHOW_S:
+            self.show(inspect=False)  # the tree keeps up; the inspector waits for the keys to rest
+        self._scrub_timer = self.set_timer(SCRUB_REST_S, self.show)
 
     def action_frame(self, d: int) -> None:
         self.timeline.action_step(d)
@@ -643,6 +693,8 @@ class RunScreen(AppScreen[None]):
     def find_match(self, step: int, from_current: bool = False) -> None:
         rows = self.step_tree.rows
         hits = self.matching()
+        if not hits and self.reveal_match():
+            return
         if not hits:
             if self.query_one("#search", FilterBar).value.strip():
                 self.notify("no step matches", timeout=2)
@@ -658,6 +710,20 @@ class RunScreen(AppScreen[None]):
         else:
             target = next((o for o in reversed(order) if o < i), order[-1])
         self.choose(rows[target])
+
+    def reveal_match(self) -> bool:
+        """A step that matches the search in the iterations a long loop does not show: chosen, so
+        the tree shows it, and selected."""
+        words = self.query_one("#search", FilterBar).value.lower().split()
+        shown = {r.key for r in self.step_tree.rows}
+        for key, rec in sorted(self.shown_nodes().items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            hay = f"{key[0]} #{key[1]} {key_label(*key)} {str(rec.state).replace('_', ' ')}".lower()
+            if key not in shown and all(w in hay for w in words):
+                self.chosen, self.follow = key, False
+                self.show()
+                self.step_tree.call_after_refresh(self.step_tree.select_key, key)
+                return True
+        return False
 
     def action_match(self, step: int) -> None:
         if not self.query_one("#search", FilterBar).value.strip():

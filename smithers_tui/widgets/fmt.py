@@ -26,6 +26,7 @@ NODE_STYLE = {  # node state -> (glyph, colour)
     "skipped": ("↷", "grey58"),
     "cancelled": ("⊘", "grey58"),
     "not_yet": ("○", "grey35"),
+    "hidden": ("⋯", "grey50"),  # iterations of a long loop not shown
 }
 ACTIVE_RUN = ("running", "waiting", "queued")
 

@@ -194,7 +194,7 @@ class Inspector(TextView):
             t.add_column("frame", style="grey58", justify="right", no_wrap=True)
             t.add_column("type", no_wrap=True)
             t.add_column("detail", ratio=1)
-            for e in v.events[-60:]:
+            for e in v.events[-40:]:
                 t.add_row(self.clock.stamp(e.at), f"#{e.frame}", e.type, event_detail(e.data, self.clock))
             out.append(t)
         return out

@@ -65,24 +65,46 @@ def worst(states: Iterable[str]) -> str:
 
 
 Timing = Callable[[Key], tuple[float | None, float | None]]
+LOOP_WINDOW = 200
 
 
 class Layout:
     """Rows for the nodes of one frame: records by key, agents by key, when each step ran."""
 
     def __init__(self, nodes: dict[Key, Rec], agents: dict[Key, str], clock: Clock, timing: Timing,
-                 changed: frozenset[Key] = frozenset(), until: float | None = None) -> None:
+                 changed: frozenset[Key] = frozenset(), until: float | None = None,
+                 reuse: dict[Key, tuple[Any, ...]] | None = None, keep: set[Key] | None = None,
+                 expanded: set[str] | None = None, iters: dict[str, set[int]] | None = None) -> None:
         self.nodes, self.agents, self.clock, self.timing = nodes, agents, clock, timing
         self.changed = changed
         self.until = until  # the past: durations end at the shown frame
+        # the leaf signatures of the last layout whose steps did not change since (scrubbing one frame
+        # relabels what that frame changed, not the whole tree): the caller leaves out what changed
+        self.reuse = reuse or {}
+        self.sigs: dict[Key, tuple[Any, ...]] = {}
+        # a loop of more than LOOP_WINDOW iterations shows its latest ones, those of the steps in
+        # `keep` (chosen, changed at the frame shown, going, failed) and a row for the rest, unless
+        # its path is in `expanded`: a tree of 10,000 iterations stays quick to scrub
+        self.keep = keep or set()
+        self.expanded = expanded or set()
         self.rows: list[Row] = []
         self.placed: set[Key] = set()
-        self.iters: dict[str, list[int]] = {}
-        for nid, it in nodes:
-            self.iters.setdefault(nid, []).append(it)
+        self.folded: set[str] = set()  # node ids whose hidden iterations are accounted for (not "other steps")
+        if iters is None:  # node id -> its iterations (the run model keeps this as the view moves)
+            iters = {}
+            for nid, it in nodes:
+                iters.setdefault(nid, set()).add(it)
+        self.iters = iters
 
     # --- labels --------------------------------------------------------------------------------
     def leaf_sig(self, key: Key, name: str, icon: str = "") -> tuple[Any, ...]:
+        sig = self.reuse.get(key)
+        if sig is None or sig[3] != name or sig[2] != icon:
+            sig = self._leaf_sig(key, name, icon)
+        self.sigs[key] = sig
+        return sig
+
+    def _leaf_sig(self, key: Key, name: str, icon: str) -> tuple[Any, ...]:
         n = self.nodes.get(key)
         state = n.state if n else "not_yet"
         bits = []
@@ -109,7 +131,8 @@ class Layout:
     def build(self, skel: Skel | None) -> list[Row]:
         if skel is not None:
             self.walk(skel, 0, None, "")
-        rest = sorted((k for k in self.nodes if k not in self.placed), key=lambda k: (k[0], k[1]))
+        rest = sorted((k for k in self.nodes if k not in self.placed and k[0] not in self.folded),
+                      key=lambda k: (k[0], k[1]))
         if rest:
             parent = None
             if skel is not None:
@@ -187,7 +210,7 @@ class Layout:
         cur = (n.data or {}).get("iteration") if n else None
         members = self.members(kids)
         its = sorted({k for m in members for k in self.iters.get(m, ())} | ({cur} if cur is not None else set()))
-        instances = sorted(k[1] for k in self.nodes if k[0] == nid and self.nodes[k].kind == "loop")
+        instances = sorted(self.iters.get(nid, ()))
         if len(instances) > 1 and cur is not None:  # a nested loop: keep this instance's iterations
             lower = max(((self.nodes[(nid, i)].data or {}).get("iteration") or -1 for i in instances if i < it),
                         default=-1)
@@ -208,6 +231,16 @@ class Layout:
                 self.walk(c, 0, p, sub(p, i, c))
             return
         single = len(kids) == 1 and kids[0].kind in ("task", "gate")
+        if len(its) > LOOP_WINDOW and p not in self.expanded:
+            mine = set(members)
+            wanted = set(its[-LOOP_WINDOW:]) | {k[1] for k in self.keep if k[0] in mine}
+            hidden = len(its) - len(wanted & set(its))
+            self.folded.update(members)  # their hidden iterations are not "other steps"
+            self.placed.update(k for k in self.keep if k[0] in mine)
+            its = sorted(wanted & set(its))
+            if hidden:
+                self.rows.append(Row(f"{p}/more", p, None, False, (
+                    "more", "hidden", "", f"{hidden:,} more iterations", "enter shows them all", False), "more"))
         for k in its:
             if single:
                 self.walk(kids[0], k, p, p, numbered=True)
@@ -271,7 +304,7 @@ class StepTree(Tree[Row]):
                 tn.data = new
             self._rows = rows
             return
-        if not self._patch(rows, old):
+        if not self._rows or not self._patch(rows, old):
             self._rebuild(rows)
 
     def _patch(self, rows: list[Row], old: dict[str, Row]) -> bool:
@@ -289,6 +322,7 @@ class StepTree(Tree[Row]):
             before = [p for p in (self._children_paths(path)) if p in new_paths]
             if [p for p in kept if p in old] != before:
                 return False
+        where: dict[str | None, dict[str, int]] = {}  # parent -> child path -> its position
         cursor = self.cursor_node
         for path in [p for p in old if p not in new_paths]:
             tn = self._by_path.pop(path, None)
@@ -302,7 +336,9 @@ class StepTree(Tree[Row]):
                 parent = self._by_path.get(r.parent) if r.parent else self.root
                 if parent is None:
                     return False
-                index = kids[r.parent].index(r.path)
+                if r.parent not in where:
+                    where[r.parent] = {p: i for i, p in enumerate(kids[r.parent])}
+                index = where[r.parent][r.path]
                 kw: dict[str, Any] = {"before": index} if index < len(parent.children) else {}
                 if r.group:
                     tn = parent.add(r.label, data=r, expand=r.path not in self.collapsed, **kw)

@@ -53,16 +53,18 @@ async def test_scrubbing_shows_the_past_and_end_returns_to_live(db: Path, projec
         last = tl.last
         assert last > 3 and tl.live
         await pilot.press("left_square_bracket")
-        await until(pilot, lambda: screen.past == last - 1 and screen.model.view_frame == last - 1, "one frame back")
+        await until(pilot, lambda: screen.past == last - 1 == screen.model.view_frame == screen.shown_frame_full,
+                    "one frame back")
         assert screen.has_class("past") and screen.query_one("#past-banner").display
         await pilot.press("home")
-        await until(pilot, lambda: screen.model.view_frame == 0, "frame 0")
+        await until(pilot, lambda: screen.model.view_frame == 0 == screen.shown_frame_full, "frame 0")
         assert all(r.startswith(("○", "·")) or "other" in r for r in labels(app) if "plan" in r or "count" in r)
         await pilot.press("right_square_bracket", "right_square_bracket")
-        await until(pilot, lambda: screen.model.view_frame == 2, "frame 2")
+        await until(pilot, lambda: screen.model.view_frame == 2 == screen.shown_frame_full, "frame 2")
         assert any(r.startswith("✔ plan") for r in labels(app))
         await pilot.press("end")
-        await until(pilot, lambda: screen.past is None and screen.model.view_frame == last, "live again")
+        await until(pilot, lambda: screen.past is None and screen.model.view_frame == last == screen.shown_frame_full,
+                    "live again")
         assert not screen.has_class("past")
         tl.focus()
         await pilot.press("left")
@@ -76,7 +78,7 @@ async def test_fork_from_a_past_frame_with_changed_input_and_a_reset(db: Path, p
         screen = await open_run(pilot, app, "r1")
         last = screen.query_one(FrameTimeline).last
         await pilot.press("left_square_bracket")
-        await until(pilot, lambda: screen.model.view_frame == last - 1, "scrubbed")
+        await until(pilot, lambda: screen.model.view_frame == last - 1 == screen.shown_frame_full, "scrubbed")
         await pilot.press("f")
         await until(pilot, lambda: isinstance(app.screen, ForkScreen), "the fork modal")
         fork = app.screen
@@ -121,7 +123,7 @@ async def test_rewind_asks_then_takes_over_and_replay_branches(db: Path, project
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_run(pilot, app, "r1")
         await pilot.press("home", "right_square_bracket", "right_square_bracket")
-        await until(pilot, lambda: screen.model.view_frame == 2, "frame 2")
+        await until(pilot, lambda: screen.model.view_frame == 2 == screen.shown_frame_full, "frame 2")
         await pilot.press("R")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the replay question")
         assert "after frame 2" in str(app.screen.query_one("#message").render())
@@ -131,7 +133,7 @@ async def test_rewind_asks_then_takes_over_and_replay_branches(db: Path, project
         assert (await run_row(db, "branch-1"))["parent_frame"] == 2
         screen = await open_run(pilot, app, "r1")  # the replay took r1's place: open it again
         await pilot.press("home", "right_square_bracket", "right_square_bracket")
-        await until(pilot, lambda: screen.model.view_frame == 2, "frame 2 again")
+        await until(pilot, lambda: screen.model.view_frame == 2 == screen.shown_frame_full, "frame 2 again")
         await pilot.press("r")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the rewind question")
         await pilot.press("y")
@@ -172,7 +174,7 @@ async def test_the_fork_dialog_lists_steps_in_order_and_previews_what_is_kept_an
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_run(pilot, app, "r1")
         await pilot.press("home", "right_square_bracket")
-        await until(pilot, lambda: screen.model.view_frame == 1, "frame 1")
+        await until(pilot, lambda: screen.model.view_frame == 1 == screen.shown_frame_full, "frame 1")
         done_at_1 = sorted(k[0] for k, r in screen.model.view.items() if r.state == "done")
         await pilot.press("f")
         fork = await until(pilot, lambda: isinstance(app.screen, ForkScreen) and app.screen, "the fork dialog")

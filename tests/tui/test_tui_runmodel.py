@@ -70,3 +70,21 @@ def test_a_fork_starts_from_its_carried_nodes() -> None:
     model.seek(1)
     assert model.view[("build", 0)].state == "running" and model.view[("plan", 0)].state == "done"
     assert model.status_at(1) == "running"
+
+
+async def test_the_steps_counted_and_iterations_follow_the_view(db: Path, project: Path) -> None:
+    await seed(db, project, "r1", {"rounds": 4})
+    model, store = await model_of(db, "r1")
+    await store.close()
+
+    def counted() -> tuple[int, int]:
+        steps = [r for r in model.view.values() if r.kind in ("task", "approval")]
+        return sum(r.state in ("done", "skipped") for r in steps), len(steps)
+
+    for f in [model.last, 0, 3, model.last - 1, 1, model.last]:
+        model.seek(f)
+        assert (model.done, model.steps) == counted(), f
+        iters: dict[str, set[int]] = {}
+        for nid, it in model.view:
+            iters.setdefault(nid, set()).add(it)
+        assert {k: v for k, v in model.iters.items() if v} == iters, f

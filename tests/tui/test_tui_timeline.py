@@ -56,16 +56,16 @@ async def test_keys_move_by_one_ten_failure_and_step_and_the_tree_marks_what_cha
         last = model.last
         assert last > 20
         await pilot.press("left_curly_bracket")  # { : 10 back
-        await until(pilot, lambda: model.view_frame == last - 10, "10 back")
+        await until(pilot, lambda: model.view_frame == last - 10 == screen.shown_frame_full, "10 back")
         await pilot.press("right_curly_bracket", "right_curly_bracket")  # } twice: clamped at the live frame
         await until(pilot, lambda: screen.past is None, "live again")
         await pilot.press("E")  # the previous failure or retry
         fail = model.find(last, -1, lambda m: bool(m.kinds & {"fail", "retry"}))
-        await until(pilot, lambda: model.view_frame == fail, "the previous failure")
+        await until(pilot, lambda: model.view_frame == fail == screen.shown_frame_full, "the previous failure")
         assert "check" in model.marks[fail].what
         first_retry = model.find(0, 1, lambda m: "retry" in m.kinds)
         await pilot.press("home", "e")  # from frame 0, the next failure or retry
-        await until(pilot, lambda: model.view_frame == first_retry, "the first retry")
+        await until(pilot, lambda: model.view_frame == first_retry == screen.shown_frame_full, "the first retry")
         rows = [r.label.plain for r in screen.step_tree.rows]
         assert any("check" in r and "◂ changed here" in r for r in rows)  # what the frame shown changed
         assert not any("n #3" in r and "changed here" in r for r in rows)
@@ -75,10 +75,10 @@ async def test_keys_move_by_one_ten_failure_and_step_and_the_tree_marks_what_cha
         await until(pilot, lambda: screen.chosen == ("n", 3), "n #3 chosen")
         await pilot.press("home", "w")  # the next frame that changed n #3 (it does not exist at frame 0)
         target = model.find(0, 1, lambda m: ("n", 3) in m.keys)
-        await until(pilot, lambda: model.view_frame == target, "n #3's first change")
+        await until(pilot, lambda: model.view_frame == target == screen.shown_frame_full, "n #3's first change")
         await pilot.press("w")
         target2 = model.find(target, 1, lambda m: ("n", 3) in m.keys)
-        await until(pilot, lambda: model.view_frame == target2, "n #3's next change")
+        await until(pilot, lambda: model.view_frame == target2 == screen.shown_frame_full, "n #3's next change")
         tl = screen.query_one(FrameTimeline)
         assert tl.axis == "frames"
         await pilot.press("m")
@@ -133,3 +133,47 @@ async def test_the_past_shows_decisions_made_by_then_only(db: Path, project: Pat
             await until(pilot, lambda: screen.past is not None, "the past")
         await until(pilot, lambda: "not decided yet at this frame" in insp.plain(), "no decision at that frame")
         assert "alice" not in insp.plain()
+
+
+LONG = '''
+from engine import Loop, Task, workflow
+
+
+def count(ctx):
+    return ctx.iteration
+
+
+@workflow(name="long")
+def long(ctx):
+    """A loop of 260 rounds."""
+    last = ctx.latest("n")
+    return Loop("rounds", Task("n", run=count), until=last is not None and last >= 259, max_iterations=300)
+'''
+
+
+async def test_a_long_loop_shows_its_latest_iterations_and_the_rest_on_demand(db: Path, project: Path) -> None:
+    from engine.loader import load_target
+    from engine.runtime import Engine
+
+    (project / ".smithers" / "workflows" / "long.py").write_text(LONG)
+    store = await connect(db)
+    try:
+        eng = Engine(store)
+        wf, tgt = load_target(str(project / ".smithers" / "workflows" / "long.py"))
+        ex = await eng.start(wf, tgt, None, run_id="l1", workdir=project)
+        assert await ex.execute() == "finished"
+        await eng.close()
+    finally:
+        await store.close()
+    app = make_app(db, project)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_run(pilot, app, "l1")
+        names = [r.name for r in screen.step_tree.rows]
+        assert "more" in names and "n #259" in names and "n #3" not in names
+        assert len(names) < 210  # 200 iterations, the loop, the row for the rest
+        await pilot.press("slash", *"n #3 ", "enter")  # a hidden one is found and shown
+        await until(pilot, lambda: screen.selected_key() == ("n", 3), "n #3 revealed and selected")
+        more = next(r for r in screen.step_tree.rows if r.name == "more")
+        screen.step_tree.select_node_of(screen.step_tree._by_path[more.path])
+        await pilot.press("enter")
+        await until(pilot, lambda: len(screen.step_tree.rows) > 260, "the loop shown whole")
