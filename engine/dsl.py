@@ -12,6 +12,7 @@ import datetime as _dt
 import inspect
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -72,14 +73,14 @@ class Task(Node):
             raise TypeError(f"Task {id!r} at {self.where()}: retry is a Retry policy (Retry.fixed, .linear, "
                             ".exponential)")
         try:
-            self.retry = retry or Retry.exponential(0.5 if backoff is None else backoff,
-                                                    retries=2 if retries is None else retries)
+            self.retry = retry or _retry(retries, backoff)
         except TypeError as e:
             raise TypeError(f"Task {id!r} at {self.where()}: {e}") from None
-        _check_type(cache, Cache, "cache", "Cache(key=..., version=...)", self)
-        _check_type(budget, Budget, "budget", "Budget(tokens=..., usd=...)", self)
-        if cache is not None and not (agent is not None or run is not None):
-            raise TypeError(f"Task {id!r} at {self.where()}: only a step that runs (run= or agent=) can be cached")
+        if cache is not None or budget is not None:
+            _check_type(cache, Cache, "cache", "Cache(key=..., version=...)", self)
+            _check_type(budget, Budget, "budget", "Budget(tokens=..., usd=...)", self)
+            if cache is not None and not (agent is not None or run is not None):
+                raise TypeError(f"Task {id!r} at {self.where()}: only a step that runs (run= or agent=) can be cached")
         self.id, self.run, self.agent, self.prompt = id, run, agent, prompt
         self.value = None if not self.has_value else value
         self.output, self.timeout = output, timeout
@@ -159,7 +160,8 @@ class Loop(Node):
             raise TypeError(f"Loop {id!r} at {self.where()}: on_max is 'return_last' or 'fail'")
         self.id, self.items, self.until = id, _flatten(children, self), until
         self.max_iterations, self.on_max = max_iterations, on_max
-        _check_type(budget, Budget, "budget", "Budget(tokens=..., usd=...)", self)
+        if budget is not None:
+            _check_type(budget, Budget, "budget", "Budget(tokens=..., usd=...)", self)
         self.budget = budget
 
     def children(self) -> tuple[Node, ...]:
@@ -401,6 +403,12 @@ class Worktree(Node):
 def _check_id(id: Any, node: Node) -> None:
     if not isinstance(id, str) or not id or any(c in id for c in "#\n\0"):
         raise TypeError(f"{type(node).__name__} at {node.where()}: id must be a non-empty string without '#'")
+
+
+@lru_cache(maxsize=256)
+def _retry(retries: int | None, backoff: float | None) -> Retry:
+    """The policy of `retries=`/`backoff=` (shared: a workflow body builds its tasks at every render)."""
+    return Retry.exponential(0.5 if backoff is None else backoff, retries=2 if retries is None else retries)
 
 
 def _check_type(value: Any, typ: type, name: str, how: str, node: Node) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -179,13 +179,17 @@ class Walker:
         self.failed: Key | None = None
         self.fail_log: list[Key] = []  # every failure met, for TryCatchFinally and Saga to catch
         self.now = time.monotonic()
-        self.wall = time.time()
         self.worktree_of: dict[Path, Key] = {}
         self.waits: list[tuple[Key, Node]] = []
         self.continue_as: tuple[Key, ContinueAsNew] | None = None
         self.scopes: list[str] = []
         self.budgets: dict[str, Budget] = {}
         self.members: dict[str, set[str]] = {}
+
+    @cached_property
+    def wall(self) -> float:
+        """The wall clock, read once per render and only when a wait begins (it is saved with it)."""
+        return time.time()
 
     # --- helpers -------------------------------------------------------------------------------
     def set(self, key: Key, rec: NodeRecord) -> None:

@@ -153,7 +153,7 @@ class RunExecutor:
             status = S_FAILED if plan is None else plan.status
             starts: list[Ready] = []
             final: RunStatus | None = None
-            parked = self._parked_children()
+            parked = self._parked_children() if self.children else []
             busy = len(self.running) - len(parked)  # steps that are really moving
             if status == S_FAILED or self.failing or plan is None:
                 if plan is not None and plan.failed and not self.failing:
@@ -165,11 +165,12 @@ class RunExecutor:
                     continue
             else:
                 assert plan is not None
-                self._note_budgets(plan)
+                if plan.budgets or self.run_budget is not None or self.budget_meta is not None:
+                    self._note_budgets(plan)
                 room = self.max_concurrency - busy
                 if room > 0:
                     starts = [r for r in plan.ready if r.key not in self.running_keys][:room]
-                    if [r for r in starts if self._over_budget(r)]:
+                    if (self._budgets or self.run_budget is not None) and [r for r in starts if self._over_budget(r)]:
                         continue  # a step failed on its budget: render again before starting anything
                 if status == S_DONE and not self.running:
                     final = RUN_FINISHED
@@ -191,7 +192,7 @@ class RunExecutor:
                     elif not announced_wait:
                         self._set_status(RUN_WAITING)
                         announced_wait = True
-                if plan is not None:
+                if plan.waits or self.wake_at is not None:
                     due = next_due(plan, self) if final != RUN_FINISHED else None
                     if due != self.wake_at:
                         self.wake_at = due
@@ -231,7 +232,7 @@ class RunExecutor:
 
     def _render(self) -> Plan:
         assert self.wf is not None
-        parked = frozenset(r.key for r in self._parked_children())
+        parked = frozenset(r.key for r in self._parked_children()) if self.children else NONE_PARKED
         for _ in range(100000):
             tree = self._build()
             plan = render(tree, self.state, self.delta, self.ctx, self.backoff, self.workdir, parked)
@@ -571,7 +572,8 @@ class RunExecutor:
                    if isinstance(e, ValidationError) and task.output else f"output is not JSON: {e}")
             self._fail_attempt(r, SmithersError(msg))
             return
-        self.count_usage(r.key, extra)
+        if extra:
+            self.count_usage(r.key, extra)
         self._finish_attempt(r, DONE, None, extra)
         tctx = self.step_ctx.pop(r.key, None)
         deps = tctx.deps(fingerprint(task)) if tctx is not None else None
@@ -833,6 +835,9 @@ class RunExecutor:
             pass
         if not self.finished.done():
             self.finished.set_result(self.status)  # waiters only need to know it stopped; execute() raises
+
+
+NONE_PARKED: frozenset[Key] = frozenset()
 
 
 class Parked:
