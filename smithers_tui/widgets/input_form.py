@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Input, Label, Select, Static, Switch
+from textual.containers import Vertical
+from textual.widgets import Checkbox, Input, Label, Select, Static
 
 
 def field_kind(ann: Any) -> tuple[str, list[Any], bool]:
@@ -43,14 +43,17 @@ def field_kind(ann: Any) -> tuple[str, list[Any], bool]:
     return "json", [], optional
 
 
-class InputForm(VerticalScroll):
+class InputForm(Vertical, can_focus=False):
+    """The fields of an input model; the container scrolling it is the screen's (it never takes the focus)."""
+
     DEFAULT_CSS = """
-    InputForm { height: auto; max-height: 100%; }
+    InputForm { height: auto; }
     InputForm .field { height: auto; margin-bottom: 1; }
+    InputForm Input, InputForm Select { margin-top: 0; }
     InputForm .field-label { color: $text; }
     InputForm .field-help { color: $text-muted; }
     InputForm .field-error { color: $error; height: auto; }
-    InputForm Switch { width: auto; }
+    InputForm Checkbox { width: auto; }
     InputForm .empty { color: $text-muted; }
     """
 
@@ -77,15 +80,15 @@ class InputForm(VerticalScroll):
                     yield Label(f.description, classes="field-help")
                 wid = f"field-{name}"
                 if kind == "bool":
-                    yield Switch(value=bool(default) if has_default else False, id=wid)
+                    yield Checkbox("yes", value=bool(default) if has_default else False, id=wid, compact=True)
                 elif kind == "choice":
                     yield Select([(str(c), c) for c in choices], id=wid, allow_blank=optional or not has_default,
-                                 value=default if has_default and default in choices else Select.BLANK)
+                                 value=default if has_default and default in choices else Select.BLANK, compact=True)
                 else:
                     text = "" if not has_default or default is None else (
                         json.dumps(default) if kind == "json" else str(default))
                     yield Input(value=text, id=wid, type={"int": "integer", "float": "number"}.get(kind, "text"),
-                                placeholder="JSON value" if kind == "json" else "")
+                                placeholder="JSON value" if kind == "json" else "", compact=True)
                 yield Static("", id=f"error-{name}", classes="field-error")
 
     def raw(self) -> tuple[dict[str, Any], dict[str, str]]:
@@ -96,26 +99,27 @@ class InputForm(VerticalScroll):
             return data, errors
         for name, (kind, _c, optional) in self.kinds.items():
             w = self.query_one(f"#field-{name}")
-            if isinstance(w, Switch):
+            if isinstance(w, Checkbox):
                 data[name] = w.value
                 continue
             if isinstance(w, Select):
                 if w.value is not Select.BLANK:
                     data[name] = w.value
                 continue
-            text = w.value.strip() if isinstance(w, Input) else ""
+            raw = w.value if isinstance(w, Input) else ""
+            text = raw.strip()
             if text == "":
                 if self.model.model_fields[name].is_required() and not optional:
                     errors[name] = "required"
                 continue
             try:
-                data[name] = json.loads(text) if kind in ("json", "int", "float") else w.value  # type: ignore[union-attr]
+                data[name] = json.loads(text) if kind in ("json", "int", "float") else raw
             except json.JSONDecodeError as e:
                 errors[name] = f"not valid JSON: {e.msg} at column {e.colno}"
         return data, errors
 
-    def validated(self) -> dict[str, Any] | None:
-        """The input if it validates; otherwise None, with a message under each bad field."""
+    def validated(self, quiet: bool = False) -> dict[str, Any] | None:
+        """The input if it validates; otherwise None, with a message under each bad field (none when quiet)."""
         data, errors = self.raw()
         if not errors and self.model is not None:
             try:
@@ -125,8 +129,9 @@ class InputForm(VerticalScroll):
                     loc = str(err["loc"][0]) if err["loc"] else ""
                     msg = err["msg"] + (f" (at {'.'.join(map(str, err['loc'][1:]))})" if len(err["loc"]) > 1 else "")
                     errors.setdefault(loc if loc in self.kinds else next(iter(self.kinds), ""), msg)
-        for name in self.kinds:
-            self.query_one(f"#error-{name}", Static).update(("✖ " + errors[name]) if name in errors else "")
+        if not quiet:
+            for name in self.kinds:
+                self.query_one(f"#error-{name}", Static).update(("✖ " + errors[name]) if name in errors else "")
         return None if errors else data
 
     def error_count(self) -> int:
