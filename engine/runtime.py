@@ -286,8 +286,8 @@ class Engine:
                 ex.count_usage(key, {"tokens_in": tokens, "cost_usd": usd})
         return ex
 
-    async def follow(self, ex: RunExecutor, *, stop_when_waiting: bool = True,
-                     on_next: Callable[[RunExecutor], None] | None = None) -> tuple[str, RunExecutor]:
+    async def execute(self, ex: RunExecutor, *, stop_when_waiting: bool = True,
+                      on_next: Callable[[RunExecutor], None] | None = None) -> tuple[str, RunExecutor]:
         """Execute a run, and the runs it continued as (ContinueAsNew), here: (last status, last executor)."""
         while True:
             status = await ex.execute(stop_when_waiting=stop_when_waiting)

@@ -64,8 +64,8 @@ async def run_subflow(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
         child = engine.active.get(run.id) or await engine.resume(run.id, nested=True)
     ex.children[r.key] = child
     child.parent_ex = ex
-    driving = asyncio.ensure_future(engine.follow(child, stop_when_waiting=False,
-                                                  on_next=lambda nxt: _adopt(ex, r, nxt)))
+    driving = asyncio.ensure_future(engine.execute(child, stop_when_waiting=False,
+                                                   on_next=lambda nxt: _adopt(ex, r, nxt)))
     try:
         status, child = await asyncio.shield(driving)  # the child's loop is its own task: it ends its own way
     except asyncio.CancelledError:

@@ -314,7 +314,7 @@ async def execute(engine: "Engine", ex: "RunExecutor", args: argparse.Namespace)
         if not args.json and not args.quiet:
             print(f"run {first} continued as {nxt.run_id}", flush=True)
 
-    status, ex = await engine.follow(ex, stop_when_waiting=True, on_next=next_run)
+    status, ex = await engine.execute(ex, stop_when_waiting=True, on_next=next_run)
     _ended[ex.run_id] = _ended[first] = str(status)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it has ended: ^C now would only lose the summary
     report = await engine.report(ex.run_id)

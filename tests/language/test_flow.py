@@ -286,7 +286,7 @@ def counting(ctx):
 async def test_continue_as_new_hands_the_state_to_a_fresh_run_until_done(engine):
     eng, store = engine
     ex = await start(eng, counting)
-    status, last = await eng.follow(ex)
+    status, last = await eng.execute(ex)
     assert status == "finished" and last.run_id != ex.run_id
     chain = [await store.get_run(ex.run_id)]
     while chain[-1].successor_run_id:
