@@ -403,23 +403,15 @@ class Walker:
         return self._failed(key)  # failed (timed out) or cancelled
 
     def signal(self, node: Signal, it: int) -> int:
-        key = (node.id, it)
-        rec = self.state.nodes.get(key)
-        s = self._wait_state(key, rec, node)
-        if s is not None:
-            return s
-        if self.dirty:
-            return S_ACTIVE
-        data: dict[str, Any] = {"name": node.name, "since": self.wall}
-        if node.timeout:
-            data["due"] = self.wall + node.timeout
-        self.set(key, NodeRecord("signal", WAITING, rec.attempts if rec else 0, None, data))
-        self.delta.event("wait_started", key, kind="signal", name=node.name,
-                         **({"due": data["due"]} if "due" in data else {}))
-        self.waits.append((key, node))
-        return S_WAITING
+        data: dict[str, Any] = {"name": node.name}
+        return self.wait(node, it, "signal", lambda now: {**data, **({"due": now + node.timeout} if node.timeout
+                                                                      else {})})
 
     def timer(self, node: Timer, it: int) -> int:
+        return self.wait(node, it, "timer", lambda now: {"due": node.due(now)})
+
+    def wait(self, node: Signal | Timer, it: int, kind: str, begin: Callable[[float], dict[str, Any]]) -> int:
+        """A signal or timer wait: once begun (its data saved: name, due, since), it is a row that waits."""
         key = (node.id, it)
         rec = self.state.nodes.get(key)
         s = self._wait_state(key, rec, node)
@@ -428,11 +420,11 @@ class Walker:
         if self.dirty:
             return S_ACTIVE
         try:
-            due = node.due(self.wall)
-        except Exception as e:
-            return self.fail(key, "timer", f"timer {node.id!r}: {type(e).__name__}: {e}")
-        self.set(key, NodeRecord("timer", WAITING, 0, None, {"due": due, "since": self.wall}))
-        self.delta.event("wait_started", key, kind="timer", due=due)
+            data = {**begin(self.wall), "since": self.wall}
+        except Exception as e:  # a Timer's until= callable that raised or returned no datetime
+            return self.fail(key, kind, f"{kind} {node.id!r}: {type(e).__name__}: {e}")
+        self.set(key, NodeRecord(kind, WAITING, rec.attempts if rec else 0, None, data))
+        self.delta.event("wait_started", key, kind=kind, **{k: data[k] for k in ("name", "due") if k in data})
         self.waits.append((key, node))
         return S_WAITING
 

@@ -378,24 +378,22 @@ class Engine:
         model = resolve_type(gate.request.get("output") if gate is not None else None)
         if model is not None:
             return model
-        found = await self._node_of(run_id, node_id, workflow)
-        model = getattr(found, "output", None)
+        found = await self._outline_now(run_id, workflow)
+        model = getattr(found.nodes.get(node_id) if found is not None else None, "output", None)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise BadInput(f"cannot check an answer to {node_id!r} of run {run_id}: its workflow cannot be loaded "
                            "here (`smithers show` says where it lives)")
         return model
 
-    async def _node_of(self, run_id: str, node_id: str, workflow: WorkflowDef | None = None) -> Any:
-        """The node object with this id in the run's workflow rendered over its state now (None when
-        the workflow cannot be loaded or has no such node)."""
+    async def _outline_now(self, run_id: str, workflow: WorkflowDef | None = None) -> Outline | None:
+        """The run's workflow rendered over its state now (None when it cannot be loaded here)."""
         run = await self.store.get_run(run_id)
         try:
             wf = workflow or (await asyncio.to_thread(self.workflow, run.target, run.source_path))[0]
         except Exception:
             return None
         state = await self.store.load_state(run_id)
-        found = await asyncio.to_thread(outline, wf, run.id, run.input, state, run.workdir)
-        return found.nodes.get(node_id) if found is not None else None
+        return await asyncio.to_thread(outline, wf, run.id, run.input, state, run.workdir)
 
     async def _after_decision(self, gate: ApprovalRecord, resume: bool, workflow: WorkflowDef | None) -> Decided:
         run_id = gate.run_id
@@ -447,16 +445,9 @@ class Engine:
 
     async def _signal_node(self, run_id: str, name: str, workflow: WorkflowDef | None) -> Signal | None:
         """The Signal step with this name in the run's workflow as rendered now (None: none yet)."""
-        run = await self.store.get_run(run_id)
-        try:
-            wf = workflow or (await asyncio.to_thread(self.workflow, run.target, run.source_path))[0]
-        except Exception:
-            return None
-        state = await self.store.load_state(run_id)
-        found = await asyncio.to_thread(outline, wf, run.id, run.input, state, run.workdir)
-        if found is None:
-            return None
-        return next((n for n in found.nodes.values() if isinstance(n, Signal) and n.name == name), None)
+        found = await self._outline_now(run_id, workflow)
+        nodes = found.nodes.values() if found is not None else ()
+        return next((n for n in nodes if isinstance(n, Signal) and n.name == name), None)
 
     # --- time travel ---------------------------------------------------------------------------
     async def fork(self, run_id: str, frame: int | None, *, input: Any = None, reset: Any = (),
