@@ -90,7 +90,7 @@ MIGRATIONS: list[str] = [
         concurrency INTEGER NOT NULL, started_at REAL NOT NULL, heartbeat_at REAL NOT NULL
     );
     """,
-    # v3: the whole language: signals, timers, human tasks and select/rank gates, sub-workflows,
+    # v4: the whole language: signals, timers, human tasks and select/rank gates, sub-workflows,
     # ContinueAsNew, the task cache
     """
     ALTER TABLE runs ADD COLUMN result TEXT;          -- JSON: what the run produced (a sub-workflow's output)
