@@ -1,5 +1,4 @@
-"""App speed figures (printed, not tests): cold start, ten agents streaming, a 5,000-node tree,
-the engine inside the app against headless, keys while a run goes on, scrubbing 10,000 frames.
+"""App speed figures (printed, not tests): cold start, ten agents streaming, a 5,000-node tree.
 
   cold start      a fresh interpreter: import, open the database, first painted runs screen
                   (target < 0.5 s; litellm must not be imported by then)
@@ -8,13 +7,6 @@ the engine inside the app against headless, keys while a run goes on, scrubbing 
                   handled -> next repaint, p95 (target < 50 ms); resident memory start and end
   big tree        a run of 5,000 steps: time to open its run screen, time per cursor step and
                   per page step
-  engine in app   the same 2,000-step loop of no-op steps, headless (the engine alone, as
-                  `smithers run` runs it) and started from the app with its run screen open,
-                  median of 3 each, interleaved (target: inside <= 1.5x headless); then a 4th
-                  run in the app with j / k pressed on its step tree every 50 ms: key -> handled
-                  -> painted, p95 (target < 50 ms)
-  scrubbing       a run of 10,000 frames open on its run screen: `[` one frame back, key -> the
-                  screen shows that frame (tree, head, timeline) -> painted, p95 (target < 30 ms)
 """
 from __future__ import annotations
 
@@ -204,133 +196,11 @@ async def big_tree(tmp: Path) -> None:
                  p95 < 0.05)
 
 
-async def painted(app: Any) -> None:
-    done = asyncio.Event()
-    app.screen.call_after_refresh(done.set)
-    await done.wait()
-
-
-async def loop_headless(tmp: Path, n: int, i: int) -> float:
-    import bench
-    from engine.runtime import Engine
-    from engine.store import Store
-
-    bench.PARAMS["n"] = n
-    store = await Store.open(tmp / f"headless-{i}.db")
-    eng = Engine(store)
-    t0 = time.perf_counter()
-    ex = await eng.start(bench.loop_async, "module:bench:bench-loop", run_id=f"h{i}", workdir=tmp)
-    status = await ex.execute()
-    took = time.perf_counter() - t0
-    assert status == "finished", status
-    await eng.close()
-    await store.close()
-    return took
-
-
-async def loop_in_app(tmp: Path, n: int, i: int, keys: list[float] | None = None) -> float:
-    """Start the loop from the app, its run screen open and following it; with `keys`, press
-    j / k on the step tree every 50 ms while it runs and record key -> painted."""
-    import bench
-    from smithers_tui.app import SmithersApp
-    from smithers_tui.screens.run import RunScreen
-    from smithers_tui.screens.runs import RunsScreen
-
-    bench.PARAMS["n"] = n
-    app = SmithersApp(tmp / f"app-{i}.db", project=tmp)
-    async with app.run_test(size=(120, 36)) as pilot:
-        while not (isinstance(app.screen, RunsScreen) and app.screen.loaded):
-            await asyncio.sleep(0.005)
-        t0 = time.perf_counter()
-        rid = await app.host.start(bench.loop_async, "module:bench:bench-loop", None, demo=False, run_id=f"a{i}")
-        app.open_run(rid)
-        presses = 0
-        while app.host.executing(rid):
-            screen = app.screen
-            if keys is not None and isinstance(screen, RunScreen) and screen.loaded and screen.tree.rows:
-                tree = screen.tree
-                before = tree.cursor_line
-                t = time.perf_counter()
-                app.simulate_key("j" if presses % 2 == 0 else "k")
-                while tree.cursor_line == before and app.host.executing(rid):
-                    await asyncio.sleep(0)
-                await painted(app)
-                if tree.cursor_line != before:
-                    keys.append(time.perf_counter() - t)
-                presses += 1
-            await asyncio.sleep(0.05)
-        took = time.perf_counter() - t0
-        await pilot.pause()
-    return took
-
-
-async def engine_in_app(tmp: Path, n: int = 2000) -> None:
-    await loop_headless(tmp, 200, 99)  # warm-up: imports, statement caches
-    await loop_in_app(tmp, 200, 99)
-    head, inside, keys = [], [], []
-    for i in range(3):
-        head.append(await loop_headless(tmp, n, i))
-        inside.append(await loop_in_app(tmp, n, i))
-    await loop_in_app(tmp, n, 3, keys)  # a 4th run, with someone pressing keys
-    h, a = statistics.median(head), statistics.median(inside)
-    line(f"engine: {n:,}-step loop headless", f"{h:.2f} s", f"runs {', '.join(f'{x:.2f}' for x in head)}")
-    line(f"engine: the same loop in the app", f"{a:.2f} s", f"runs {', '.join(f'{x:.2f}' for x in inside)}")
-    line("engine: in the app / headless", f"{a / h:.2f}x", "target <= 1.5x", a / h <= 1.5)
-    if len(keys) >= 2:
-        p95 = statistics.quantiles(keys, n=20)[18] * 1000 if len(keys) >= 20 else max(keys) * 1000
-        line("keys while it runs: key to paint p95", f"{p95:.1f} ms", f"< 50 ms; {len(keys)} presses", p95 < 50)
-
-
-async def scrubbing(tmp: Path, steps: int = 5000) -> None:
-    import bench
-    from engine.runtime import Engine
-    from engine.store import Store
-    from smithers_tui.app import SmithersApp
-    from smithers_tui.screens.run import RunScreen
-
-    bench.PARAMS["n"] = steps
-    db = tmp / "scrub.db"
-    store = await Store.open(db)
-    eng = Engine(store)
-    ex = await eng.start(bench.loop_async, "module:bench:bench-loop", run_id="scrub", workdir=tmp)
-    await ex.execute()
-    frames = ex.frame
-    await eng.close()
-    await store.close()
-    app = SmithersApp(db, project=tmp)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await pilot.pause(0.2)
-        t = time.perf_counter()
-        app.open_run("scrub")
-        while not (isinstance(app.screen, RunScreen) and app.screen.loaded):
-            await asyncio.sleep(0.002)
-        await painted(app)
-        opened = time.perf_counter() - t
-        screen = app.screen
-        line(f"scrub: open a run of {frames:,} frames", f"{opened * 1000:.0f} ms", "info")
-        took = []
-        for key, n in (("left_square_bracket", 150), ("right_square_bracket", 50), ("left_curly_bracket", 50)):
-            for _ in range(n):
-                before = screen.model.view_frame
-                t = time.perf_counter()
-                app.simulate_key(key)
-                while screen.model.view_frame == before:
-                    await asyncio.sleep(0)
-                await painted(app)
-                took.append(time.perf_counter() - t)
-                await asyncio.sleep(0.01)
-        p95 = statistics.quantiles(took, n=20)[18] * 1000
-        line("scrub: one step ([ ] {) to paint, p95", f"{p95:.1f} ms", f"< 30 ms; median {statistics.median(took) * 1000:.1f}",
-             p95 < 30)
-
-
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="smithers-bench-tui-") as d:
         tmp = Path(d)
         cold_start(tmp)
-        asyncio.run(engine_in_app(tmp))
-        asyncio.run(scrubbing(tmp))
         asyncio.run(big_tree(tmp))
         gc.collect()  # the tree scenario's garbage is not the streaming scenario's: don't time its collection there
         asyncio.run(streaming(tmp))

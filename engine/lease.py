@@ -15,12 +15,6 @@ HEARTBEAT_S = 1.0
 STALE_AFTER_S = 30.0
 
 
-def this_host() -> str:
-    """This machine's host id: SMITHERS_HOST_ID, else the host name. Leases of another host are
-    judged by their heartbeat; leases of this one by their pid."""
-    return os.environ.get("SMITHERS_HOST_ID") or socket.gethostname()
-
-
 def _proc_start(pid: int) -> float | None:
     """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
     try:
@@ -39,17 +33,9 @@ class Owner:
     started: float | None
 
     @classmethod
-    def me(cls, prefix: str = "") -> "Owner":
-        """This process; a worker's id starts with `worker-`."""
+    def me(cls) -> "Owner":
         pid = os.getpid()
-        return cls(prefix + uuid.uuid4().hex[:12], this_host(), pid, _proc_start(pid))
-
-    @property
-    def is_worker(self) -> bool:
-        return self.id.startswith(WORKER_PREFIX)
-
-
-WORKER_PREFIX = "worker-"
+        return cls(uuid.uuid4().hex[:12], socket.gethostname(), pid, _proc_start(pid))
 
 
 def owner_alive(owner: OwnerInfo | None, now: float | None = None) -> bool:
@@ -58,7 +44,7 @@ def owner_alive(owner: OwnerInfo | None, now: float | None = None) -> bool:
     if owner is None:
         return False
     now = time.time() if now is None else now
-    if owner.host != this_host():
+    if owner.host != socket.gethostname():
         return (now - (owner.heartbeat_at or 0)) < STALE_AFTER_S
     pid = owner.pid
     if not pid:
@@ -87,14 +73,7 @@ def describe_owner(owner: OwnerInfo | None) -> str:
     if owner is None:
         return "nobody"
     age = max(0.0, time.time() - (owner.heartbeat_at or 0))
-    who = f"worker {owner.id}, " if owner.id.startswith(WORKER_PREFIX) else ""
-    return f"{who}pid {owner.pid} on {owner.host} (heartbeat {age:.0f}s ago)"
-
-
-def claimable_owner(owner: OwnerInfo | None, now: float) -> bool:
-    """May a worker take over a run held by this lease? Nobody holds it, or its holder is gone:
-    on this host its process is gone; on another host its heartbeat is STALE_AFTER_S old."""
-    return not owner_alive(owner, now)
+    return f"pid {owner.pid} on {owner.host} (heartbeat {age:.0f}s ago)"
 
 
 def shown_status(run: RunRecord, executing_here: bool = False) -> RunStatus:

@@ -37,13 +37,11 @@ class Shape(StrEnum):
 
 
 class OutlineNode(NamedTuple):
-    """One node of the tree: its shape, id (None for purely structural nodes), children, and for a
-    loop the most iterations it may run (so a view can say how much may still come)."""
+    """One node of the tree: its shape, id (None for purely structural nodes), children."""
 
     kind: str  # a Shape
     id: str | None
     children: tuple["OutlineNode", ...]
-    limit: int | None = None
 
 
 @dataclass
@@ -106,5 +104,4 @@ def _walk(node: Node, around: frozenset[str], out: Outline, ctx: Ctx) -> Outline
     if isinstance(node, Branch):
         chosen = node.chosen()
         return kids[node.children().index(chosen)] if chosen is not None else OutlineNode(Shape.SEQUENCE, None, ())
-    return OutlineNode(_SHAPES.get(type(node), Shape.SEQUENCE), node.id, kids,
-                       node.max_iterations if isinstance(node, Loop) else None)
+    return OutlineNode(_SHAPES.get(type(node), Shape.SEQUENCE), node.id, kids)

@@ -5,7 +5,6 @@
 set -uo pipefail
 NEEDED="
 strace strace
-chromium chromium
 "
 missing=()
 while read -r cmd pkg; do

@@ -290,31 +290,56 @@ def parse_data(args: argparse.Namespace) -> Any:
         raise InputInvalid(str(e).replace("--input-file", "--data-file").replace("--input", "--data")) from None
 
 
-def progress_printer() -> Callable[[Any], None]:
-    shown = {"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped", "approval_requested",
-             "approval_decided", "log", "node_interrupted", "loop_iteration", "wait_started", "signal_received",
-             "signal_refused", "timer_fired", "wait_timed_out", "subflow_started", "failure_caught",
-             "compensation_started", "saga_compensated", "run_continued", "cache_hit", "budget_exceeded"}
+class ProgressPrinter:
+    """Prints the events that say what happens, a frame's lines in one write (not one per line).
+    Lines of another run than the one started (a sub-workflow's, the run it continued as) say which."""
 
-    def on_event(ev: Any) -> None:
-        if ev.type in shown:
-            print(ev.line(), flush=True)
+    SHOWN = frozenset({"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped",
+                       "approval_requested", "approval_decided", "log", "node_interrupted", "loop_iteration",
+                       "wait_started", "signal_received", "signal_refused", "timer_fired", "wait_timed_out",
+                       "subflow_started", "failure_caught", "compensation_started", "saga_compensated",
+                       "run_continued", "cache_hit", "budget_exceeded"})
 
-    return on_event
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id
+        self.pending: list[str] = []
+        self.gone = False  # the reader left (`| head`): the run goes on, the printing stops
+
+    def __call__(self, ev: Any) -> None:
+        if ev.type in self.SHOWN and not self.gone:
+            if not self.pending:
+                asyncio.get_running_loop().call_soon(self.flush)
+            who = f"[{ev.run_id}] " if self.run_id and ev.run_id != self.run_id else ""
+            self.pending.append(who + ev.line() + "\n")
+
+    def flush(self) -> None:
+        text = "".join(self.pending)
+        self.pending.clear()
+        if not text or self.gone:
+            return
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self.gone = True
 
 
 async def execute(engine: "Engine", ex: "RunExecutor", args: argparse.Namespace) -> int:
     """Run an executor here in the foreground (its sub-workflows too, and the runs it continues as),
     print progress, then the result of the last run."""
-    if not args.quiet and not args.json:
-        engine.bus.subscribe(progress_printer())
     first = ex.run_id
+    printer = ProgressPrinter(first)
+    if not args.quiet and not args.json:
+        engine.bus.subscribe(printer)
 
     def next_run(nxt: "RunExecutor") -> None:
+        printer.flush()
+        printer.run_id = nxt.run_id
         if not args.json and not args.quiet:
             print(f"run {first} continued as {nxt.run_id}", flush=True)
 
     status, ex = await engine.execute(ex, stop_when_waiting=True, on_next=next_run)
+    printer.flush()
     _ended[ex.run_id] = _ended[first] = str(status)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it has ended: ^C now would only lose the summary
     report = await engine.report(ex.run_id)

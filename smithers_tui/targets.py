@@ -10,39 +10,20 @@ from engine.errors import WorkflowNotFound
 from engine.loader import load_file, load_target, workflows_in
 
 
-def project_folder(project: Path | None = None) -> Path:
-    """Where a project's own workflows live: `.smithers/workflows/` (one or more @workflow per file)."""
-    return (project or Path.cwd()) / ".smithers" / "workflows"
-
-
-def project_files(project: Path | None = None) -> list[Path]:
-    folder = project_folder(project)
-    return sorted(folder.glob("*.py")) if folder.is_dir() else []
-
-
-def scan_project(project: Path | None = None) -> tuple[dict[str, tuple[WorkflowDef, str]], dict[Path, str]]:
-    """Workflows in `.smithers/workflows/*.py` of the project, and the files that failed to load
-    (path -> the one-line error: a syntax error with its line, a failing import, no @workflow)."""
-    found: dict[str, tuple[WorkflowDef, str]] = {}
-    broken: dict[Path, str] = {}
-    for path in project_files(project):
-        try:
-            mod = load_file(path)
-        except WorkflowNotFound as e:
-            broken[path.resolve()] = str(e)
-            continue
-        wfs = workflows_in(mod)
-        if not wfs:
-            broken[path.resolve()] = f"{path} has no @workflow: decorate a function `def build(ctx)` with @workflow"
-        for name, wf in wfs.items():
-            wf.source_path = path.resolve()
-            found.setdefault(name, (wf, f"file:{path.resolve()}:{name}"))
-    return found, broken
-
-
 def discovered(project: Path | None = None) -> dict[str, tuple[WorkflowDef, str]]:
-    """Workflows in `.smithers/workflows/*.py` of the project (broken files are left out)."""
-    return scan_project(project)[0]
+    """Workflows in `.smithers/workflows/*.py` of the project (broken files are skipped)."""
+    folder = (project or Path.cwd()) / ".smithers" / "workflows"
+    found: dict[str, tuple[WorkflowDef, str]] = {}
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.py")):
+            try:
+                mod = load_file(path)
+            except WorkflowNotFound:
+                continue
+            for name, wf in workflows_in(mod).items():
+                wf.source_path = path.resolve()
+                found.setdefault(name, (wf, f"file:{path.resolve()}:{name}"))
+    return found
 
 
 def all_workflows(project: Path | None = None) -> dict[str, tuple[WorkflowDef, str]]:

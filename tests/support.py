@@ -65,13 +65,6 @@ class Smithers:
 
 
 
-def dead_pid() -> int:
-    """The pid of a process that has ended (and been reaped): an owner that is gone."""
-    p = subprocess.Popen([PYTHON, "-c", "pass"])
-    p.wait()
-    return p.pid
-
-
 def target_of(wf: Any) -> str:
     """The target recorded for a workflow defined in an (already imported) test module, so that
     resume finds the very same module objects."""

@@ -13,6 +13,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,16 +183,14 @@ def _has_python_tests(root: Path) -> bool:
 
 
 def _python_for(root: Path) -> str:
-    """The project's own interpreter when it has a virtualenv (in the worktree or the main checkout);
-    else `python3` as the project's shell finds it — never Smithers' own interpreter, whose
-    virtual environment holds Smithers' packages, not the project's."""
+    """The project's own interpreter when it has a virtualenv (in the worktree or the main checkout)."""
     for base in (root, main_checkout(root)):
         if base is None:
             continue
         for rel in (".venv/bin/python", "venv/bin/python", ".venv/Scripts/python.exe"):
             if (base / rel).is_file():
                 return shlex.quote(str(base / rel))
-    return "python3"
+    return shlex.quote(sys.executable)
 
 
 def detect_test_command(root: Path) -> str | None:

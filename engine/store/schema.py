@@ -1,7 +1,5 @@
-"""Schema and migrations of the SQLite store. The version lives in PRAGMA user_version; each
-migration is applied once, in order, inside one transaction. A database from a newer schema is
-refused. The PostgreSQL store keeps the same versions in `postgres_schema.py` (one entry there
-per entry here: add both)."""
+"""Schema and migrations. The version lives in PRAGMA user_version; each migration is applied
+once, in order, inside one transaction. A database from a newer schema is refused."""
 
 MIGRATIONS: list[str] = [
     # v1
@@ -80,17 +78,7 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN data TEXT;
     """,
-    # v3: workers. A lease carries a fencing token (bumped at every take-over); the worker registry.
-    """
-    ALTER TABLE runs ADD COLUMN lease INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX runs_owner ON runs(owner_host, status);
-    CREATE TABLE workers (
-        id TEXT PRIMARY KEY,              -- also the owner id of every run it holds
-        host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL,
-        concurrency INTEGER NOT NULL, started_at REAL NOT NULL, heartbeat_at REAL NOT NULL
-    );
-    """,
-    # v4: the whole language: signals, timers, human tasks and select/rank gates, sub-workflows,
+    # v3: the whole language: signals, timers, human tasks and select/rank gates, sub-workflows,
     # ContinueAsNew, the task cache
     """
     ALTER TABLE runs ADD COLUMN result TEXT;          -- JSON: what the run produced (a sub-workflow's output)

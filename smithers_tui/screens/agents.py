@@ -5,18 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
-from textual.widgets import Header, Static
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
 
-from ..widgets.footer import Footer
 
-from ..app import StoreChanged
-from ..base import LETTER_KEYS, AppScreen, background
-from ..widgets.agent_pane import REPAINT_S, AgentHub, AgentPane, PaneKey
+from ..widgets.agent_pane import REPAINT_S, AgentPane, PaneKey
 
 MAX_PANES = 12
+
+
+class PaneFooter(Footer):
+    """The footer, rebuilt only when the keys it shows change: moving the focus between panes
+    (tab) changes no key, and rebuilding it would lay the whole screen out again on every tab."""
+
+    _shown: tuple[Any, ...] | None = None
+
+    def bindings_changed(self, screen: Screen[Any]) -> None:
+        shown = tuple((key, b.action, b.description, b.show, enabled, tooltip)
+                      for key, (_node, b, enabled, tooltip) in screen.active_bindings.items())
+        if shown == self._shown and self._bindings_ready:
+            return
+        if screen.app.app_focus and self.is_attached and screen is self.screen:
+            self._shown = shown  # the footer rebuilds for these keys
+        super().bindings_changed(screen)
 
 
 def grid_shape(n: int) -> tuple[int, int]:
@@ -24,7 +39,7 @@ def grid_shape(n: int) -> tuple[int, int]:
     return cols, max(1, -(-n // cols))
 
 
-class AgentsScreen(AppScreen[None]):
+class AgentsScreen(Screen[None]):
     CSS_PATH = "agents.tcss"
     HELP_TITLE = "Agents"
     BINDINGS = [
@@ -32,9 +47,7 @@ class AgentsScreen(AppScreen[None]):
         Binding("shift+tab", "cycle(-1)", "Previous pane", show=False, id="agents.previous"),
         Binding("z", "maximise", "Maximise", id="agents.maximise"),
         Binding("enter", "open_step", "Open step", id="agents.open_step"),
-        Binding("H", "hijack", "Hijack session", id="agents.hijack"),
         Binding("escape", "back", "Back", id="back"),
-        *LETTER_KEYS,
     ]
 
     def __init__(self, run_id: str, only: list[PaneKey] | None = None, title: str | None = None) -> None:
@@ -44,8 +57,6 @@ class AgentsScreen(AppScreen[None]):
         self.title_text = title
         self.panes: dict[PaneKey, AgentPane] = {}
         self.states: dict[tuple[str, int], str] = {}
-        self.agent_steps: list[PaneKey] = []
-        self._started_seq = 0
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -53,11 +64,11 @@ class AgentsScreen(AppScreen[None]):
         yield Static("", id="agents-head")
         yield Grid(id="grid")
         yield Static("No agent has run in this run yet. Agent steps stream here as they work.", id="empty")
-        yield Footer()
+        yield PaneFooter()
 
     @property
-    def hub(self) -> AgentHub:
-        return self.app.host.agents
+    def hub(self) -> Any:
+        return self.app.host.agents  # type: ignore[attr-defined]
 
     def on_mount(self) -> None:
         self.sub_title = f"agents of run {self.run_id}"
@@ -70,13 +81,15 @@ class AgentsScreen(AppScreen[None]):
         for pane in self.panes.values():
             pane.drain()
 
-    @background(group="agents-seed")
+    @work(group="agents-seed")
     async def seed(self) -> None:
         """Agent events stored before this screen opened (tool calls, messages, prompts)."""
-        await self.app.host.ready.wait()
-        reader = self.app.host.reader
+        await self.app.host.ready.wait()  # type: ignore[attr-defined]
+        reader = self.app.host.reader  # type: ignore[attr-defined]
+        rows = await reader.events(self.run_id, types=["agent"], limit=20000)
         fresh: dict[PaneKey, list[Any]] = {}
-        for ev in await reader.events(self.run_id, types=["agent"], limit=20000):
+        for r in rows:
+            ev = r
             key = (ev.run_id, ev.node_id or "", ev.iteration or 0)
             if not self.hub.seeded(key) or key in fresh:
                 fresh.setdefault(key, []).append(ev)
@@ -87,34 +100,19 @@ class AgentsScreen(AppScreen[None]):
         self.refresh_panes()
         self.loaded = True
 
-    def on_store_changed(self, _msg: StoreChanged) -> None:
-        if self.on_top:
-            self.reload_states()
-
-    @background(group="agents-states", exclusive=True)
-    async def reload_states(self) -> None:
-        await self.load_states()
+    def on_store_changed(self, msg: Any) -> None:
+        if self.run_id in msg.run_ids:
+            self.run_worker(self.load_states(), exclusive=True, group="agents-states")
 
     async def load_states(self) -> None:
-        reader = self.app.host.reader
+        reader = self.app.host.reader  # type: ignore[attr-defined]
         self.states = {k: str(rec.state) for k, rec in (await reader.load_state(self.run_id)).nodes.items()}
-        # every agent step that started, even before it said anything (a run executed in another
-        # process stores its agents' first words only with its next frame)
-        started = await reader.events(self.run_id, after=self._started_seq, types=["node_started"], limit=20000)
-        for ev in started:
-            self._started_seq = max(self._started_seq, ev.seq)
-            key = (self.run_id, ev.node_id or "", ev.iteration or 0)
-            if ev.data.get("kind") == "agent" and key not in self.agent_steps:
-                self.agent_steps.append(key)
         for key, pane in self.panes.items():
             pane.set_state(self.states.get((key[1], key[2]), "running"))
 
     def wanted(self) -> list[PaneKey]:
-        if self.only is not None:
-            keys = self.only
-        else:
-            keys = self.hub.for_run(self.run_id)
-            keys = [k for k in self.agent_steps if k not in keys and self.states.get((k[1], k[2])) == "running"] + keys
+        keys = self.only if self.only is not None else self.hub.for_run(self.run_id)
+        keys = [k for k in keys if k in self.hub.buffers] if self.only is None else keys
         running = [k for k in keys if self.states.get((k[1], k[2]), "running") == "running"]
         rest = [k for k in reversed(keys) if k not in running]
         return (running + rest)[:MAX_PANES]
@@ -161,14 +159,6 @@ class AgentsScreen(AppScreen[None]):
         elif isinstance(self.focused, AgentPane):
             self.maximize(self.focused, container=False)
 
-    async def action_hijack(self) -> None:
-        """Take over the focused pane's CLI session (smithers_tui/hijack.py)."""
-        from ..hijack import hijack_in_app
-
-        pane = self.focused
-        if isinstance(pane, AgentPane):
-            await hijack_in_app(self.app, *pane.key)
-
     def action_open_step(self) -> None:
         from .run import RunScreen
 
@@ -185,7 +175,7 @@ class AgentsScreen(AppScreen[None]):
             self.app.pop_screen()
             select(under)
         else:
-            self.app.open_run(pane.key[0], focus=(node, it))
+            self.app.open_run(pane.key[0])  # type: ignore[attr-defined]
 
     def action_back(self) -> None:
         if self.maximized is not None:

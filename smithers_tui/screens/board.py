@@ -13,18 +13,16 @@ from typing import Any
 from rich.console import Group
 from rich.panel import Panel
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.css.query import NoMatches
-from textual.widgets import Header, Label, Static
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, Static
 
-from ..app import StoreChanged
-from ..widgets.footer import Footer
-from ..base import LETTER_KEYS, AppScreen, background
-from workflows._support import failure_excerpt
 
-from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE, key_label
+from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE
 
 Key = tuple[str, int]
 COLUMNS = ["To do", "In progress", "Review", "Done", "Failed"]
@@ -42,8 +40,6 @@ class Card:
     branch: str = ""
     merged: bool = False
     note: str = ""
-    failure: str = ""  # what the last failed check said (which test failed)
-    changed: bool | None = None  # did any round change a file? (None: no check ran)
     focus: Key | None = None  # the step `enter` opens
     nodes: list[Key] = field(default_factory=list)
 
@@ -72,13 +68,7 @@ def cards_of(rep: dict[str, Any]) -> list[Card]:
         latest = its[-1] if its else None
         checks = [n for _, n in per["check"] if n["state"] == "done" and n.get("output")]
         if checks:
-            last_check = checks[-1]["output"]
-            c.check = bool(last_check.get("passed"))
-            c.changed = any(n["output"].get("changed_files") for n in checks)
-            if not c.check and last_check.get("ran"):
-                c.failure = failure_excerpt(last_check.get("output") or "", 160)
-            elif not c.check:
-                c.failure = last_check.get("note") or ""
+            c.check = bool(checks[-1]["output"].get("passed"))
         res = per["result"][-1][1] if per["result"] else None
         out = (res or {}).get("output") or {}
         if out:
@@ -118,23 +108,13 @@ def cards_of(rep: dict[str, Any]) -> list[Card]:
     return cards
 
 
-def one_line(text: str, style: str = "") -> Text:
-    """A card field that never wraps (slugs and branches have no spaces to break at): cut with …"""
-    return Text(text, style, no_wrap=True, overflow="ellipsis")
-
-
 def card_text(c: Card, selected: bool) -> Panel:
     check = (Text("– no check yet", "grey50") if c.check is None else
              Text("✔ check passed", "green3") if c.check else Text("✖ check failed", "red1"))
-    lines = [Text(c.title, "bold"), one_line(c.slug, "grey58"), Text(f"round {c.round} of {c.max_rounds}"), check]
-    if c.failure:
-        lines.append(Text(c.failure, "red1"))
-    lines.append(one_line("⎇ " + c.branch, "grey70"))
+    lines = [Text(c.title, "bold"), Text(c.slug, "grey58"), Text(f"round {c.round} of {c.max_rounds}"), check,
+             Text("⎇ " + c.branch, "grey70")]
     if c.merged:
-        lines.append(Text("merged, though no file changed" if c.changed is False else "✔ merged",
-                          "yellow" if c.changed is False else "green3"))
-    elif c.changed is False and c.column == "Done":
-        lines.append(Text("no file changed", "yellow"))
+        lines.append(Text("merged", "magenta"))
     if c.note:
         lines.append(Text(c.note, "yellow" if c.column == "Done" else "red1"))
     return Panel(Group(*lines), border_style="bold yellow" if selected else "grey42", padding=(0, 1), expand=True)
@@ -144,18 +124,16 @@ class Column(VerticalScroll, can_focus=False):
     pass
 
 
-class BoardScreen(AppScreen[None]):
+class BoardScreen(Screen[None]):
     CSS_PATH = "board.tcss"
     HELP_TITLE = "Board"
     BINDINGS = [
         Binding("escape", "back", "Back", id="board.back"),
         Binding("enter", "open", "Open steps", id="board.open"),
-        Binding("d", "decide", "Decide gate", id="board.decide"),
         Binding("left,h", "column(-1)", "Column left", show=False, id="board.left"),
         Binding("right,l", "column(1)", "Column right", show=False, id="board.right"),
         Binding("up,k", "card(-1)", "Card up", show=False, id="board.up"),
         Binding("down,j", "card(1)", "Card down", show=False, id="board.down"),
-        *LETTER_KEYS,
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -183,6 +161,10 @@ class BoardScreen(AppScreen[None]):
         self.reload()
         self.set_interval(1.0, self.tick)
 
+    @property
+    def host(self) -> Any:
+        return self.app.host  # type: ignore[attr-defined]
+
     def tick(self) -> None:
         if self.report and self.report["status"] in ACTIVE_RUN:
             self.reload()
@@ -190,21 +172,19 @@ class BoardScreen(AppScreen[None]):
     def on_screen_resume(self) -> None:
         self.reload()
 
-    def on_store_changed(self, _msg: StoreChanged) -> None:
-        if self.on_top:
+    def on_store_changed(self, msg: Any) -> None:
+        if not msg.events or self.run_id in msg.run_ids:
             self.reload()
 
-    @background(group="board-load", exclusive=True)
+    @work(exclusive=True, group="board-load")
     async def reload(self) -> None:
-        host = self.app.host
-        await host.ready.wait()
-        rep = (await host.view.report(self.run_id)).json_dict()
-        gates_before = bool(self.waiting_gates())
+        await self.host.ready.wait()
+        rep = await self.app.attempt(self.host.report(self.run_id))  # type: ignore[attr-defined]
+        if rep is None:
+            return
         self.report = rep
         self.cards = cards_of(rep)
         self.show()
-        if gates_before != bool(self.waiting_gates()):
-            self.refresh_bindings()
         self.loaded = True
 
     # --- showing -------------------------------------------------------------------------------
@@ -248,8 +228,6 @@ class BoardScreen(AppScreen[None]):
                              "  ".join(f"{name.lower()} {len(self.column_cards(i))}" for i, name in enumerate(COLUMNS)))
         if not self.cards:
             head.append("  ·  " + ("reading the tickets…" if rep["status"] in ACTIVE_RUN else "no tickets"), "grey58")
-        for k in self.waiting_gates():
-            head.append(f"  ·  ◆ {key_label(*k)} waits: d decides", "bold yellow")
         self.query_one("#board-head", Static).update(head)
         if sel is not None:
             self.query_one(f"#col-{self.col}", Column).scroll_to(y=max(0, self.row * 6 - 2), animate=False)
@@ -286,30 +264,6 @@ class BoardScreen(AppScreen[None]):
             self.notify("no ticket selected")
             return
         self.app.push_screen(RunScreen(self.run_id, focus=card.focus))
-
-    def waiting_gates(self) -> list[Key]:
-        return [(n["id"], n["iteration"]) for n in (self.report or {}).get("nodes", [])
-                if n["state"] == "waiting_approval"]
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "decide":
-            return bool(self.waiting_gates())
-        return True
-
-    def action_decide(self) -> None:
-        """A waiting gate (the merge gate of `approve_merge`): its prompt, here on the board."""
-        from .approval import ApprovalScreen
-
-        gates = self.waiting_gates()
-        if not gates:
-            self.notify("no gate of this run is waiting")
-            return
-        node, it = gates[0]
-        self.app.push_screen(ApprovalScreen(self.run_id, node, it), lambda _r: self.reload())
-
-    def palette_commands(self) -> list[object]:
-        return [(f"Decide gate {key_label(*k)}", "approve or deny, here", self.action_decide, "d")
-                for k in self.waiting_gates()]
 
     def action_back(self) -> None:
         self.app.pop_screen()

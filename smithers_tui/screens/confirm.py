@@ -4,12 +4,11 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from .modal import Modal
 from textual.widgets import Button, Label, Static
 
-from ..base import AppModal
 
-
-class ConfirmScreen(AppModal[bool]):
+class ConfirmScreen(Modal[bool]):
     CSS_PATH = "confirm.tcss"
     BINDINGS = [
         Binding("y,enter", "answer(True)", "Yes", id="confirm.yes"),

@@ -1,22 +1,21 @@
 """Lineage: the tree of forks, rewinds and replays around a run. enter opens the run."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from .modal import Modal
 from textual.widgets import Label, Static, Tree
 
-from ..base import AppModal, background
+
 from ..widgets.fmt import RUN_STYLE
 
-if TYPE_CHECKING:
-    from engine.runtime import Lineage
 
-
-class LineageScreen(AppModal[None]):
+class LineageScreen(Modal[None]):
     CSS_PATH = "lineage.tcss"
     HELP_TITLE = "Lineage"
     BINDINGS = [Binding("escape", "close", "Close", id="lineage.close"),
@@ -40,22 +39,26 @@ class LineageScreen(AppModal[None]):
         t.focus()
         self.load()
 
-    @background(group="lineage-load", exclusive=True)
+    @work
     async def load(self) -> None:
-        tree_data = await self.app.host.view.lineage(self.run_id)
+        app: Any = self.app
+        found = await app.attempt(app.host.view.lineage(self.run_id))
+        if found is None:
+            return
+        tree_data = found.model_dump()
         t = self.query_one(Tree)
 
-        def add(parent: Any, node: Lineage) -> None:
-            g, c = RUN_STYLE.get(node.status, ("?", "white"))
-            label = Text.assemble((g + " ", c), (node.run_id, "bold underline" if node.run_id == self.run_id
+        def add(parent: Any, node: dict[str, Any]) -> None:
+            g, c = RUN_STYLE.get(node["status"], ("?", "white"))
+            label = Text.assemble((g + " ", c), (node["run_id"], "bold underline" if node["run_id"] == self.run_id
                                                  else "bold"),
-                                  (f"  {node.kind}" + (f" at frame {node.parent_frame}"
-                                                      if node.parent_frame is not None else ""), "magenta"),
-                                  (f"  {node.status}, {node.frames} frames", "grey58"))
-            me = parent.add(label, data=node.run_id, expand=True)
-            for kid in node.children:
+                                  (f"  {node['kind']}" + (f" at frame {node['parent_frame']}"
+                                                         if node["parent_frame"] is not None else ""), "magenta"),
+                                  (f"  {node['status']}, {node['frames']} frames", "grey58"))
+            me = parent.add(label, data=node["run_id"], expand=True)
+            for kid in node["children"]:
                 add(me, kid)
-            if node.run_id == self.run_id:
+            if node["run_id"] == self.run_id:
                 self.call_after_refresh(t.move_cursor, me)
 
         add(t.root, tree_data)
@@ -66,7 +69,7 @@ class LineageScreen(AppModal[None]):
         if rid:
             self.dismiss(None)
             if rid != self.run_id:
-                self.app.open_run(rid)
+                self.app.open_run(rid)  # type: ignore[attr-defined]
 
     def action_down(self) -> None:
         self.query_one(Tree).action_cursor_down()

@@ -82,26 +82,6 @@ PROMPT = Style(color="grey58", italic=True)
 RULE = Style(color="grey35")
 
 
-def answer_lines(text: str) -> list[tuple[str, str]]:
-    """A structured answer (a JSON object) as one `field: value` line per field; [] for plain text."""
-    import json
-
-    t = text.strip()
-    if not (t.startswith("{") and t.endswith("}")):
-        return []
-    try:
-        value = json.loads(t)
-    except ValueError:
-        return []
-    if not isinstance(value, dict):
-        return []
-    out = [("answer:", "bold green3")]
-    for k, v in value.items():
-        shown = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-        out.append((f"  {k}: {' '.join(str(shown).split())[:600]}", ""))
-    return out
-
-
 class AgentPane(Widget, can_focus=True):
     """One agent step's live output: a header row, the prompt row, the finished lines (newest at the
     bottom; the mouse wheel scrolls back through them) and the line being streamed."""
@@ -170,13 +150,7 @@ class AgentPane(Widget, can_focus=True):
             if kind == "message" and self.streamed:
                 self.streamed = False  # already shown as it streamed
                 lines.append(("─" * 8, "grey35"))
-                lines.extend(answer_lines(text))
                 continue
-            if kind == "message":
-                fields = answer_lines(text)
-                if fields:
-                    lines.extend(fields)
-                    continue
             first = text if len(text) < 2000 else text[:2000] + " …"
             lines.append((PREFIX.get(kind, "") + first, STYLE.get(kind, "")))
         if len(self.partial) > 4000:  # a very long line without a newline: keep its end
@@ -246,10 +220,6 @@ class AgentPane(Widget, can_focus=True):
             wrapped[:0] = [strip(p) for p in Text(line, style=style).wrap(console, width)]
             i -= 1
         wrapped = wrapped[-body:] if body else []
-        if not wrapped and self.state == "running" and body:
-            note = Text("waiting for its first words — a model client loads the first time it is used, which can "
-                        "take a few seconds", style="grey50 italic")
-            wrapped = [strip(p) for p in note.wrap(console, width)][:body]
         rows.extend(wrapped + [blank] * (body - len(wrapped)))  # a log: from the top down
         rows.append(one(Text(self.partial[-400:])) if not self.back else blank)
         return rows[:height]

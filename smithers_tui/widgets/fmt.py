@@ -14,8 +14,6 @@ RUN_STYLE = {  # run status -> (glyph, colour)
     "failed": ("✖", "red1"),
     "cancelled": ("⊘", "grey58"),
     "rewound": ("↺", "magenta"),
-    "interrupted": ("‖", "orange3"),
-    "queued": ("…", "grey70"),
 }
 NODE_STYLE = {  # node state -> (glyph, colour)
     "pending": ("·", "grey50"),
@@ -28,7 +26,7 @@ NODE_STYLE = {  # node state -> (glyph, colour)
     "cancelled": ("⊘", "grey58"),
     "not_yet": ("○", "grey35"),
 }
-ACTIVE_RUN = ("running", "waiting", "queued")
+ACTIVE_RUN = ("running", "waiting")
 
 
 def run_glyph(status: str) -> Text:

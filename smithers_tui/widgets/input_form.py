@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.widgets import Checkbox, Input, Label, Select, Static
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Input, Label, Select, Static, Switch
 
 
 def field_kind(ann: Any) -> tuple[str, list[Any], bool]:
@@ -43,17 +43,14 @@ def field_kind(ann: Any) -> tuple[str, list[Any], bool]:
     return "json", [], optional
 
 
-class InputForm(Vertical, can_focus=False):
-    """The fields of an input model; the container scrolling it is the screen's (it never takes the focus)."""
-
+class InputForm(VerticalScroll):
     DEFAULT_CSS = """
-    InputForm { height: auto; }
+    InputForm { height: auto; max-height: 100%; }
     InputForm .field { height: auto; margin-bottom: 1; }
-    InputForm Input, InputForm Select { margin-top: 0; }
     InputForm .field-label { color: $text; }
     InputForm .field-help { color: $text-muted; }
     InputForm .field-error { color: $error; height: auto; }
-    InputForm Checkbox { width: auto; }
+    InputForm Switch { width: auto; }
     InputForm .empty { color: $text-muted; }
     """
 
@@ -80,15 +77,15 @@ class InputForm(Vertical, can_focus=False):
                     yield Label(f.description, classes="field-help")
                 wid = f"field-{name}"
                 if kind == "bool":
-                    yield Checkbox("yes", value=bool(default) if has_default else False, id=wid, compact=True)
+                    yield Switch(value=bool(default) if has_default else False, id=wid)
                 elif kind == "choice":
                     yield Select([(str(c), c) for c in choices], id=wid, allow_blank=optional or not has_default,
-                                 value=default if has_default and default in choices else Select.BLANK, compact=True)
+                                 value=default if has_default and default in choices else Select.BLANK)
                 else:
                     text = "" if not has_default or default is None else (
                         json.dumps(default) if kind == "json" else str(default))
                     yield Input(value=text, id=wid, type={"int": "integer", "float": "number"}.get(kind, "text"),
-                                placeholder="JSON value" if kind == "json" else "", compact=True)
+                                placeholder="JSON value" if kind == "json" else "")
                 yield Static("", id=f"error-{name}", classes="field-error")
 
     def raw(self) -> tuple[dict[str, Any], dict[str, str]]:
@@ -99,27 +96,26 @@ class InputForm(Vertical, can_focus=False):
             return data, errors
         for name, (kind, _c, optional) in self.kinds.items():
             w = self.query_one(f"#field-{name}")
-            if isinstance(w, Checkbox):
+            if isinstance(w, Switch):
                 data[name] = w.value
                 continue
             if isinstance(w, Select):
                 if w.value is not Select.BLANK:
                     data[name] = w.value
                 continue
-            raw = w.value if isinstance(w, Input) else ""
-            text = raw.strip()
+            text = w.value.strip() if isinstance(w, Input) else ""
             if text == "":
                 if self.model.model_fields[name].is_required() and not optional:
                     errors[name] = "required"
                 continue
             try:
-                data[name] = json.loads(text) if kind in ("json", "int", "float") else raw
+                data[name] = json.loads(text) if kind in ("json", "int", "float") else w.value  # type: ignore[union-attr]
             except json.JSONDecodeError as e:
                 errors[name] = f"not valid JSON: {e.msg} at column {e.colno}"
         return data, errors
 
-    def validated(self, quiet: bool = False) -> dict[str, Any] | None:
-        """The input if it validates; otherwise None, with a message under each bad field (none when quiet)."""
+    def validated(self) -> dict[str, Any] | None:
+        """The input if it validates; otherwise None, with a message under each bad field."""
         data, errors = self.raw()
         if not errors and self.model is not None:
             try:
@@ -129,9 +125,8 @@ class InputForm(Vertical, can_focus=False):
                     loc = str(err["loc"][0]) if err["loc"] else ""
                     msg = err["msg"] + (f" (at {'.'.join(map(str, err['loc'][1:]))})" if len(err["loc"]) > 1 else "")
                     errors.setdefault(loc if loc in self.kinds else next(iter(self.kinds), ""), msg)
-        if not quiet:
-            for name in self.kinds:
-                self.query_one(f"#error-{name}", Static).update(("✖ " + errors[name]) if name in errors else "")
+        for name in self.kinds:
+            self.query_one(f"#error-{name}", Static).update(("✖ " + errors[name]) if name in errors else "")
         return None if errors else data
 
     def error_count(self) -> int:

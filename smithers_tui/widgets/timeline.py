@@ -1,100 +1,110 @@
-"""The timeline: a scrubber over every frame of a run.
-
-    ▌LIVE frame 412/2000 · 12:00:31 · +41.2s · review-security started; build[3] done
-     0        250        500        750       1000      1250      1500      1750    2000   ⑂
-     ▸✔✔✔✔✔✔◆◈✔✔✔✔↻✔✔✔✔✔✔✔✔✖✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔✔
-                  ▲
-     …✔▸✔▸✔▸✔▸✔▸[✔]▸✔▸✔▸✔▸✔▸…     (one cell per frame around the cursor, when there is room)
-
-The overview places every frame by number or by time (`m` toggles), one glyph per column for the
-most telling thing in it (a failure, a gate, a decision, a fork, a retry, a finish, a start); forks
-taken from this run are marked on the axis. The cursor moves by 1, 10 or 100 frames, to the
-next or previous failure, gate or decision, or change of the step selected in the tree. A click
-jumps to a frame; the mouse over a column says what happened there.
-"""
+"""The frame timeline: one mark per frame, coloured by what happened in it; a cursor to scrub."""
 from __future__ import annotations
 
-import bisect
+from dataclasses import dataclass
 from typing import Any
 
-from rich.cells import cell_len
 from rich.text import Text
-from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ..runmodel import CLASSES, ORDER, Mark, RunModel
+from engine.frame import FrameDelta
+from engine.state import key_label
+
 from .fmt import Clock
 
-LEGEND = [("fail", "failed"), ("gate", "gate"), ("decision", "decided"), ("fork", "fork"), ("retry", "retry"),
-          ("finish", "done"), ("start", "started")]
-RANK = {c: i for i, c in enumerate(ORDER)}
+LEGEND = [("finished", "green3"), ("started", "dodger_blue1"), ("gate", "yellow"), ("failed", "red1"),
+          ("fork", "magenta"), ("other", "grey50")]
+
+
+@dataclass
+class Mark:
+    frame: int
+    at: float
+    colour: str
+    what: str
+
+
+def describe(frame: int, at: float, delta: FrameDelta) -> Mark:
+    """Colour and a one-line summary of what a frame changed."""
+    if delta.fork is not None:
+        f = delta.fork
+        return Mark(frame, at, "magenta", f"{f.get('kind', 'fork')} of {f.get('from_run')} at frame {f.get('from_frame')}: "
+                    f"{f.get('carried', 0)} outputs carried")
+    by_state: dict[str, list[str]] = {}
+    for (nid, it), rec in delta.nodes.items():
+        if rec.kind == "loop":
+            continue
+        by_state.setdefault(rec.state, []).append(key_label(nid, it))
+    status = delta.status
+    parts = []
+    for state, verb in (("failed", "failed"), ("waiting_approval", "waits for approval"), ("done", "done"),
+                        ("running", "started"), ("skipped", "skipped"), ("pending", "pending"), ("cancelled", "cancelled")):
+        names = by_state.get(state)
+        if names:
+            shown = ", ".join(names[:3]) + (f" +{len(names) - 3}" if len(names) > 3 else "")
+            parts.append(f"{shown} {verb}")
+    if status:
+        parts.append(f"run {status}")
+    what = "; ".join(parts) or ("run started" if frame == 0 else "bookkeeping")
+    if "failed" in by_state or status == "failed":
+        colour = "red1"
+    elif "waiting_approval" in by_state or status == "waiting":
+        colour = "yellow"
+    elif "done" in by_state or delta.outputs:
+        colour = "green3"
+    elif "running" in by_state:
+        colour = "dodger_blue1"
+    else:
+        colour = "grey50"
+    return Mark(frame, at, colour, what)
 
 
 class FrameTimeline(Widget, can_focus=True):
-    """Shows the run's frames; `frame` is the one shown, `live` when following the newest."""
+    """Shows frame `frame` of `last`; `live` when following the newest frame."""
 
     DEFAULT_CSS = """
-    FrameTimeline { height: 5; border-top: solid $panel-lighten-2; padding: 0 1; }
-    FrameTimeline.tall { height: 7; }
+    FrameTimeline { height: 4; border-top: solid $panel-lighten-2; padding: 0 1; }
     FrameTimeline:focus { border-top: solid $accent; }
     """
     BINDINGS = [
         Binding("left", "step(-1)", "Earlier", show=False, id="timeline.earlier"),
         Binding("right", "step(1)", "Later", show=False, id="timeline.later"),
-        Binding("shift+left", "step(-10)", "10 earlier", show=False, id="timeline.earlier10"),
-        Binding("shift+right", "step(10)", "10 later", show=False, id="timeline.later10"),
-        Binding("ctrl+left", "step(-100)", "100 earlier", show=False, id="timeline.earlier100"),
-        Binding("ctrl+right", "step(100)", "100 later", show=False, id="timeline.later100"),
         Binding("home", "jump('first')", "First frame", show=False, id="timeline.first"),
         Binding("end", "jump('last')", "Live", show=False, id="timeline.last"),
     ]
 
-    frame: reactive[int] = reactive(0, always_update=True)
+    frame: reactive[int] = reactive(0)
 
     class Scrubbed(Message):
         def __init__(self, frame: int, live: bool) -> None:
             super().__init__()
             self.frame, self.live = frame, live
 
-    def __init__(self, clock: Clock, model: RunModel | None = None, *, axis: str = "frames", **kw: Any) -> None:
+    def __init__(self, clock: Clock, **kw: Any) -> None:
         super().__init__(**kw)
         self.clock = clock
-        self.model = model or RunModel()
-        self.axis = axis if axis in ("frames", "time") else "frames"
+        self.marks: list[Mark] = []
         self.live = True
-        self.forks: dict[int, list[str]] = {}  # frame -> runs forked, rewound or replayed from it
-        self._columns: tuple[tuple[Any, ...], list[tuple[str, int]]] | None = None  # cache key, columns
 
-    # --- the model -----------------------------------------------------------------------------
     @property
     def last(self) -> int:
-        return self.model.last
+        return self.marks[-1].frame if self.marks else 0
 
-    @property
-    def marks(self) -> list[Mark]:
-        return self.model.marks
-
-    def frames_added(self) -> None:
-        """The model has new frames: follow them when live."""
+    def add_marks(self, marks: list[Mark]) -> None:
+        known = len(self.marks)
+        self.marks.extend(m for m in marks if m.frame >= known)
         if self.live:
-            self.frame = max(0, self.last)
+            self.frame = self.last
         self.refresh()
 
-    def set_forks(self, forks: dict[int, list[str]]) -> None:
-        if forks != self.forks:
-            self.forks = forks
-            self._columns = None
-            self.refresh()
+    def reset(self) -> None:
+        self.marks = []
+        self.live = True
+        self.frame = 0
 
-    def set_axis(self, axis: str) -> None:
-        self.axis = axis
-        self._columns = None
-        self.refresh()
-
-    # --- moving --------------------------------------------------------------------------------
     def go(self, frame: int) -> None:
         if not self.marks:
             return
@@ -112,162 +122,27 @@ class FrameTimeline(Widget, can_focus=True):
     def action_jump(self, where: str) -> None:
         self.go(0 if where == "first" else self.last)
 
-    def seek_next(self, step: int, wanted: Any) -> bool:
-        """Move to the next (step=1) or previous (step=-1) frame whose mark is wanted."""
-        f = self.model.find(self.frame, step, wanted)
-        if f is None:
-            return False
-        self.go(f)
-        return True
-
     def watch_frame(self) -> None:
         self.refresh()
 
-    # --- placing frames ------------------------------------------------------------------------
-    def span(self) -> tuple[float, float]:
-        m = self.marks
-        return (m[0].at, m[-1].at) if m else (0.0, 0.0)
-
-    def column_of(self, frame: int, width: int) -> int:
-        n = len(self.marks)
-        if n <= 1 or width <= 1:
-            return 0
-        if self.axis == "time":
-            t0, t1 = self.span()
-            if t1 > t0:
-                return round((self.marks[frame].at - t0) / (t1 - t0) * (width - 1))
-        return round(frame * (width - 1) / (n - 1))
-
-    def frame_at_column(self, x: int, width: int) -> int:
-        n = len(self.marks)
-        if n <= 1 or width <= 1:
-            return 0
-        x = max(0, min(width - 1, x))
-        if self.axis == "time":
-            t0, t1 = self.span()
-            if t1 > t0:
-                t = t0 + (t1 - t0) * x / (width - 1)
-                i = bisect.bisect_left([m.at for m in self.marks], t)
-                i = min(n - 1, i)
-                if i > 0 and abs(self.marks[i - 1].at - t) <= abs(self.marks[i].at - t):
-                    i -= 1
-                return i
-        return round(x * (n - 1) / (width - 1))
-
-    def columns(self, width: int) -> list[tuple[str, int]]:
-        """Per column: the most telling class of the frames placed there, and one of those frames
-        (-1: no frame). Recomputed only when frames arrive, the width or the axis changes."""
-        key = (width, len(self.marks), self.axis)
-        if self._columns is not None and self._columns[0] == key:
-            return self._columns[1]
-        cols: list[tuple[str, int]] = [("", -1)] * width
-        for m in self.marks:
-            x = self.column_of(m.frame, width)
-            cur, f = cols[x]
-            if f < 0 or RANK[m.cls] < RANK[cur]:
-                cols[x] = (m.cls, m.frame)
-        self._columns = (key, cols)
-        return cols
-
-    # --- drawing -------------------------------------------------------------------------------
-    def info_line(self, width: int) -> Text:
-        if not self.marks:
-            return Text("no frames yet", style="grey50")
-        cur = self.marks[min(self.frame, self.last)]
-        t0 = self.marks[0].at
-        head = Text.assemble((" LIVE " if self.live else " PAST ", "bold reverse green3" if self.live
-                              else "bold reverse yellow"),
-                             (f" frame {cur.frame}/{self.last} ", "bold"),
-                             (f"{self.clock.stamp(cur.at)} · +{self.clock.span(cur.at - t0)} ", "grey58"),
-                             (f"{CLASSES[cur.cls][0]} ", CLASSES[cur.cls][1]), cur.what)
-        head.truncate(width, overflow="ellipsis")
-        return head
-
-    def axis_line(self, width: int) -> Text:
-        line = [" "] * width
-        n = len(self.marks)
-        if n > 1:
-            labels: list[tuple[int, str]] = []
-            if self.axis == "time":
-                t0, t1 = self.span()
-                for i in range(6):
-                    x = round(i * (width - 1) / 5)
-                    labels.append((x, "+" + self.clock.span((t1 - t0) * i / 5)))
-            else:
-                for i in range(6):
-                    x = round(i * (width - 1) / 5)
-                    labels.append((x, str(round(i * (n - 1) / 5))))
-            for x, label in labels:
-                start = max(0, min(width - len(label), x - (len(label) if x == width - 1 else 0)))
-                if all(c == " " for c in line[max(0, start - 1):start + len(label) + 1]):
-                    line[start:start + len(label)] = list(label)
-        t = Text("".join(line), style="grey46")
-        for f in self.forks:
-            if 0 <= f <= self.last:
-                x = self.column_of(f, width)
-                t = Text.assemble(t[:x], ("⑂", "bold magenta"), t[x + 1:])
-        return t
-
-    def strip(self, width: int) -> Text:
-        out = Text()
-        cursor = self.column_of(min(self.frame, max(0, self.last)), width) if self.marks else -1
-        for x, (cls, f) in enumerate(self.columns(width)):
-            if f < 0:
-                out.append("─" if x != cursor else "┼", "grey30" if x != cursor else "bold")
-                continue
-            glyph, colour = CLASSES[cls]
-            out.append(glyph, f"bold reverse {colour}" if x == cursor else colour)
-        return out
-
-    def cursor_line(self, width: int) -> Text:
-        if not self.marks:
-            return Text("")
-        x = self.column_of(self.frame, width)
-        return Text(" " * x + "▲", style="bold yellow" if not self.live else "bold green3")
-
-    def detail(self, width: int) -> Text:
-        """One cell per frame around the cursor: every frame, even on a run of 10,000."""
-        n = len(self.marks)
-        half = width // 2
-        start = max(0, min(self.frame - half, n - width))
-        out = Text("…" if start > 0 else " ", "grey42")
-        for f in range(start + (1 if start > 0 else 0), min(n, start + width - 1)):
-            m = self.marks[f]
-            out.append(m.glyph, f"bold reverse {m.colour}" if f == self.frame else m.colour)
-        if start + width - 1 < n:
-            out.append("…", "grey42")
-        return out
-
-    def legend(self, width: int) -> Text:
-        t = Text()
-        for cls, label in LEGEND:
-            g, c = CLASSES[cls]
-            t.append(g, c)
-            t.append(f" {label}  ", "grey58")
-        keys = "  [ ] ±1  { } ±10  ( ) ±100  e/E failure  v/V gate  w/W this step  m axis"
-        if cell_len(t.plain) + len(keys) <= width:
-            t.append(keys, "grey50")
-        t.truncate(width, overflow="ellipsis")
-        return t
-
     def render(self) -> Text:
-        width = max(10, self.content_region.width)
-        height = self.content_region.height
-        lines = [self.info_line(width), self.axis_line(width), self.strip(width), self.cursor_line(width)]
-        if height >= 5 and self.marks:
-            lines.append(self.detail(width))
-        if height >= 6:
-            lines.append(self.legend(width))
-        return Text("\n").join(lines[:max(1, height)])
-
-    # --- the mouse -----------------------------------------------------------------------------
-    def on_click(self, event: events.Click) -> None:
-        if event.y in (1, 2, 3) and self.marks:
-            self.go(self.frame_at_column(event.x - self.gutter.left, self.content_region.width))
-
-    def on_mouse_move(self, event: events.MouseMove) -> None:
-        if event.y in (1, 2, 3) and self.marks:
-            m = self.marks[self.frame_at_column(event.x - self.gutter.left, self.content_region.width)]
-            self.tooltip = f"frame {m.frame} · {self.clock.stamp(m.at)} · {m.what}"
-        else:
-            self.tooltip = None
+        width = max(10, self.size.width)
+        n = len(self.marks)
+        if not n:
+            return Text("no frames yet", style="grey50")
+        start = 0
+        if n > width:
+            start = max(0, min(n - width, self.frame - width // 2))
+        shown = self.marks[start:start + width]
+        cursor = Text(" " * (self.frame - start) + "▼", style="bold")
+        strip = Text()
+        for m in shown:
+            strip.append("█" if m.frame == self.frame else "▮", style=f"bold {m.colour}" if m.frame == self.frame
+                         else m.colour)
+        cur = self.marks[min(self.frame, n - 1)]
+        head = "live" if self.live else "PAST"
+        info = Text.assemble((f" {head} ", "bold reverse green3" if self.live else "bold reverse yellow"),
+                             (f" frame {cur.frame}/{self.last} ", "bold"), (self.clock.stamp(cur.at) + "  ", "grey58"),
+                             (cur.what, ""))
+        info.truncate(width)
+        return Text("\n").join([cursor, strip, info])

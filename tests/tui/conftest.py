@@ -17,7 +17,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     wf_dir = tmp_path / ".smithers" / "workflows"
     wf_dir.mkdir(parents=True)
     (wf_dir / "flow.py").write_text(textwrap.dedent(FLOW).lstrip())
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the app's preferences stay in the test
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

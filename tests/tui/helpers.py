@@ -1,26 +1,17 @@
 """Helpers for the app's tests: the workflow file, runs seeded through a second connection (as
-another process would), the app with a frozen clock, and `until` to wait for a condition.
-
-`until` never measures time: it checks the condition again each time the app has processed a
-message (any message, anywhere in the app: a key, a timer, a worker's state, a refresh), so a
-loaded machine only makes it wait longer. A condition that never comes true is caught by
-pytest-timeout (pyproject's `timeout`), a hang guard, not a deadline the app must meet."""
+another process would), the app with a frozen clock, and `until` to wait for a condition without
+measuring time."""
 from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 from pathlib import Path
 from typing import Any, Callable
-
-from textual._context import message_hook
-from textual.message import Message
 
 from engine.loader import load_target
 from engine.runtime import Engine
 from engine.store import Store
 from smithers_tui.app import SmithersApp
-from smithers_tui.prefs import Prefs
 from smithers_tui.widgets.fmt import FrozenClock
 
 FLOW = '''
@@ -111,73 +102,22 @@ def ids(prefix: str) -> Callable[[], str]:
     return lambda: f"{prefix}-{next(counter)}"
 
 
-class Pulse:
-    """Wakes whoever waits at the next message the app processes."""
-
-    def __init__(self) -> None:
-        self.waiters: list[asyncio.Future[None]] = []
-        self.count = 0
-
-    def __call__(self, _message: Message) -> None:
-        self.count += 1
-        waiters, self.waiters = self.waiters, []
-        for f in waiters:
-            if not f.done():
-                f.set_result(None)
-
-    async def next(self) -> None:
-        f: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(f)
-        await f
-
-
-class TestApp(SmithersApp):
-    """The real app, telling `until` about every message it processes (Textual's message hook)."""
-
-    def __init__(self, *a: Any, **kw: Any) -> None:
-        super().__init__(*a, **kw)
-        self.pulse = Pulse()
-        # Screens and widgets a test creates itself (app.open_run(...) from the test) start their
-        # message pumps from the test's context: give it the hook too.
-        message_hook.set(self.pulse)
-
-    def on_load(self) -> None:
-        # Runs in the app's own task before any screen or widget starts, so every message pump
-        # created afterwards inherits the hook.
-        message_hook.set(self.pulse)
-
-
-def make_app(db: Path, project: Path, **kw: Any) -> TestApp:
+def make_app(db: Path, project: Path, **kw: Any) -> SmithersApp:
     kw.setdefault("agent_override", "demo")
     kw.setdefault("clock", FrozenClock())
     kw.setdefault("new_id", ids("branch"))
     kw.setdefault("poll", 0.05)
-    kw.setdefault("prefs", Prefs(project / ".prefs" / "app.json"))
-    return TestApp(db, project=project, **kw)
+    return SmithersApp(db, project=project, **kw)
 
 
-async def until(pilot: Any, cond: Callable[[], Any], what: str = "condition") -> Any:
-    """Let the app work until cond() holds, checking it again after each message the app processes."""
-    app = pilot.app
-    pulse: Pulse | None = getattr(app, "pulse", None)
-    if os.environ.get("UNTIL_DEBUG"):
-        print("until:", what, flush=True)
-    while True:
+async def until(pilot: Any, cond: Callable[[], Any], what: str = "condition", limit: int = 400) -> Any:
+    """Let the app work until cond() holds (checked between short pauses); fail after `limit` checks."""
+    for _ in range(limit):
         value = cond()
         if value:
             return value
-        if pulse is None:  # an app made without make_app: yield to it and look again
-            await asyncio.sleep(0)
-            await pilot.pause()
-            continue
-        await pulse.next()
-
-
-async def settle(pilot: Any) -> None:
-    """Wait until the app has nothing left to do for now: every pending message handled, and the
-    process idle (Textual's own measure, by CPU time, not a fixed delay)."""
-    await pilot.pause()
-    await pilot.wait_for_scheduled_animations()
+        await pilot.pause(0.025)
+    raise AssertionError(f"gave up waiting for {what}")
 
 
 async def run_row(db: Path, run_id: str) -> dict[str, Any]:
@@ -203,60 +143,3 @@ async def ready(pilot: Any, app: Any) -> None:
     from smithers_tui.screens.runs import RunsScreen
 
     await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded, "the runs screen")
-
-
-async def open_run(pilot: Any, app: Any, run_id: str, *, prompt: str = "later") -> Any:
-    """Open a run's screen and wait until it is loaded. A waiting gate brings up its prompt:
-    `prompt="later"` puts it off (esc), `"keep"` returns the prompt screen itself."""
-    await until(pilot, lambda: app.host.ready.is_set(), "the database")
-    app.open_run(run_id)
-    return await run_shown(pilot, app, run_id, prompt=prompt)
-
-
-async def run_shown(pilot: Any, app: Any, run_id: str, *, prompt: str = "later") -> Any:
-    """Wait for the screen of `run_id` (opened by the app: a fork, a replay...) to be loaded, its
-    gate's prompt up if one waits; put the prompt off, or return it (`prompt="keep"`)."""
-    from smithers_tui.screens.approval import ApprovalScreen
-    from smithers_tui.screens.run import RunScreen
-
-    screen = await until(pilot, lambda: next((s for s in reversed(app.screen_stack) if isinstance(s, RunScreen)
-                                              and s.run_id == run_id), None), f"the screen of {run_id}")
-
-    def settled() -> bool:
-        if not screen.loaded:
-            return False
-        decided = {a.key for a in screen.approvals if a.decision}
-        gates = [k for k, r in screen.model.live.items() if r.state == "waiting_approval"
-                 and (run_id, *k) not in app.later and k not in decided]
-        active = screen.run is not None and screen.run.status in ("running", "waiting")
-        if gates and active:
-            return isinstance(app.screen, ApprovalScreen) and app.screen.loaded
-        return app.screen is screen
-
-    await until(pilot, settled, f"the run {run_id} to load")
-    if isinstance(app.screen, ApprovalScreen):
-        if prompt == "keep":
-            return app.screen
-        await pilot.press("escape")
-        await until(pilot, lambda: app.screen is screen, "the prompt put off")
-    return screen
-
-
-async def palette(pilot: Any, query: str, expect: str, key: str = "ctrl+p") -> None:
-    """Open the command palette, type `query`, wait for the first hit to read `expect`, run it."""
-    from textual.command import CommandList, CommandPalette
-
-    app = pilot.app
-    await pilot.press(key)
-    await until(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
-    await pilot.press(*query)
-
-    def first_hit() -> str:
-        hits = app.screen.query(CommandList)
-        if not hits or not hits.first().option_count:
-            return ""
-        option = hits.first().highlighted_option or hits.first().get_option_at_index(0)
-        return str(option.prompt)
-
-    await until(pilot, lambda: expect in first_hit(), f"the palette to offer {expect!r}")
-    await pilot.press("enter")

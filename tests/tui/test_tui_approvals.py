@@ -39,7 +39,7 @@ async def test_prompt_approves_a_run_nobody_owns_and_resumes_it_here(db: Path, p
         assert "count[1]" in context and "denying fails the run" in context
         await pilot.press("y")
         await until(pilot, lambda: isinstance(app.screen, RunScreen), "the prompt to close")
-        await until(pilot, lambda: app.screen.run and app.screen.run.status == "finished", "the run to finish")
+        await until(pilot, lambda: app.screen.report and app.screen.report["status"] == "finished", "the run to finish")
         gate = await gate_row(db, "w1")
         assert gate["decision"] == "approved"
         assert (await run_row(db, "w1"))["owner_id"] is None  # finished: lease released
@@ -56,8 +56,8 @@ async def test_deny_with_a_note_fails_the_run(db: Path, project: Path) -> None:
         assert app.screen.query_one("#note", Input).has_focus
         await pilot.press(*"not yet", "enter")
         await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.run
-                    and app.screen.run.status == "failed", "the run to fail")
+        await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.report
+                    and app.screen.report["status"] == "failed", "the run to fail")
         gate = await gate_row(db, "w1")
         assert (gate["decision"], gate["note"]) == ("denied", "not yet")
 
@@ -106,9 +106,9 @@ async def test_inbox_lists_gates_across_runs_and_decides(db: Path, project: Path
         await until(pilot, lambda: isinstance(app.screen, InboxScreen) and app.screen.loaded, "the inbox")
         t = app.screen.query_one(DataTable)
         assert t.row_count == 2
-        assert {g.run_id for g in app.screen.gates} == {"w1", "w2"}
-        assert set(app.screen.owners.values()) == {"nobody"}
-        first = app.screen.current().run_id
+        assert {g["run_id"] for g in app.screen.gates} == {"w1", "w2"}
+        assert all("nobody" in g["_owner"] for g in app.screen.gates)
+        first = app.screen.gates[0]["run_id"]
         await pilot.press("y")
         await until(pilot, lambda: t.row_count == 1, "the gate to leave the inbox")
         await until(pilot, lambda: not app.host.executing(first), "the run to finish here")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from smithers_tui.screens.board import COLUMNS, BoardScreen, card_text, cards_of
+from smithers_tui.screens.board import COLUMNS, BoardScreen, cards_of
 from smithers_tui.screens.run import RunScreen
 from tests.tui.helpers import make_app, ready, until
 
@@ -33,7 +33,7 @@ def git_project(project: Path) -> None:
 async def start_kanban(app: Any, run_id: str = "kb-1") -> str:
     import asyncio
 
-    wf, target = (await app.workflows())["kanban"]
+    wf, target = (await asyncio.to_thread(app.workflows))["kanban"]
     return await app.host.start(wf, target, INPUT, demo=True, run_id=run_id)
 
 
@@ -54,7 +54,7 @@ async def test_cards_move_to_done_and_enter_opens_the_ticket(db: Path, kanban_pr
         run_id = await start_kanban(app)
         app.open_run(run_id)
         await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded
-                    and app.screen.run.workflow == "kanban", "the run screen")
+                    and app.screen.report["workflow"] == "kanban", "the run screen")
         run = app.screen
         await pilot.press("b")
         await until(pilot, lambda: isinstance(app.screen, BoardScreen) and app.screen.loaded, "the board")
@@ -84,41 +84,6 @@ async def test_cards_move_to_done_and_enter_opens_the_ticket(db: Path, kanban_pr
         await until(pilot, lambda: app.screen is board, "back on the board")
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is run, "back on the run")
-
-
-async def test_a_waiting_merge_gate_is_decided_from_the_board_and_cards_say_what_happened(
-        db: Path, kanban_project: Path) -> None:
-    """Issue 13: the merge gate decided from the board (d); a failed card says which test failed;
-    a ticket merged though its rounds changed no file says so (in a colour that is not an error's)."""
-    tickets = kanban_project / ".smithers" / "tickets"
-    (tickets / "logout.md").unlink()
-    (tickets / "signup.md").write_text("---\ntest_command: \"echo 'FAILED tests/test_signup.py::test_form - assert "
-                                       "1 == 2'; false\"\n---\n# Sign-up page\n\nAdd a sign-up page.\n")
-    app = make_app(db, kanban_project)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await ready(pilot, app)
-        wf, target = (await app.workflows())["kanban"]
-        run_id = await app.host.start(wf, target, {**INPUT, "approve_merge": True}, demo=True, run_id="kb-gate")
-        from smithers_tui.screens.approval import ApprovalScreen
-
-        app.push_screen(BoardScreen(run_id))
-        board = await until(pilot, lambda: isinstance(app.screen, BoardScreen) and app.screen.loaded and app.screen,
-                            "the board")
-        await until(pilot, lambda: board.waiting_gates() == [("approve-merge", 0)], "the merge gate waits")
-        assert "approve-merge waits: d decides" in str(board.query_one("#board-head").render())
-        signup = next(c for c in board.cards if c.slug == "signup")
-        assert signup.column == "Failed" and "FAILED tests/test_signup.py::test_form" in signup.failure
-        await pilot.press("d")
-        await until(pilot, lambda: isinstance(app.screen, ApprovalScreen) and app.screen.loaded, "the prompt")
-        await pilot.press("y")
-        await until(pilot, lambda: board.report is not None and board.report["status"] == "finished", "merged, finished")
-        login = next(c for c in board.cards if c.slug == "login")
-        assert login.merged and login.column == "Done"
-        text = card_text(login, False)
-        merged = next(t for t in text.renderable.renderables if "merged" in t.plain)
-        assert "red" not in str(merged.style)
-        if login.changed is False:
-            assert merged.plain == "merged, though no file changed"
 
 
 def test_columns_follow_the_nodes() -> None:
@@ -181,7 +146,7 @@ def test_board_screen(snap_compare: Any, db: Path, kanban_project: Path) -> None
         await until(pilot, lambda: isinstance(app.screen, BoardScreen) and app.screen.loaded
                     and len(app.screen.cards) == 3)
         await pilot.press("l")  # to the Failed column
-        await until(pilot, lambda: app.screen.col == 4)
+        await pilot.pause(0.2)
         assert columns(app.screen) == {"login": "Done", "logout": "Done", "signup": "Failed"}
 
     assert snap_compare(make_app(db, kanban_project), terminal_size=(120, 36), run_before=before)

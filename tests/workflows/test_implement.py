@@ -111,22 +111,6 @@ async def test_test_command_is_detected_and_a_timeout_kills_it(engine, project, 
     assert big.ok and big.output.rstrip().endswith("END") and "bytes cut" in big.output
 
 
-def test_the_detected_test_command_uses_the_projects_python_never_smithers(tmp_path):
-    """Issue 13: with no virtualenv in the project, the command is `python3 -m pytest` (as the
-    project's shell finds it), not the interpreter Smithers itself runs in."""
-    import sys
-
-    from workflows._support import detect_test_command
-
-    (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
-    cmd = detect_test_command(tmp_path)
-    assert cmd is not None and cmd.startswith("python3 -m pytest") and sys.executable not in cmd
-    venv = tmp_path / ".venv" / "bin"
-    venv.mkdir(parents=True)
-    (venv / "python").write_text("")
-    assert detect_test_command(tmp_path).startswith(str(venv / "python"))
-
-
 async def test_a_fork_with_another_test_command_checks_again(engine, project, monkeypatch):
     """The steps close over their input (test command, prompt...): a fork that changes it must see
     them as changed and run them again, not carry the old results."""
