@@ -327,8 +327,11 @@ class RunExecutor:
             raise SmithersError(f"no runner for {kind} steps in this engine")
         self.step_ctx[r.key] = tctx
         timeout = node.timeout if isinstance(node, Task) else None
-        if r.key in self.restore:
+        if r.key in self.restore:  # it was cut short: end what it left running, then put its files back
             self.restore.discard(r.key)
+            from . import procs
+
+            await asyncio.to_thread(procs.end_leftovers, procs.StepScope(self.run_id, r.key[0], r.key[1], self.workdir))
             if r.worktree is not None:
                 from .worktree import restore_files
 
