@@ -234,22 +234,41 @@ def parse_input(args: argparse.Namespace) -> Any:
                            "quote it for the shell, e.g. --input '{\"n\": 3}'") from None
 
 
-def progress_printer() -> Callable[[Any], None]:
-    shown = {"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped", "approval_requested",
-             "approval_decided", "log", "node_interrupted", "loop_iteration"}
+class ProgressPrinter:
+    """Prints the events that say what happens, a frame's lines in one write (not one per line)."""
 
-    def on_event(ev: Any) -> None:
-        if ev.type in shown:
-            print(ev.line(), flush=True)
+    SHOWN = frozenset({"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped",
+                       "approval_requested", "approval_decided", "log", "node_interrupted", "loop_iteration"})
 
-    return on_event
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+        self.gone = False  # the reader left (`| head`): the run goes on, the printing stops
+
+    def __call__(self, ev: Any) -> None:
+        if ev.type in self.SHOWN and not self.gone:
+            if not self.pending:
+                asyncio.get_running_loop().call_soon(self.flush)
+            self.pending.append(ev.line() + "\n")
+
+    def flush(self) -> None:
+        text = "".join(self.pending)
+        self.pending.clear()
+        if not text or self.gone:
+            return
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self.gone = True
 
 
 async def execute(engine: "Engine", ex: "RunExecutor", args: argparse.Namespace) -> int:
     """Run an executor here in the foreground, print progress, then the result."""
+    printer = ProgressPrinter()
     if not args.quiet and not args.json:
-        engine.bus.subscribe(progress_printer(), ex.run_id)
+        engine.bus.subscribe(printer, ex.run_id)
     status = await ex.execute(stop_when_waiting=True)
+    printer.flush()
     _ended[ex.run_id] = str(status)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it has ended: ^C now would only lose the summary
     report = await engine.report(ex.run_id)

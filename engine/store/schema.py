@@ -77,7 +77,6 @@ MIGRATIONS: list[str] = [
     # v2: what else a step runner records with an attempt (an agent CLI's session id, cache hits...)
     """
     ALTER TABLE attempts ADD COLUMN data TEXT;
-    CREATE INDEX nodes_state ON nodes(state, kind);
     """,
 ]
 
