@@ -133,7 +133,8 @@ class Engine:
         return self._settings[(project, override)]
 
     def workflow(self, target: str, source: str | None = None) -> tuple[WorkflowDef, str]:
-        """The workflow a run recorded, loaded once per target and source version."""
+        """The workflow a run recorded, loaded once per target and version of its source file (its
+        module is executed again only when the file changed). Blocking: call it in a thread."""
         key = (target, source_hash(Path(source)) if source else None)
         if key not in self._workflows:
             self._workflows[key] = load_target(target)
@@ -167,7 +168,7 @@ class Engine:
     async def load(self, run: RunRecord, *, accept_changes: bool = False,
                    workflow: WorkflowDef | None = None) -> tuple[WorkflowDef, str | None]:
         """The run's workflow, and its source hash now (SourceChanged unless accepted)."""
-        wf = workflow or load_target(run.target)[0]
+        wf = workflow or (await asyncio.to_thread(self.workflow, run.target, run.source_path))[0]
         now_hash = source_hash(wf.source_path)
         if run.source_hash and now_hash != run.source_hash and not accept_changes:
             raise SourceChanged(f"workflow {run.workflow!r} changed since run {run.id} started "
@@ -272,7 +273,7 @@ class Engine:
         new_id = new_id or new_run_id()
         if await self.store.run_exists(new_id):
             raise BadInput(f"a run {new_id!r} already exists: choose another --run-id")
-        wf, target = load_target(parent.target)
+        wf, target = await asyncio.to_thread(self.workflow, parent.target, parent.source_path)
         at = await self.store.state_at(run_id, frame)
         outputs = await self.store.outputs_at(run_id, frame)
         plan = await asyncio.to_thread(plan_fork, wf, target, parent, at, outputs, new_id, kind=kind, input=input,

@@ -356,3 +356,36 @@ async def test_rewind_of_a_run_owned_elsewhere_is_refused_and_a_fork_is_allowed(
     assert not await store.run_exists("nope")
     info = await eng.fork("o", 2, new_id="yes")
     assert info.kind == "fork"
+
+
+COUNTED = """
+from pathlib import Path
+
+from engine import Sequence, Task, workflow
+
+with open(Path(__file__).with_name("loads.log"), "a") as f:
+    f.write("loaded\\n")
+
+
+@workflow
+def counted(ctx):
+    return Sequence(Task("a", value=ctx.input.get("x", 1) if isinstance(ctx.input, dict) else 1),
+                    Task("b", value=2))
+"""
+
+
+async def test_a_fork_loads_the_workflow_module_once(tmp_path, engine):
+    eng, store = engine
+    path = tmp_path / "counted.py"
+    path.write_text(COUNTED)
+    wf, target = load_target(str(path))
+    ex = await eng.start(wf, target, {"x": 1}, run_id="o", workdir=tmp_path)
+    assert await ex.execute() == "finished"
+    log = tmp_path / "loads.log"
+    log.write_text("")
+    info = await eng.fork("o", 0, input={"x": 5}, new_id="f1")
+    assert info.run_id == "f1"
+    await eng.fork("o", 1, new_id="f2")
+    child = await eng.resume("f1")
+    assert await child.execute() == "finished"
+    assert log.read_text().count("loaded") == 1  # one engine, one unchanged file: executed once
