@@ -28,6 +28,7 @@ from .state import (CANCELLED, DONE, FAILED, FINAL_NODE_STATES, PENDING, RUN_CAN
                     RUN_RUNNING, RUN_WAITING, RUNNING, SKIPPED, WAITING_APPROVAL, Key, NodeRecord, RunState,
                     RunStatus, key_str)
 from .store import dumps
+from .secrets import redact_data
 
 if TYPE_CHECKING:
     from .runtime import Engine
@@ -275,6 +276,7 @@ class RunExecutor:
     def emit(self, typ: str, key: Key | None, data: dict[str, Any]) -> None:
         """A live event from a running step (logs, agent output): stored with the next commit.
         Safe to call from a step's worker thread."""
+        data = redact_data(data)  # agents' redaction hook (engine/secrets.py): keep in merges
         try:
             running = asyncio.get_running_loop() is self._loop_ref
         except RuntimeError:
