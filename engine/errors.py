@@ -97,3 +97,7 @@ def one_line_validation(e: "ValidationError") -> str:
         parts.append(f"{loc}: {err['msg']}")
     more = e.error_count() - 3
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+class WorkflowInvalid(BadInput):
+    """A workflow's source does not import, hold one @workflow, accept its sample input, or render."""

@@ -232,6 +232,20 @@ class RunStats:
 
 
 @dataclass(slots=True)
+class Totals:
+    """Counts over the whole database, for /metrics: runs by stored status, steps (task and
+    approval nodes) by state, attempts by outcome (None while running), usage, open gates."""
+
+    runs: dict[str, int] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    attempts: dict[str | None, int] = field(default_factory=dict)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    open_gates: int = 0
+
+
+@dataclass(slots=True)
 class ReportData:
     """Everything a run report needs, read in one read transaction (one consistent snapshot)."""
 

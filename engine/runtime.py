@@ -7,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from pydantic import BaseModel, ValidationError
 
@@ -17,9 +17,10 @@ from .context import TaskCtx, resolve_type
 from .dsl import Signal, WorkflowDef
 from .errors import (ApprovalConflict, BadInput, LeaseHeld, SourceChanged, WorkflowNotFound,
                      one_line_validation)
-from .events import EventBus
+from .events import Event, EventBus
 from .lease import Owner, describe_owner, owner_alive, shown_status
 from .loader import load_target, source_hash
+from .metrics import Metrics, collect
 from .outline import Outline, outline
 from .records import ApprovalRecord, FrameRecord, NewRun, RunRecord, SignalRecord
 from .render import Ready
@@ -158,6 +159,7 @@ class Engine:
         # and the app set it to their resolver (built-in pack and project workflows).
         self.resolver: Callable[[str], tuple[WorkflowDef, str]] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._hosted: set[asyncio.Task[str]] = set()
         self.on_commit: Callable[[str, int, RunState], None] | None = None  # for tests
 
     def settings_for(self, project: Path, agent_override: str | None = None) -> Any:
@@ -209,9 +211,10 @@ class Engine:
     async def start(self, wf: WorkflowDef, target: str, input_data: Any = None, *, run_id: str | None = None,
                     workdir: Path | None = None, max_concurrency: int | None = None,
                     parent: tuple[str, Key, int] | None = None, budget: Budget | None = None,
-                    agent_override: str | None = None) -> RunExecutor:
+                    agent_override: str | None = None, agent: str | None = None) -> RunExecutor:
         """Create a run (frame 0), take its lease, and return its executor (not yet running).
-        `parent` (run id, step, frame) makes it a sub-workflow's run; `budget` bounds its spend."""
+        `parent` (run id, step, frame) makes it a sub-workflow's run; `budget` bounds its spend;
+        `agent_override` (or `agent`, e.g. "demo") replaces every agent of this run, as `--agent` does."""
         if max_concurrency is not None and max_concurrency < 1:
             raise BadInput(f"--max-concurrency must be at least 1 (got {max_concurrency})")
         inp = wf.check_input(input_data)
@@ -219,7 +222,7 @@ class Engine:
         if await self.store.run_exists(run_id):
             raise BadInput(f"a run {run_id!r} already exists: choose another --run-id or resume it")
         now = time.time()
-        override = agent_override or self.agent_override
+        override = agent_override or agent or self.agent_override
         meta: dict[str, Any] = {"max_concurrency": max_concurrency or self.max_concurrency,
                                 **({"agent_override": override} if override else {})}
         if budget is not None:
@@ -306,6 +309,19 @@ class Engine:
             raise LeaseHeld(f"run {run.id} was taken over meanwhile by {describe_owner(fresh.owner)}")
         run = await self.store.get_run(run.id)
         return RunExecutor(self, run, wf, await self.store.load_state(run.id))
+
+    def host(self, ex: RunExecutor) -> "asyncio.Task[str]":
+        """Execute a run in the background of this process until it ends. Waiting for a human does
+        not end it: a decision from anywhere (this process, the CLI, the app) wakes it."""
+        task = asyncio.create_task(ex.execute(stop_when_waiting=False), name=f"run {ex.run_id}")
+        self._hosted.add(task)
+        task.add_done_callback(self._hosted_done)
+        return task
+
+    def _hosted_done(self, task: "asyncio.Task[str]") -> None:
+        self._hosted.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the run's outcome is in the store (a lost lease, a stop...)
 
     # --- decisions from this process -----------------------------------------------------------
     async def cancel(self, run_id: str) -> str:
@@ -514,6 +530,24 @@ class Engine:
     async def frames(self, run_id: str, since: int = 0) -> list[FrameRecord]:
         return await self.store.frames(run_id, since)
 
+    async def events(self, run_id: str, since: int = 0, limit: int = 1000) -> list[Event]:
+        """Stored events of a run with seq > since, in order (at most `limit`)."""
+        await self.store.get_run(run_id)  # RunNotFound for an unknown run, not an empty list
+        return await self.store.events(run_id, since, limit)
+
+    def follow(self, run_id: str, since: int = 0, *, idle: float | None = None,
+               until_final: bool = True) -> AsyncIterator[Event]:
+        """Events of a run with seq > since as they are written, here or by any other process, until
+        the run ends (or `idle` seconds pass without one): engine.follow.follow."""
+        from .follow import follow
+
+        return follow(self.store, self.bus, run_id, since, poll=self.poll_interval, idle=idle,
+                      until_final=until_final)
+
+    async def metrics(self) -> Metrics:
+        """Runs by status, steps, attempts, usage, queue depth and waiting gates, over every run."""
+        return await collect(self.store, set(self.active))
+
     async def runs(self, status: str | None = None, limit: int = 500) -> list[RunSummary]:
         """Runs, newest first, each with its waiting gates and who runs it. `status` may be a shown
         status (`interrupted`: running, but nobody alive runs it)."""
@@ -599,10 +633,13 @@ class Engine:
     async def close(self) -> None:
         """Stop every run executing here, leaving each resumable (nothing is marked cancelled)."""
         runs = list(self.active.values())
+        hosted = list(self._hosted)
         for ex in runs:
             ex.request_stop()
         if runs:
             await asyncio.wait([ex.finished for ex in runs], timeout=10)
+        if hosted:
+            await asyncio.wait(hosted, timeout=10)
         if self._watcher:
             self._watcher.cancel()
 

@@ -5,6 +5,7 @@
 set -uo pipefail
 NEEDED="
 strace strace
+chromium chromium
 "
 missing=()
 while read -r cmd pkg; do

@@ -193,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", nargs="?", type=Path, default=Path("."))
 
     cmd("migrate", "upgrade the database to this smithers' schema", json_flag=False)
+
+    sp = cmd("mcp", "a Model Context Protocol server on stdin/stdout, for coding agents", json_flag=False)
+    sp.add_argument("--project", type=Path, help="the project folder (default: the current one)")
+    cmd("guide", "the guide to writing workflows, for coding agents", json_flag=False)
+    sp = cmd("serve", "the HTTP API with live events (bearer token in .smithers/api-token)", json_flag=False)
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8421, help="port (default 8421; 0: any free port)")
+    sp.add_argument("--allow-remote", action="store_true", help="allow an address other machines can reach")
+    sp = cmd("web", "the app in a browser, on 127.0.0.1", json_flag=False)
+    sp.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8420, help="port (default 8420)")
     return p
 
 
@@ -776,10 +787,48 @@ async def cmd_migrate(args: argparse.Namespace, db: str) -> int:
     return 0
 
 
+async def cmd_mcp(args: argparse.Namespace, db: str) -> int:
+    import os
+
+    from engine.errors import BadInput
+    from engine.project import default_db
+
+    from .mcp_server import serve_stdio
+
+    if args.project is not None:  # an agent that starts servers elsewhere names the project
+        if not args.project.is_dir():
+            raise BadInput(f"--project {args.project} is not a folder: give the project's folder")
+        os.chdir(args.project)
+        if not getattr(args, "db", None):
+            db = default_db(Path.cwd())
+    await serve_stdio(db)
+    return 0
+
+
+async def cmd_guide(args: argparse.Namespace, db: str) -> int:
+    from .guide import guide_text
+
+    print(guide_text(), end="")
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace, db: str) -> int:
+    from .api import serve
+
+    return await serve(db, args.host, args.port, args.allow_remote)
+
+
+async def cmd_web(args: argparse.Namespace, db: str) -> int:
+    from .web import exec_web
+
+    exec_web(str(Path(db).resolve()) if "://" not in db else db, args.host, args.port)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, str], Awaitable[int]]] = {
     "run": cmd_run, "resume": cmd_resume, "cancel": cmd_cancel, "ps": cmd_ps, "show": cmd_show,
     "frames": cmd_frames, "logs": cmd_logs, "workflows": cmd_workflows, "approve": cmd_approve, "deny": cmd_deny,
     "fork": cmd_fork, "rewind": cmd_rewind, "replay": cmd_replay, "timeline": cmd_timeline, "diff": cmd_diff,
     "agents": cmd_agents, "hijack": cmd_hijack, "init": cmd_init, "migrate": cmd_migrate, "signal": cmd_signal,
-    "answer": cmd_answer,
+    "answer": cmd_answer, "mcp": cmd_mcp, "guide": cmd_guide, "serve": cmd_serve, "web": cmd_web,
 }

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from ..events import Event
 from ..frame import Delta
 from ..records import (ApprovalRecord, AttemptRecord, CacheEntry, FrameRecord, FrameState, NewRun, OutputRecord,
-                       ReportData, RunRecord, RunStats, SignalRecord, WaitRecord)
+                       ReportData, RunRecord, RunStats, SignalRecord, Totals, WaitRecord)
 from ..state import Key, NodeRecord, RunState
 
 if TYPE_CHECKING:
@@ -85,6 +85,10 @@ class Store(ABC):
     @abstractmethod
     async def run_stats(self, run_ids: Iterable[str]) -> dict[str, RunStats]:
         """Steps done of known, steps running, open gates and usage, per run."""
+
+    @abstractmethod
+    async def totals(self) -> Totals:
+        """Counts over every run (for metrics), read in one snapshot."""
 
     # --- writing a run -------------------------------------------------------------------------
     @abstractmethod

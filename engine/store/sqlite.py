@@ -33,7 +33,7 @@ from ..events import Event
 from ..frame import Delta, FrameDelta, decode_delta
 from ..lease import Owner
 from ..records import (ApprovalRecord, AttemptRecord, CacheEntry, FrameRecord, FrameState, NewRun, OutputRecord,
-                       OwnerInfo, ReportData, RunRecord, RunStats, SignalRecord, WaitRecord)
+                       OwnerInfo, ReportData, RunRecord, RunStats, SignalRecord, Totals, WaitRecord)
 from ..state import Key, NodeRecord, RunKind, RunState, RunStatus, key_str, parse_key
 from .base import Store
 from .schema import MIGRATIONS, SCHEMA_VERSION
@@ -294,6 +294,24 @@ class SQLiteStore(Store):
                                  "GROUP BY run_id", chunk):
                     out[r["run_id"]].tokens, out[r["run_id"]].cost_usd = r["tokens"] or 0, r["cost"] or 0.0
             return out
+
+        return await self._run(_read, read)
+
+    async def totals(self) -> Totals:
+        def read(c: sqlite3.Connection) -> Totals:
+            t = Totals()
+            t.runs = {r[0]: r[1] for r in _all(c, "SELECT status, count(*) FROM runs GROUP BY status")}
+            t.steps = {r[0]: r[1] for r in _all(c, "SELECT state, count(*) FROM nodes WHERE kind IN ('task','approval') "
+                                                   "GROUP BY state")}
+            t.attempts = {r[0]: r[1] for r in _all(c, "SELECT outcome, count(*) FROM attempts GROUP BY outcome")}
+            usage = _one(c, "SELECT coalesce(sum(tokens_in),0), coalesce(sum(tokens_out),0), "
+                            "coalesce(sum(cost_usd),0) FROM attempts")
+            if usage is not None:
+                t.tokens_in, t.tokens_out, t.cost_usd = int(usage[0]), int(usage[1]), float(usage[2])
+            gates = _one(c, "SELECT count(*) FROM approvals a JOIN runs r ON r.id=a.run_id WHERE a.decision IS NULL "
+                            "AND r.status IN ('running','waiting')")
+            t.open_gates = int(gates[0]) if gates is not None else 0
+            return t
 
         return await self._run(_read, read)
 

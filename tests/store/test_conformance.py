@@ -431,3 +431,19 @@ async def test_a_successor_run_is_made_in_the_same_commit_that_ends_its_predeces
     assert (new.kind, new.parent_run_id, new.input, new.owner.id) == (RunKind.CONTINUE, "r1", {"x": 2}, ME.id)
     assert [f.frame for f in await store.frames("r2")] == [0]
     assert (await store.events("r1"))[-1].seq == last  # the frame's own events are numbered last
+
+
+async def test_totals_count_every_run_step_attempt_and_gate(make_store):
+    store = await make_store()
+    assert (await store.totals()).runs == {}
+    await gate(store)
+    d = Delta()
+    step(d, "a", 5)
+    d.nodes[("b", 0)] = NodeRecord("task", RUNNING, 1, None, None)
+    await store.commit("r1", ME.id, 2, d, time.time())
+    await started(store, "r2", owner=None, status=RunStatus.QUEUED)
+    t = await store.totals()
+    assert t.runs == {"waiting": 1, "queued": 1}
+    assert t.steps == {"waiting_approval": 1, "done": 1, "running": 1}
+    assert t.attempts == {"done": 1}
+    assert (t.tokens_in, t.tokens_out, t.cost_usd, t.open_gates) == (10, 5, 0.5, 1)
