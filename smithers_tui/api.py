@@ -54,6 +54,24 @@ class DecideBody(Body):
     by: str | None = Field(None, description="who decides (default: the server's user)")
 
 
+class ChoiceBody(DecideBody):
+    choice: str | None = Field(None, description="a select gate: the option chosen")
+    rank: list[str] | None = Field(None, description="a rank gate: every option, best first")
+
+
+class AnswerBody(Body):
+    data: Any = Field(description="the answer, fitting the human task's output model")
+    node: str | None = Field(None, description="the human task's step id; leave out when exactly one waits")
+    iteration: int | None = Field(None, description="its loop iteration")
+    note: str | None = Field(None, description="a note kept with the answer")
+    by: str | None = Field(None, description="who answers (default: the server's user)")
+
+
+class SignalBody(Body):
+    data: Any = Field(None, description="the payload, fitting the Signal step's output model")
+    by: str | None = Field(None, description="who sends it")
+
+
 class ResumeBody(Body):
     force: bool = False
     accept_changes: bool = False
@@ -158,9 +176,18 @@ def create_app(ops: Operations, token: str) -> FastAPI:
         return EventSourceResponse(_sse(ops, rid, since), ping=15)
 
     @app.post("/runs/{run_id}/approve", tags=["decisions"])
-    async def approve(run_id: str, body: DecideBody | None = None) -> dict[str, Any]:
-        b = body or DecideBody()
-        return await ops.decide(run_id, True, b.node, b.iteration, b.note, b.by)
+    async def approve(run_id: str, body: ChoiceBody | None = None) -> dict[str, Any]:
+        b = body or ChoiceBody()
+        return await ops.decide(run_id, True, b.node, b.iteration, b.note, b.by, b.choice, b.rank)
+
+    @app.post("/runs/{run_id}/answer", tags=["decisions"])
+    async def answer(run_id: str, body: AnswerBody) -> dict[str, Any]:
+        return await ops.answer(run_id, body.data, body.node, body.iteration, body.note, body.by)
+
+    @app.post("/runs/{run_id}/signals/{name}", tags=["decisions"])
+    async def signal(run_id: str, name: str, body: SignalBody | None = None) -> dict[str, Any]:
+        b = body or SignalBody()
+        return await ops.signal(run_id, name, b.data, b.by)
 
     @app.post("/runs/{run_id}/deny", tags=["decisions"])
     async def deny(run_id: str, body: DecideBody | None = None) -> dict[str, Any]:

@@ -140,11 +140,32 @@ def build_server(ops: Operations) -> SmithersMCP:
 
     @server.tool(name="approve")
     async def approve(run_id: RunId, node: Node = None, iteration: Iteration = None,
-                      note: Annotated[str | None, Field(description="a note kept with the decision")] = None
-                      ) -> dict[str, Any]:
-        """Approve a waiting gate; the run goes on. The first decision wins: a gate already decided is
-        refused, saying by whom."""
-        return await ops.decide(run_id, True, node, iteration, note)
+                      note: Annotated[str | None, Field(description="a note kept with the decision")] = None,
+                      choice: Annotated[str | None, Field(description="a select gate: the option chosen")] = None,
+                      rank: Annotated[list[str] | None, Field(description="a rank gate: every option, best first")]
+                      = None) -> dict[str, Any]:
+        """Approve a waiting gate; the run goes on. A select gate needs `choice` (one of its options), a
+        rank gate `rank` (all its options, best first). The first decision wins: a gate already decided
+        is refused, saying by whom."""
+        return await ops.decide(run_id, True, node, iteration, note, None, choice, rank)
+
+    @server.tool(name="answer")
+    async def answer(run_id: RunId, data: Annotated[Any, Field(description="the answer: JSON fitting the human "
+                                                                           "task's output model")],
+                     node: Node = None, iteration: Iteration = None,
+                     note: Annotated[str | None, Field(description="a note kept with the answer")] = None
+                     ) -> dict[str, Any]:
+        """Answer a HumanTask step that waits for a person's structured answer; the run goes on. An
+        answer that does not fit the model is refused naming the field; a task answers once."""
+        return await ops.answer(run_id, data, node, iteration, note)
+
+    @server.tool(name="signal")
+    async def signal(run_id: RunId, name: Annotated[str, Field(description="the signal's name (a Signal step's name=)")],
+                     data: Annotated[Any, Field(description="the payload, fitting the Signal step's output model")]
+                     = None) -> dict[str, Any]:
+        """Send a signal to a queued, running or waiting run (e.g. "CI finished"); a Signal step waiting
+        for this name goes on. A signal no step waits for yet is kept, first in first out."""
+        return await ops.signal(run_id, name, data)
 
     @server.tool(name="deny")
     async def deny(run_id: RunId, node: Node = None, iteration: Iteration = None,

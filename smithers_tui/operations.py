@@ -114,14 +114,35 @@ class Operations:
                 "next_since": events[-1].seq if events else since}
 
     async def decide(self, run_id: str, approved: bool, node: str | None = None, iteration: int | None = None,
-                     note: str | None = None, by: str | None = None) -> dict[str, Any]:
-        """Approve or deny a waiting gate (node may be left out when exactly one waits). The first
-        decision wins; a later one is refused saying who decided. A run nobody runs goes on here."""
+                     note: str | None = None, by: str | None = None, choice: str | None = None,
+                     rank: list[str] | None = None) -> dict[str, Any]:
+        """Approve or deny a waiting gate (node may be left out when exactly one waits); a select gate
+        takes its `choice`, a rank gate its `rank`. The first decision wins; a later one is refused
+        saying who decided. A run nobody runs goes on here."""
         rid = await self.find_run(run_id)
-        d = await self.engine.decide(rid, node, iteration, approved, by or self.decided_by, note, resume=True)
-        out = d.json_dict()
-        if d.executor is not None:
-            self._launch(d.executor)
+        d = await self.engine.decide(rid, node, iteration, approved, by or self.decided_by, note, resume=True,
+                                     choice=choice, rank=rank)
+        return self._went_on(d, d.json_dict())
+
+    async def answer(self, run_id: str, data: Any, node: str | None = None, iteration: int | None = None,
+                     note: str | None = None, by: str | None = None) -> dict[str, Any]:
+        """Answer a human task with data fitting its model (`smithers answer --json`). Recorded once;
+        a bad answer is refused naming the field, writing nothing."""
+        rid = await self.find_run(run_id)
+        d = await self.engine.answer(rid, node, iteration, data, by or self.decided_by, note, resume=True)
+        return self._went_on(d, d.json_dict())
+
+    async def signal(self, run_id: str, name: str, data: Any = None, by: str | None = None) -> dict[str, Any]:
+        """Send a signal to a queued, running or waiting run (`smithers signal --json`): a payload a
+        Signal step waits for must fit its model; a name no step waits for yet is kept for later."""
+        rid = await self.find_run(run_id)
+        sent = await self.engine.signal(rid, name, data, by or self.decided_by, resume=True)
+        return self._went_on(sent, sent.json_dict())
+
+    def _went_on(self, result: Any, out: dict[str, Any]) -> dict[str, Any]:
+        """A run nobody ran that this decision (answer, signal) moves on goes on in this process."""
+        if result.executor is not None:
+            self._launch(result.executor)
             out["owner_alive"] = True  # this process runs it now
         return out
 

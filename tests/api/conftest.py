@@ -56,12 +56,36 @@ def steps(ctx):
 """
 
 
+WAITS = """
+from pydantic import BaseModel
+from engine import Approval, HumanTask, Sequence, Signal, Task, workflow
+
+
+class CI(BaseModel):
+    passed: bool
+
+
+class Review(BaseModel):
+    verdict: str
+    score: int
+
+
+@workflow
+def waits(ctx):
+    \"\"\"Waits for CI, a person's review, and a choice.\"\"\"
+    return Sequence(Signal("ci", output=CI), HumanTask("review", prompt="How is it?", output=Review),
+                    Approval("pick", message="Which one?", mode="select", options=["A", "B"]),
+                    Task("end", value="done"))
+"""
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     wf = tmp_path / ".smithers" / "workflows"
     wf.mkdir(parents=True)
     (wf / "gated.py").write_text(textwrap.dedent(GATED).lstrip())
     (wf / "steps.py").write_text(textwrap.dedent(STEPS).lstrip())
+    (wf / "waits.py").write_text(textwrap.dedent(WAITS).lstrip())
     return tmp_path
 
 

@@ -269,3 +269,42 @@ def test_a_non_loopback_bind_is_refused_in_one_line(project, host):
     assert done.returncode == 4
     assert done.stderr.count("\n") == 1 and "--allow-remote" in done.stderr and host in done.stderr
     assert not (project / ".smithers" / "api-token").exists()
+
+
+async def until_event(client: httpx.AsyncClient, server: Any, run_id: str, since: int, kind: str
+                      ) -> list[dict[str, Any]]:
+    """Follow the run's events after `since` until one of type `kind`."""
+    seen = []
+    async for ev in sse(client, f"{server.url}/runs/{run_id}/events?since={since}", headers=server.auth):
+        seen.append(json.loads(ev["data"]))
+        if seen[-1].get("type") == kind:
+            return seen
+    raise AssertionError(f"the stream ended before {kind}: {seen}")
+
+
+async def test_signals_answers_and_choices_over_http(server):
+    async with httpx.AsyncClient(headers=server.auth) as client:
+        run_id = (await client.post(f"{server.url}/runs", json={"workflow": "waits"})).json()["run_id"]
+        seen = await until_event(client, server, run_id, 0, "wait_started")
+        bad = await client.post(f"{server.url}/runs/{run_id}/signals/ci", json={"data": {"passed": "maybe"}})
+        assert bad.status_code == 400 and "passed" in bad.json()["error"]
+        ok = await client.post(f"{server.url}/runs/{run_id}/signals/ci", json={"data": {"passed": True}, "by": "ci"})
+        assert ok.status_code == 200, ok.text
+        assert (ok.json()["name"], ok.json()["matched"]) == ("ci", True)
+        seen = await until_event(client, server, run_id, seen[-1]["seq"], "approval_requested")
+        bad = await client.post(f"{server.url}/runs/{run_id}/answer", json={"data": {"verdict": "good"}})
+        assert bad.status_code == 400 and "score" in bad.json()["error"]
+        r = await client.post(f"{server.url}/runs/{run_id}/answer", json={"data": {"verdict": "good", "score": 4}})
+        assert r.status_code == 200, r.text
+        seen = await until_event(client, server, run_id, seen[-1]["seq"], "approval_requested")
+        bad = await client.post(f"{server.url}/runs/{run_id}/approve", json={"choice": "C"})
+        assert bad.status_code == 400 and "A" in bad.json()["error"]
+        r = await client.post(f"{server.url}/runs/{run_id}/approve", json={"choice": "B"})
+        assert r.status_code == 200, r.text
+        await until_event(client, server, run_id, seen[-1]["seq"], "run_finished")
+        show = (await client.get(f"{server.url}/runs/{run_id}")).json()
+        outputs = {n["id"]: n["output"] for n in show["nodes"]}
+        assert outputs["ci"] == {"passed": True} and outputs["review"] == {"verdict": "good", "score": 4}
+        assert outputs["end"] == "done"
+        gone = await client.post(f"{server.url}/runs/{run_id}/signals/ci", json={"data": {"passed": True}})
+        assert gone.status_code == 400 and "finished" in gone.json()["error"]

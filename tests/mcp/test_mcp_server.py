@@ -19,6 +19,7 @@ from tests.support import Smithers, clean_env
 TOOLS = {"list_workflows", "describe_workflow", "validate_workflow", "write_workflow", "start_run", "get_run",
          "list_runs", "get_events", "approve", "deny", "cancel", "resume", "fork", "rewind", "replay",
          "list_frames", "diff"}
+MORE = {"signal", "answer"}  # the language's waits (issue 15)
 
 REVIEWED = textwrap.dedent("""
     from pydantic import BaseModel, Field
@@ -94,7 +95,7 @@ def project(tmp_path: Path) -> Path:
 async def test_an_agent_writes_starts_follows_and_approves_a_workflow(project):
     async with Client(params(project)) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert set(tools) == TOOLS
+        assert set(tools) == TOOLS | MORE
         assert all(t.description and t.input_schema["type"] == "object" for t in tools.values())
         assert tools["approve"].input_schema["required"] == ["run_id"]
 
@@ -178,3 +179,45 @@ async def test_bad_arguments_and_requests_are_one_clear_line(project):
             assert text.startswith(tool) and words in text, text
         assert not (project / ".smithers" / "workflows").exists()
         assert Smithers(project, project / ".smithers" / "smithers.db").json("ps") == []
+
+
+WAITS = textwrap.dedent("""
+    from pydantic import BaseModel
+    from engine import HumanTask, Sequence, Signal, Task, workflow
+
+
+    class CI(BaseModel):
+        passed: bool
+
+
+    class Review(BaseModel):
+        verdict: str
+
+
+    @workflow
+    def waits(ctx):
+        \"\"\"Waits for CI, then for a person's review.\"\"\"
+        return Sequence(Signal("ci", output=CI), HumanTask("review", prompt="How is it?", output=Review),
+                        Task("end", value="done"))
+""").lstrip()
+
+
+async def test_an_agent_signals_and_answers_a_waiting_run(project):
+    async with Client(params(project)) as client:
+        assert result(await client.call_tool("write_workflow", {"file": "waits", "source": WAITS}))
+        run_id = result(await client.call_tool("start_run", {"workflow": "waits"}))["run_id"]
+        seen, _ = await events_until(client, run_id, {"waiting", "running"})
+        while not any(e["type"] == "wait_started" for e in seen):
+            more, _ = await events_until(client, run_id, {"waiting", "running"}, seen[-1]["seq"])
+            seen += more
+        text = error(await client.call_tool("signal", {"run_id": run_id, "name": "ci", "data": {"passed": "no?"}}))
+        assert "passed" in text
+        sent = result(await client.call_tool("signal", {"run_id": run_id, "name": "ci", "data": {"passed": True}}))
+        assert sent["matched"] is True
+        seen, got = await events_until(client, run_id, {"waiting"}, seen[-1]["seq"])
+        text = error(await client.call_tool("answer", {"run_id": run_id, "data": {"nope": 1}}))
+        assert "verdict" in text
+        result(await client.call_tool("answer", {"run_id": run_id, "data": {"verdict": "fine"}}))
+        await events_until(client, run_id, {"finished"}, got["next_since"])
+        report = result(await client.call_tool("get_run", {"run_id": run_id}))
+        assert {n["id"]: n["output"] for n in report["nodes"]}["review"] == {"verdict": "fine"}
