@@ -284,8 +284,7 @@ class Engine:
         """Workers in the registry that are alive (with `dead`, also those gone without a word),
         each with the runs it holds."""
         found = await self.store.workers()
-        held = {rid for w in found for rid in w.runs}
-        runs = {r.id: r for r in await self.store.list_runs(limit=5000)} if held else {}
+        runs = {rid: await self.store.get_run(rid) for w in found for rid in w.runs}
         out = []
         for w in found:
             alive = owner_alive(w.as_owner())

@@ -15,7 +15,7 @@ from engine.runtime import Engine
 from engine.state import RunStatus
 from engine.store import Store
 from engine.worker import Worker
-from tests.support import dead_pid, target_of
+from tests.support import dead_pid, target_of, until
 
 STEP_STARTED: asyncio.Event | None = None
 STEP_RELEASE: asyncio.Event | None = None
@@ -61,19 +61,6 @@ async def reader(db_path: Path):
     store = await Store.open(db_path, readonly=True)
     yield store
     await store.close()
-
-
-async def until(store, predicate, what: str) -> None:
-    """Wait, on the store's wake-ups (never a fixed sleep), until `await predicate()` holds. `store`
-    must be another connection than the worker's (a connection is not woken by its own commits)."""
-    sub = await store.subscribe(poll=0.02)
-    deadline = time.monotonic() + 120  # a safety net for a broken build, not a pace
-    try:
-        while not await predicate():
-            assert time.monotonic() < deadline, f"gave up waiting for {what}"
-            assert await sub.wait(timeout=60) is not None, f"nothing changed while waiting for {what}"
-    finally:
-        sub.close()
 
 
 async def test_a_worker_executes_queued_runs_each_once(engine, reader):
