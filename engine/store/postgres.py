@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import zlib
 from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
@@ -42,6 +43,7 @@ assert PG_SCHEMA_VERSION == SCHEMA_VERSION, "every migration exists for both sto
 
 T = TypeVar("T")
 Conn = asyncpg.Connection
+log = logging.getLogger("smithers.store")
 DURABILITY = {"full": "on", "normal": "off"}
 POOL_SIZE = 8
 CONNECT_TIMEOUT_S = 10.0
@@ -60,6 +62,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 def _transient(e: BaseException) -> bool:
     if isinstance(e, TRANSIENT):
         return True
+    if isinstance(e, asyncpg.exceptions._base.InternalClientError):  # a query cut off by a dying server
+        return True
     return isinstance(e, asyncpg.InterfaceError) and ("closed" in str(e) or "pool" in str(e).lower())
 
 
@@ -75,7 +79,8 @@ def redact(url: str) -> str:
 
 async def _no_reset(conn: Conn) -> None:
     """Connections go back to the pool as they are: this store sets no session state, so the
-    default reset (a round trip per release) would only cost time."""
+    default reset (a round trip per release) would only cost time. (Every transaction is managed,
+    and a connection that failed in the middle of one is terminated, not returned.)"""
 
 
 class PostgresStore(Store):
@@ -101,7 +106,9 @@ class PostgresStore(Store):
         if readonly:
             settings["default_transaction_read_only"] = "on"
         try:
-            pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, reset=_no_reset,
+            # min_size=0: connections are made when needed (the pool does not keep reconnecting in the
+            # background, noisily, while a server restarts)
+            pool = await asyncpg.create_pool(url, min_size=0, max_size=POOL_SIZE, reset=_no_reset,
                                              timeout=CONNECT_TIMEOUT_S, command_timeout=None,
                                              server_settings=settings)
         except BaseException as e:
@@ -111,9 +118,14 @@ class PostgresStore(Store):
         store = cls(pool, url, readonly, settings)
         try:
             await store._prepare(create)
-        except BaseException:
+        except SmithersError:
             await pool.close()
             raise
+        except BaseException as e:
+            pool.terminate()
+            if isinstance(e, (KeyboardInterrupt, asyncio.CancelledError)):
+                raise
+            raise _open_error(url, e) from None
         return store
 
     async def _prepare(self, create: bool) -> None:
@@ -182,17 +194,22 @@ class PostgresStore(Store):
         while True:
             try:
                 async with self.pool.acquire() as c:
-                    if unknown and retried is not None:
-                        done = await retried(c)
-                        if done is not NOT_DONE:
-                            return done  # type: ignore[no-any-return]
-                    if snapshot:
-                        async with c.transaction(isolation="repeatable_read", readonly=True):
+                    try:
+                        if unknown and retried is not None:
+                            done = await retried(c)
+                            if done is not NOT_DONE:
+                                return done  # type: ignore[no-any-return]
+                        if snapshot:
+                            async with c.transaction(isolation="repeatable_read", readonly=True):
+                                return await fn(c)
+                        if not write:
                             return await fn(c)
-                    if not write:
-                        return await fn(c)
-                    async with c.transaction():
-                        return await fn(c)
+                        async with c.transaction():
+                            return await fn(c)
+                    except BaseException as e:
+                        if _transient(e) or isinstance(e, asyncio.CancelledError):
+                            c.terminate()  # never reuse a connection cut off in the middle of something
+                        raise
             except SmithersError:
                 raise
             except BaseException as e:
@@ -203,6 +220,9 @@ class PostgresStore(Store):
                         raise self._translate(e) from None
                     raise
                 now = time.monotonic()
+                if deadline is None:
+                    log.warning("lost PostgreSQL at %s (%s: %s); reconnecting", self.where, type(e).__name__,
+                                str(e).splitlines()[0] if str(e) else "")
                 deadline = deadline or now + RECONNECT_S
                 if now >= deadline:
                     raise StoreUnavailable(f"lost PostgreSQL at {self.where} for {RECONNECT_S:.0f} s "
