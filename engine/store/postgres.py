@@ -30,14 +30,14 @@ from ..errors import (BadInput, Conflict, LeaseLost, NotADatabase, RunNotFound, 
 from ..events import Event
 from ..frame import Delta, decode_delta
 from ..lease import STALE_AFTER_S, Owner, claimable_owner, this_host
-from ..records import (ApprovalRecord, AttemptRecord, FrameRecord, FrameState, NewRun, OutputRecord, ReportData,
+from ..records import (ATTEMPT_COLUMNS, ApprovalRecord, AttemptRecord, FrameRecord, FrameState, NewRun, OutputRecord, ReportData,
                        RunRecord, RunStats, WorkerRecord)
 from ..state import Key, NodeRecord, RunKind, RunState, RunStatus, key_str, parse_key
 from .base import Store
 from .postgres_schema import BOOTSTRAP, CHANNEL, MIGRATION_LOCK, PG_MIGRATIONS, PG_SCHEMA_VERSION, SCHEMA
 from .schema import SCHEMA_VERSION
-from .sqlite import (_attempt_row, _columns, _new_run_row, _owner_of, _short, approval_record, attempt_record, dumps,
-                     node_record, owner_columns, row_to_event, run_record)
+from .sqlite import (_columns, _new_run_row, _owner_of, _short, approval_record, attempt_record, dumps, node_record,
+                     owner_columns, row_to_event, run_record)
 
 assert PG_SCHEMA_VERSION == SCHEMA_VERSION, "every migration exists for both stores"
 
@@ -682,75 +682,34 @@ WHERE owner_host = $1 AND owner_id IS NOT NULL AND status IN ('running', 'waitin
 # --- one frame ------------------------------------------------------------------------------------
 async def _commit(c: Conn, run_id: str, owner_id: str, token: int | None, frame: int, delta: Delta, now: float,
                   keyframe: dict[str, Any] | None) -> int:
-    """The statements of one frame in the caller's transaction, the fenced update of the run first."""
-    run = _columns({"frame": frame, "updated_at": now, **delta.run})
-    n = len(run)
-    where, params = _fence(run_id, owner_id, token, n + 1)
-    sets = ",".join(f"{col}=${i}" for i, col in enumerate(run, 1))
-    if await c.execute(f"UPDATE runs SET {sets} WHERE {where}", *run.values(), *params) != "UPDATE 1":
+    """One frame in one call (postgres_schema.COMMIT_FUNCTION): the fenced update of the run first;
+    nothing is written when the lease is not this owner's (LeaseLost)."""
+    _columns(delta.run)  # only run columns
+    cols = {k: (str(v) if k == "status" else v) for k, v in delta.run.items() if k not in ("frame", "updated_at")}
+    last = await c.fetchval(
+        "SELECT commit_frame($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
+        run_id, owner_id, token, frame, now, dumps(cols),
+        dumps([list(k) for k in delta.interrupted]),
+        dumps([[k[0], k[1], str(r.kind), str(r.state), r.attempts, r.error, r.data] for k, r in delta.nodes.items()]),
+        dumps([[k[0], k[1], v, t, d or None] for k, (v, t, d) in delta.outputs.items()]),
+        dumps([_attempt_values(a) for a in delta.attempts]),
+        dumps([[a["key"][0], a["key"][1], a["message"], a["on_deny"]] for a in delta.approvals if not a.get("applied")]),
+        dumps([list(a["key"]) for a in delta.approvals if a.get("applied")]),
+        dumps(delta.summary()), dumps(keyframe) if keyframe is not None else None,
+        dumps([[typ, k[0] if k else None, k[1] if k else None, data or None] for typ, k, data in delta.events]),
+        "owner_id" in delta.run and delta.run["owner_id"] is None)  # the lease is given up: wake the workers
+    if last is None:
         row = await c.fetchrow("SELECT owner_id, owner_pid, owner_host FROM runs WHERE id=$1", run_id)
         who = f"pid {row['owner_pid']} on {row['owner_host']}" if row and row["owner_id"] else "another process"
         raise LeaseLost(f"run {run_id} was taken over by {who}; this process stops")
-    if delta.interrupted:  # before the node rows change: the attempt started when its node did
-        await c.executemany(
-            "INSERT INTO attempts (run_id,node_id,iteration,attempt,started_at,finished_at,outcome,error) "
-            "SELECT run_id,node_id,iteration,attempts,updated_at,$1,'interrupted','interrupted' FROM nodes "
-            "WHERE run_id=$2 AND node_id=$3 AND iteration=$4 ON CONFLICT DO NOTHING",
-            [(now, run_id, k[0], k[1]) for k in delta.interrupted])
-    if delta.nodes:
-        await c.executemany(
-            "INSERT INTO nodes (run_id,node_id,iteration,kind,state,attempts,error,data,frame,updated_at)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (run_id,node_id,iteration) DO UPDATE SET"
-            " kind=excluded.kind, state=excluded.state, attempts=excluded.attempts, error=excluded.error,"
-            " data=excluded.data, frame=excluded.frame, updated_at=excluded.updated_at",
-            [(run_id, k[0], k[1], str(r.kind), str(r.state), r.attempts, r.error,
-              dumps(r.data) if r.data is not None else None, frame, now) for k, r in delta.nodes.items()])
-    if delta.outputs:
-        await c.executemany(
-            "INSERT INTO outputs (run_id,node_id,iteration,value,type,frame,deps) VALUES ($1,$2,$3,$4,$5,$6,$7)"
-            " ON CONFLICT (run_id,node_id,iteration) DO UPDATE SET value=excluded.value, type=excluded.type,"
-            " frame=excluded.frame, deps=excluded.deps",
-            [(run_id, k[0], k[1], dumps(v), t, frame, dumps(d) if d else None) for k, (v, t, d) in delta.outputs.items()])
-    if delta.attempts:
-        await c.executemany(
-            "INSERT INTO attempts (run_id,node_id,iteration,attempt,started_at,finished_at,outcome,error,agent,model,"
-            "tokens_in,tokens_out,cost_usd,commit_sha,structured_mode,data) VALUES "
-            "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) ON CONFLICT (run_id,node_id,iteration,attempt)"
-            " DO UPDATE SET started_at=excluded.started_at, finished_at=excluded.finished_at,"
-            " outcome=excluded.outcome, error=excluded.error, agent=excluded.agent, model=excluded.model,"
-            " tokens_in=excluded.tokens_in, tokens_out=excluded.tokens_out, cost_usd=excluded.cost_usd,"
-            " commit_sha=excluded.commit_sha, structured_mode=excluded.structured_mode, data=excluded.data",
-            [_attempt_row(a) for a in delta.attempts])
-    requests = [a for a in delta.approvals if not a.get("applied")]
-    if requests:  # a gate asked again (a failed run resumed after a denial) opens a fresh request
-        await c.executemany(
-            "INSERT INTO approvals (run_id,node_id,iteration,message,on_deny,requested_at,frame)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (run_id,node_id,iteration) DO UPDATE SET"
-            " message=excluded.message, on_deny=excluded.on_deny, requested_at=excluded.requested_at,"
-            " frame=excluded.frame, decision=NULL, decided_by=NULL, note=NULL, decided_at=NULL, applied=0"
-            " WHERE approvals.applied=1",
-            [(run_id, a["key"][0], a["key"][1], a["message"], a["on_deny"], now, frame) for a in requests])
-    applied = [(run_id, a["key"][0], a["key"][1]) for a in delta.approvals if a.get("applied")]
-    if applied:
-        await c.executemany("UPDATE approvals SET applied=1 WHERE run_id=$1 AND node_id=$2 AND iteration=$3", applied)
-    await c.execute("INSERT INTO frames (run_id, frame, at, delta) VALUES ($1,$2,$3,$4)", run_id, frame, now,
-                    dumps(delta.summary()))
-    if keyframe is not None:
-        await c.execute("INSERT INTO keyframes (run_id, frame, state) VALUES ($1,$2,$3) ON CONFLICT (run_id, frame) "
-                        "DO UPDATE SET state=excluded.state", run_id, frame, dumps(keyframe))
-    if "owner_id" in delta.run and delta.run["owner_id"] is None:
-        await _notify(c, run_id)  # the lease is given up: waiting for a decision, or ended
-    last = 0
-    if delta.events:
-        seqs = await c.fetch(
-            "INSERT INTO events (run_id,frame,at,type,node_id,iteration,data) SELECT $1,$2,$3,t,n,i,d::jsonb FROM "
-            "unnest($4::text[],$5::text[],$6::int[],$7::text[]) WITH ORDINALITY AS u(t,n,i,d,o) ORDER BY o "
-            "RETURNING seq",
-            run_id, frame, now, [e[0] for e in delta.events], [e[1][0] if e[1] else None for e in delta.events],
-            [e[1][1] if e[1] else None for e in delta.events],
-            [dumps(e[2]) if e[2] else None for e in delta.events])
-        last = max(r[0] for r in seqs)
-    return last
+    return int(last)
+
+
+def _attempt_values(a: dict[str, Any]) -> list[Any]:
+    """An attempt as the commit function reads it: its columns in order, then what else it recorded."""
+    known = ATTEMPT_COLUMNS
+    extra = {k: v for k, v in a.items() if k not in known}
+    return [*(a.get(k) for k in known), extra or None]
 
 
 def _fence(run_id: str, owner_id: str, token: int | None, first: int) -> tuple[str, tuple[Any, ...]]:

@@ -13,6 +13,97 @@ CREATE SCHEMA IF NOT EXISTS {SCHEMA};
 CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_version (version integer NOT NULL);
 """
 
+# One frame, written by one call (postgres.py's commit): the fenced update of the run, then the rows
+# of the transition, in the order the SQLite store writes them. Returns the last event's sequence
+# number (0 without events), or NULL when the lease is not the caller's (nothing is written).
+# p_run_cols holds the run columns the transition changes; p_nodes, p_outputs, p_attempts,
+# p_requests, p_applied, p_interrupted and p_events are JSON arrays of arrays.
+COMMIT_FUNCTION = """
+CREATE FUNCTION commit_frame(p_run text, p_owner text, p_token integer, p_frame integer, p_now double precision,
+                             p_run_cols jsonb, p_interrupted jsonb, p_nodes jsonb, p_outputs jsonb,
+                             p_attempts jsonb, p_requests jsonb, p_applied jsonb, p_delta jsonb,
+                             p_keyframe jsonb, p_events jsonb, p_notify boolean)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    c jsonb := p_run_cols;
+    last_seq bigint := 0;
+BEGIN
+    UPDATE runs SET frame = p_frame, updated_at = p_now,
+        status = CASE WHEN c ? 'status' THEN c->>'status' ELSE status END,
+        error = CASE WHEN c ? 'error' THEN c->>'error' ELSE error END,
+        owner_id = CASE WHEN c ? 'owner_id' THEN c->>'owner_id' ELSE owner_id END,
+        owner_host = CASE WHEN c ? 'owner_host' THEN c->>'owner_host' ELSE owner_host END,
+        owner_pid = CASE WHEN c ? 'owner_pid' THEN (c->>'owner_pid')::integer ELSE owner_pid END,
+        owner_started = CASE WHEN c ? 'owner_started' THEN (c->>'owner_started')::double precision
+                        ELSE owner_started END,
+        heartbeat_at = CASE WHEN c ? 'heartbeat_at' THEN (c->>'heartbeat_at')::double precision ELSE heartbeat_at END,
+        cancel_requested = CASE WHEN c ? 'cancel_requested' THEN (c->>'cancel_requested')::integer
+                           ELSE cancel_requested END,
+        finished_at = CASE WHEN c ? 'finished_at' THEN (c->>'finished_at')::double precision ELSE finished_at END,
+        source_hash = CASE WHEN c ? 'source_hash' THEN c->>'source_hash' ELSE source_hash END,
+        meta = CASE WHEN c ? 'meta' THEN c->'meta' ELSE meta END
+    WHERE id = p_run AND owner_id = p_owner AND (p_token IS NULL OR lease = p_token);
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- before the node rows change: an interrupted attempt started when its node did
+    INSERT INTO attempts (run_id, node_id, iteration, attempt, started_at, finished_at, outcome, error)
+        SELECT n.run_id, n.node_id, n.iteration, n.attempts, n.updated_at, p_now, 'interrupted', 'interrupted'
+        FROM jsonb_array_elements(p_interrupted) k
+        JOIN nodes n ON n.run_id = p_run AND n.node_id = k->>0 AND n.iteration = (k->>1)::integer
+        ON CONFLICT DO NOTHING;
+    INSERT INTO nodes (run_id, node_id, iteration, kind, state, attempts, error, data, frame, updated_at)
+        SELECT p_run, e->>0, (e->>1)::integer, e->>2, e->>3, (e->>4)::integer, e->>5, NULLIF(e->6, 'null'),
+               p_frame, p_now
+        FROM jsonb_array_elements(p_nodes) e
+        ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET kind = excluded.kind, state = excluded.state,
+            attempts = excluded.attempts, error = excluded.error, data = excluded.data, frame = excluded.frame,
+            updated_at = excluded.updated_at;
+    INSERT INTO outputs (run_id, node_id, iteration, value, type, frame, deps)
+        SELECT p_run, e->>0, (e->>1)::integer, e->2, e->>3, p_frame, NULLIF(e->4, 'null')
+        FROM jsonb_array_elements(p_outputs) e
+        ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET value = excluded.value, type = excluded.type,
+            frame = excluded.frame, deps = excluded.deps;
+    INSERT INTO attempts (run_id, node_id, iteration, attempt, started_at, finished_at, outcome, error, agent, model,
+                          tokens_in, tokens_out, cost_usd, commit_sha, structured_mode, data)
+        SELECT e->>0, e->>1, (e->>2)::integer, (e->>3)::integer, (e->>4)::double precision,
+               (e->>5)::double precision, e->>6, e->>7, e->>8, e->>9, (e->>10)::bigint, (e->>11)::bigint,
+               (e->>12)::double precision, e->>13, e->>14, NULLIF(e->15, 'null')
+        FROM jsonb_array_elements(p_attempts) e
+        ON CONFLICT (run_id, node_id, iteration, attempt) DO UPDATE SET started_at = excluded.started_at,
+            finished_at = excluded.finished_at, outcome = excluded.outcome, error = excluded.error,
+            agent = excluded.agent, model = excluded.model, tokens_in = excluded.tokens_in,
+            tokens_out = excluded.tokens_out, cost_usd = excluded.cost_usd, commit_sha = excluded.commit_sha,
+            structured_mode = excluded.structured_mode, data = excluded.data;
+    -- a gate asked again (a failed run resumed after a denial) opens a fresh request
+    INSERT INTO approvals (run_id, node_id, iteration, message, on_deny, requested_at, frame)
+        SELECT p_run, e->>0, (e->>1)::integer, e->>2, e->>3, p_now, p_frame
+        FROM jsonb_array_elements(p_requests) e
+        ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET message = excluded.message,
+            on_deny = excluded.on_deny, requested_at = excluded.requested_at, frame = excluded.frame,
+            decision = NULL, decided_by = NULL, note = NULL, decided_at = NULL, applied = 0
+        WHERE approvals.applied = 1;
+    UPDATE approvals a SET applied = 1 FROM jsonb_array_elements(p_applied) e
+        WHERE a.run_id = p_run AND a.node_id = e->>0 AND a.iteration = (e->>1)::integer;
+    INSERT INTO frames (run_id, frame, at, delta) VALUES (p_run, p_frame, p_now, p_delta);
+    IF p_keyframe IS NOT NULL THEN
+        INSERT INTO keyframes (run_id, frame, state) VALUES (p_run, p_frame, p_keyframe)
+            ON CONFLICT (run_id, frame) DO UPDATE SET state = excluded.state;
+    END IF;
+    IF p_notify THEN
+        PERFORM pg_notify('smithers', p_run);
+    END IF;
+    WITH ins AS (
+        INSERT INTO events (run_id, frame, at, type, node_id, iteration, data)
+            SELECT p_run, p_frame, p_now, e->>0, e->>1, (e->>2)::integer, NULLIF(e->3, 'null')
+            FROM jsonb_array_elements(p_events) WITH ORDINALITY AS t(e, o) ORDER BY o
+            RETURNING seq)
+    SELECT coalesce(max(seq), 0) INTO last_seq FROM ins;
+    RETURN last_seq;
+END
+$fn$;
+"""
+
 PG_MIGRATIONS: list[str] = [
     # v1
     """
@@ -92,7 +183,7 @@ PG_MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN data jsonb;
     """,
-    # v3: workers (see schema.py)
+    # v3: workers (see schema.py); and here, one frame's writes as one function call (one round trip)
     """
     ALTER TABLE runs ADD COLUMN lease integer NOT NULL DEFAULT 0;
     CREATE INDEX runs_owner ON runs(owner_host, status);
@@ -102,7 +193,7 @@ PG_MIGRATIONS: list[str] = [
         concurrency integer NOT NULL, started_at double precision NOT NULL,
         heartbeat_at double precision NOT NULL
     );
-    """,
+    """ + COMMIT_FUNCTION,
 ]
 
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
