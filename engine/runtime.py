@@ -310,7 +310,11 @@ class Engine:
         if owner_alive(run.owner):
             await self.store.request_cancel(run_id)
             return "requested"
-        ex = await self._take(run, None, {"cancel_requested": 1})
+        try:
+            ex = await self._take(run, None, {"cancel_requested": 1})
+        except LeaseHeld:  # a worker took it meanwhile: ask it
+            await self.store.request_cancel(run_id)
+            return "requested"
         ex.request_cancel()
         await ex.execute()
         return "cancelled"
