@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import bench
 from engine.runtime import Engine
@@ -137,10 +137,10 @@ async def approve_latency(db: str, tmp: Path, rounds: int = 5) -> list[float]:
             eng = Engine(store)
             for i in range(rounds):
                 rid = (await eng.queue(bench.gate, "module:bench:bench-gate", run_id=f"g{i}", workdir=tmp)).run_id
-                await wait_for(store, lambda: _status(store, rid, RunStatus.WAITING))
+                await wait_for(store, lambda rid=rid: _status(store, rid, RunStatus.WAITING))
                 t0 = time.time()
                 await eng.decide(rid, None, None, True, by="bench")
-                await wait_for(store, lambda: _started(store, rid, "next"))
+                await wait_for(store, lambda rid=rid: _started(store, rid, "next"))
                 (ev,) = [e for e in await store.events(rid, types=["node_started"]) if e.node_id == "next"]
                 out.append(ev.at - t0)
     finally:
@@ -168,12 +168,12 @@ async def takeover(db: str, tmp: Path, rounds: int = 3) -> list[float]:
             async with await Store.open(db) as store:
                 eng = Engine(store)
                 rid = (await eng.queue(bench.hold, "module:bench:bench-hold", run_id=f"k{i}", workdir=tmp)).run_id
-                await wait_for(store, lambda: _started(store, rid, "hold"))
+                await wait_for(store, lambda rid=rid: _started(store, rid, "hold"))
                 owner = (await store.get_run(rid)).owner
                 assert owner is not None
                 t0 = time.time()
                 os.kill(owner.pid, signal.SIGKILL)
-                await wait_for(store, lambda: _started(store, rid, "hold", attempt=2))
+                await wait_for(store, lambda rid=rid: _started(store, rid, "hold", attempt=2))
                 ev = [e for e in await store.events(rid, types=["node_started"]) if e.data.get("attempt") == 2]
                 out.append(ev[0].at - t0)
         finally:

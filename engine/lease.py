@@ -61,17 +61,20 @@ def owner_alive(owner: OwnerInfo | None, now: float | None = None) -> bool:
     if owner.host != this_host():
         return (now - (owner.heartbeat_at or 0)) < STALE_AFTER_S
     pid = owner.pid
-    if not pid:
+    if not pid or not pid_alive(pid):
         return False
+    started = _proc_start(pid)
+    return started is None or owner.started is None or started == owner.started  # else: the pid was reused
+
+
+def pid_alive(pid: int) -> bool:
+    """A process of this host that is running (not gone, not a zombie)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    started = _proc_start(pid)
-    if started is not None and owner.started is not None and started != owner.started:
-        return False  # the pid was reused by another process
     return not _is_zombie(pid)
 
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.lease import pid_alive
 from engine.project import smithers_dir
 
 STOP_WAIT_S = 40.0  # a stopping worker drains for up to its grace period (10 s), then gives up its runs
@@ -82,19 +83,12 @@ class Fleet:
 
 def is_worker(pid: int) -> bool:
     """A live (not zombie) process running `smithers ... worker`."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        pass
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read().decode(errors="replace").rsplit(")", 1)[1].split()[0] == "Z":
-                return False
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             args = f.read().split(b"\0")
-    except (OSError, IndexError):
+    except OSError:
         return True  # no /proc here: the pid is alive, take it at its word
     return b"worker" in args and any(b"smithers" in a for a in args)
 

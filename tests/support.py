@@ -142,6 +142,22 @@ def ran(folder: Path, run_id: str) -> Any:
     return out
 
 
+def done_frames(frames: list[dict]) -> dict[tuple[str, int], int]:
+    """(node, iteration) -> the frame that made it done, from `smithers frames --json`; fails if a
+    step changes again after the frame that made it done (a committed step must never run again)."""
+    done_at: dict[tuple[str, int], int] = {}
+    for f in frames:
+        for change in f["changes"]:
+            text, state = change.split(" ")[:2]
+            nid, it = text.rsplit("#", 1)
+            key = (nid, int(it))
+            if key in done_at:
+                assert state == "done", f"{text} went {state} at frame {f['frame']} after done at {done_at[key]}"
+            elif state == "done":
+                done_at[key] = f["frame"]
+    return done_at
+
+
 def task_outputs(rep: dict) -> dict[tuple[str, int], object]:
     """(node, iteration) -> output, for the task nodes of a `show --json` report."""
     return {(n["id"], n["iteration"]): n["output"] for n in rep["nodes"] if n["kind"] == "task"}

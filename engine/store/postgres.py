@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import zlib
-from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
@@ -42,7 +42,7 @@ from .sqlite import (_columns, _new_run_row, _owner_of, _short, approval_record,
 assert PG_SCHEMA_VERSION == SCHEMA_VERSION, "every migration exists for both stores"
 
 T = TypeVar("T")
-Conn = asyncpg.Connection
+Conn: TypeAlias = asyncpg.Connection
 log = logging.getLogger("smithers.store")
 DURABILITY = {"full": "on", "normal": "off"}
 POOL_SIZE = 8
@@ -96,8 +96,9 @@ class PostgresStore(Store):
     # --- opening -------------------------------------------------------------------------------
     @classmethod
     async def open(cls, url: str, *, create: bool = True, readonly: bool = False,
-                   durability: str = "full") -> "PostgresStore":
-        where = redact(url)
+                   durability: str = "full", inline: bool = False) -> "PostgresStore":
+        """Open the database at a postgresql:// URL (`inline` means nothing here: asyncpg never blocks
+        the event loop)."""
         if durability not in DURABILITY:
             raise BadInput(f"durability {durability!r} is not one of {', '.join(DURABILITY)}: "
                            "set it in .smithers/config.toml or SMITHERS_DURABILITY")
@@ -198,7 +199,7 @@ class PostgresStore(Store):
                         if unknown and retried is not None:
                             done = await retried(c)
                             if done is not NOT_DONE:
-                                return done  # type: ignore[no-any-return]
+                                return done  # type: ignore[no-any-return]  # retried() returns what fn would have
                         if snapshot:
                             async with c.transaction(isolation="repeatable_read", readonly=True):
                                 return await fn(c)
@@ -259,7 +260,7 @@ class PostgresStore(Store):
                 conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S,
                                              server_settings={"application_name": "smithers-listen"})
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 delay = 0.05
                 self._wake(None)
@@ -362,13 +363,7 @@ class PostgresStore(Store):
             if owner is None:
                 await _notify(c, run.id)
 
-        async def retried(c: Conn) -> Any:
-            return None if await c.fetchval("SELECT created_at FROM runs WHERE id=$1", run.id) == now else NOT_DONE
-
-        try:
-            await self._call(write, retried=retried)
-        except Conflict:
-            raise BadInput(f"a run {run.id!r} already exists: choose another --run-id or resume it") from None
+        await self._new_run(write, run.id, now, "choose another --run-id or resume it")
 
     async def take_over(self, run_id: str, owner: Owner, expect_owner: str | None, changes: dict[str, Any],
                         now: float) -> int | None:
@@ -376,8 +371,9 @@ class PostgresStore(Store):
         sets = ",".join(f"{c}=${i}" for i, c in enumerate(cols, 3))
 
         async def write(c: Conn) -> int | None:
-            return await c.fetchval(f"UPDATE runs SET {sets}, lease=lease+1 WHERE id=$1 AND owner_id IS NOT DISTINCT "
-                                    "FROM $2 RETURNING lease", run_id, expect_owner, *cols.values())
+            token = await c.fetchval(f"UPDATE runs SET {sets}, lease=lease+1 WHERE id=$1 AND owner_id IS NOT DISTINCT "
+                                     "FROM $2 RETURNING lease", run_id, expect_owner, *cols.values())
+            return None if token is None else int(token)
 
         async def retried(c: Conn) -> Any:
             r = await c.fetchrow("SELECT owner_id, heartbeat_at, lease FROM runs WHERE id=$1", run_id)
@@ -401,7 +397,7 @@ class PostgresStore(Store):
     async def heartbeat(self, run_id: str, owner_id: str, now: float, *, token: int | None = None) -> bool:
         where, params = _fence(run_id, owner_id, token, 2)
         status = await self._call(lambda c: c.execute(f"UPDATE runs SET heartbeat_at=$1 WHERE {where}", now, *params))
-        return status == "UPDATE 1"
+        return bool(status == "UPDATE 1")
 
     async def release(self, run_id: str, owner_id: str, *, token: int | None = None) -> None:
         where, params = _fence(run_id, owner_id, token, 1)
@@ -458,13 +454,17 @@ class PostgresStore(Store):
             if run.status == RunStatus.QUEUED:
                 await _notify(c, run.id)
 
+        await self._new_run(write, run.id, now, "choose another --run-id")
+
+    async def _new_run(self, write: Callable[[Conn], Awaitable[None]], run_id: str, now: float, hint: str) -> None:
+        """A write that creates a run (created at `now`: how a retry knows it went through)."""
         async def retried(c: Conn) -> Any:
-            return None if await c.fetchval("SELECT created_at FROM runs WHERE id=$1", run.id) == now else NOT_DONE
+            return None if await c.fetchval("SELECT created_at FROM runs WHERE id=$1", run_id) == now else NOT_DONE
 
         try:
             await self._call(write, retried=retried)
         except Conflict:
-            raise BadInput(f"a run {run.id!r} already exists: choose another --run-id") from None
+            raise BadInput(f"a run {run_id!r} already exists: {hint}") from None
 
     # --- reading a run -------------------------------------------------------------------------
     async def load_state(self, run_id: str) -> RunState:
@@ -530,7 +530,8 @@ class PostgresStore(Store):
     async def events(self, run_id: str | None = None, after: int = 0, limit: int = 10000, *,
                      node: Key | None = None, types: Sequence[str] | None = None,
                      newest: bool = False) -> list[Event]:
-        where, params = ["seq>$1"], [after]
+        where: list[str] = ["seq>$1"]
+        params: list[Any] = [after]
         if run_id is not None:
             params.append(run_id)
             where.append(f"run_id=${len(params)}")
@@ -619,11 +620,11 @@ class PostgresStore(Store):
             ids = [r["id"] for r in await c.fetch(CLAIMABLE_SQL + " FOR UPDATE SKIP LOCKED", *params)]
             if not ids:
                 return []
-            return await c.fetch(
+            return list(await c.fetch(
                 "UPDATE runs SET owner_id=$1, owner_host=$2, owner_pid=$3, owner_started=$4, heartbeat_at=$5, "
                 "lease=lease+1, status=CASE WHEN status IN ('queued','waiting') THEN 'running' ELSE status END, "
                 "updated_at=$5 WHERE id = ANY($6::text[]) RETURNING *",
-                owner.id, owner.host, owner.pid, owner.started, now, ids)
+                owner.id, owner.host, owner.pid, owner.started, now, ids))
 
         async def retried(c: Conn) -> Any:  # the runs this very claim leased, if it went through
             return await c.fetch("SELECT * FROM runs WHERE owner_id=$1 AND heartbeat_at=$2 AND updated_at=$2",
@@ -642,7 +643,7 @@ class PostgresStore(Store):
 
     async def worker_heartbeat(self, worker_id: str, now: float) -> bool:
         status = await self._call(lambda c: c.execute("UPDATE workers SET heartbeat_at=$1 WHERE id=$2", now, worker_id))
-        return status == "UPDATE 1"
+        return bool(status == "UPDATE 1")
 
     async def unregister_worker(self, worker_id: str) -> None:
         await self._call(lambda c: c.execute("DELETE FROM workers WHERE id=$1", worker_id))
@@ -738,8 +739,8 @@ async def _version(c: Conn) -> int:
 async def _prefixed(c: Conn, prefix: str, limit: int) -> list[asyncpg.Record]:
     if not prefix or len(prefix) > 200:
         return []
-    return await c.fetch("SELECT id FROM runs WHERE substr(id, 1, $1)=$2 ORDER BY created_at DESC LIMIT $3",
-                         len(prefix), prefix, limit)
+    return list(await c.fetch("SELECT id FROM runs WHERE substr(id, 1, $1)=$2 ORDER BY created_at DESC LIMIT $3",
+                              len(prefix), prefix, limit))
 
 
 async def _state_at(c: Conn, run_id: str, frame: int) -> FrameState:
