@@ -28,11 +28,17 @@ bench: $(STAMP)
 screenshots: $(STAMP)
 	$(PY) -m smithers_tui.screenshots screenshots
 
-# The coding-agent CLIs, installed into a project-local folder (tools/, git-ignored).
+# The coding-agent CLIs, installed into a project-local folder (tools/, git-ignored): the npm ones
+# under tools/node_modules/.bin, Aider in its own virtual environment (tools/aider-venv) so its
+# pinned dependencies never meet ours. Versions are pinned to what the real-binary tests verified.
+AGENT_NPM := @anthropic-ai/claude-code@2.1.332 @openai/codex@0.171.0 @google/gemini-cli@0.61.0 \
+	opencode-ai@1.18.33 @mariozechner/pi-coding-agent@0.73.1
+AIDER := aider-chat==0.86.2
 agent-clis:
 	mkdir -p tools
-	npm install --prefix tools --no-audit --no-fund --loglevel=error \
-		@anthropic-ai/claude-code @openai/codex @google/gemini-cli
+	npm install --prefix tools --no-audit --no-fund --loglevel=error $(AGENT_NPM)
+	@test -x tools/aider-venv/bin/python || $(PYTHON) -m venv tools/aider-venv
+	tools/aider-venv/bin/python -m pip install --quiet $(AIDER)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

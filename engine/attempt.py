@@ -40,6 +40,13 @@ def user_frame(e: BaseException, prefer: str | None = None) -> traceback.FrameSu
 
 
 def error_line(e: BaseException, prefer: str | None = None) -> str:
+    """One line for a step's failure, with known secret values redacted (engine/secrets.py)."""
+    from .secrets import redact  # agents' redaction hook: keep in merges
+
+    return redact(_error_line(e, prefer))
+
+
+def _error_line(e: BaseException, prefer: str | None = None) -> str:
     """One line for a step's failure: the exception and where in user code it was raised."""
     if isinstance(e, ValidationError):
         return f"ValidationError: {one_line_validation(e)}"

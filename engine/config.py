@@ -9,6 +9,10 @@
     [engine]
     max_concurrency = 4
     durability = "full"         # or "normal": faster commits, the last ones may be lost on power loss
+    [sandbox]                   # the OS sandbox of run_shell and CLI agents (engine/sandbox.py)
+    mode = "auto"               # "bwrap" to require it, "off" to never use it
+    env = ["CARGO_HOME"]        # variables tools get besides PATH, HOME, LANG, TERM...
+    secrets = ["MY_DB_PASSWORD"]  # values to redact everywhere (secret-named variables always are)
     [keys]
     quit = "ctrl+q"
 
@@ -28,11 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from engine.agents.base import Agent, AgentUnavailable, FallbackAgent
-from engine.agents.cli import CLI_AGENTS, local_bin_dirs
+from engine.agents.cli import local_bin_dirs
+from engine.agents.clis import CLI_AGENTS
 from engine.agents.demo import DemoAgent
 from engine.agents.llm import LLMAgent, provider_of
+from engine import secrets
 
-AgentKind = Literal["litellm", "claude-code", "codex", "gemini", "aider", "demo"]
+AgentKind = Literal["litellm", "claude-code", "codex", "gemini", "aider", "opencode", "pi", "demo"]
 ROLES = ("planner", "implementer", "reviewer")
 
 # With no configuration, `default` uses the first provider whose key is in the environment.
@@ -49,7 +55,7 @@ ENV_DEFAULTS: list[tuple[str, str]] = [
 ]
 # built-in names usable without a [agents.NAME] table
 BUILTIN_ALIASES = {"claude-code": "claude-code", "claude": "claude-code", "codex": "codex", "gemini": "gemini",
-                   "gemini-cli": "gemini", "aider": "aider", "demo": "demo"}
+                   "gemini-cli": "gemini", "aider": "aider", "opencode": "opencode", "pi": "pi", "demo": "demo"}
 
 NO_AGENT_HINT = ('no agent configured: set ANTHROPIC_API_KEY (or OPENAI_API_KEY / GEMINI_API_KEY), or add '
                  '[agents.default] model = "openai/gpt-4.1" to .smithers/config.toml, or run with --agent demo')
@@ -77,6 +83,11 @@ class AgentConfig(BaseModel):
     pass_secrets: bool = False  # give run_shell the *_API_KEY / *_TOKEN variables
     extra_args: list[str] = Field(default_factory=list)  # CLIs
     env: dict[str, str] = Field(default_factory=dict)  # CLIs
+    env_passthrough: list[str] = Field(default_factory=list)  # variables its processes get besides the allowlist
+    max_retries: int | None = None  # CLIs: the CLI's own retries of a failing endpoint (default 1)
+    network: Literal["none", "endpoint", "full"] | None = None  # in the OS sandbox (default: CLIs reach
+    # their endpoint when api_base is set, else the network; run_shell of litellm agents: none)
+    sandbox: Literal["auto", "bwrap", "off"] | None = None  # overrides [sandbox] mode
     fallback: list[str] = Field(default_factory=list)  # a chain of other agent names instead
 
 
@@ -85,12 +96,22 @@ class EngineSettings(BaseModel):
     durability: Literal["full", "normal"] = "full"  # full: every commit fsynced (survives an OS crash)
 
 
+class SandboxSettings(BaseModel):
+    """`[sandbox]`: the OS sandbox and the environment of tool and agent processes."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["auto", "bwrap", "off"] = "auto"
+    env: list[str] = Field(default_factory=list)  # pass-through variable names
+    secrets: list[str] = Field(default_factory=list)  # variable names whose values are redacted
+
+
 class Settings(BaseSettings):
     """All settings; build with `load_settings(project_dir)`."""
 
     model_config = SettingsConfigDict(env_prefix="SMITHERS_", env_nested_delimiter="__", extra="ignore")
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     keys: dict[str, str] = Field(default_factory=dict)
     agent_override: str | None = None
     project_dir: Path | None = None
@@ -117,7 +138,9 @@ def load_settings(project_dir: Path | str | None = None, **overrides: Any) -> Se
         cls = type("FileSettings", (Settings,), {"model_config": SettingsConfigDict(
             **{**Settings.model_config, "toml_file": str(path)})})
     try:
-        return cls(project_dir=Path(project_dir) if project_dir else None, **overrides)
+        settings = cls(project_dir=Path(project_dir) if project_dir else None, **overrides)
+        secrets.register_env(settings.sandbox.secrets)
+        return settings
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     except ValidationError as e:
@@ -141,26 +164,42 @@ def build_agent(name: str, cfg: AgentConfig, settings: Settings, _seen: tuple[st
         return FallbackAgent([_resolve_name(n, settings, _seen + (name,)) for n in cfg.fallback], name=name)
     if cfg.kind == "demo":
         return DemoAgent(name=name)
+    if cfg.api_key_env:
+        secrets.register_env([cfg.api_key_env])
+    for k, v in cfg.env.items():
+        if secrets.is_secret_name(k):
+            secrets.register(v, k)
+    agent: Agent
     if cfg.kind == "litellm":
         if not cfg.model:
             raise AgentUnavailable(f'agent {name!r} has no model: add model = "provider/model" under [agents.{name}] '
                                    "in .smithers/config.toml")
-        return LLMAgent(cfg.model, name=name, api_base=cfg.api_base, api_key_env=cfg.api_key_env,
-                        temperature=cfg.temperature, max_turns=cfg.max_turns, timeout=cfg.timeout or 300.0,
-                        max_validation_retries=cfg.max_validation_retries,
-                        max_provider_retries=cfg.max_provider_retries, shell_timeout=cfg.shell_timeout,
-                        pass_secrets=cfg.pass_secrets)
-    env = dict(cfg.env)
-    if cfg.api_key_env and os.environ.get(cfg.api_key_env):
-        key_var = {"claude-code": "ANTHROPIC_API_KEY", "codex": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
-        if cfg.kind in key_var:
-            env.setdefault(key_var[cfg.kind], os.environ[cfg.api_key_env])
-    if cfg.api_base and cfg.kind == "claude-code":
-        env.setdefault("ANTHROPIC_BASE_URL", cfg.api_base)
-    return CLI_AGENTS[cfg.kind](name=name, model=cfg.model, timeout=cfg.timeout or 1800.0,
-                                idle_timeout=cfg.idle_timeout or 300.0, extra_args=cfg.extra_args, env=env,
-                                max_validation_retries=cfg.max_validation_retries,
-                                search_dirs=local_bin_dirs(settings.project_dir))
+        agent = LLMAgent(cfg.model, name=name, api_base=cfg.api_base, api_key_env=cfg.api_key_env,
+                         temperature=cfg.temperature, max_turns=cfg.max_turns, timeout=cfg.timeout or 300.0,
+                         max_validation_retries=cfg.max_validation_retries,
+                         max_provider_retries=cfg.max_provider_retries, shell_timeout=cfg.shell_timeout,
+                         pass_secrets=cfg.pass_secrets)
+    else:
+        agent = CLI_AGENTS[cfg.kind](name=name, model=cfg.model, timeout=cfg.timeout or 1800.0,
+                                     idle_timeout=cfg.idle_timeout or 300.0, extra_args=cfg.extra_args,
+                                     env=dict(cfg.env), max_validation_retries=cfg.max_validation_retries,
+                                     search_dirs=local_bin_dirs(settings.project_dir), api_base=cfg.api_base,
+                                     api_key_env=cfg.api_key_env, max_retries=cfg.max_retries,
+                                     state_dir=state_dir(settings, name))
+    agent.network = cfg.network
+    agent.sandbox_mode = cfg.sandbox
+    agent.passthrough = [*settings.sandbox.env, *cfg.env_passthrough]
+    return agent
+
+
+def _with_env(agent: Agent, settings: Settings) -> Agent:
+    agent.passthrough = list(settings.sandbox.env)
+    return agent
+
+
+def state_dir(settings: Settings, name: str) -> Path:
+    """Where a CLI agent keeps its own configuration and sessions: .smithers/agents/NAME/ (host-local)."""
+    return Path(settings.project_dir or Path.cwd()).resolve() / ".smithers" / "agents" / name
 
 
 def _resolve_name(name: str, settings: Settings, seen: tuple[str, ...] = ()) -> Agent:
@@ -179,9 +218,9 @@ def _resolve_name(name: str, settings: Settings, seen: tuple[str, ...] = ()) -> 
         found = env_default_model()
         if found is None:
             raise AgentUnavailable(NO_AGENT_HINT)
-        return LLMAgent(found[1], name="default")
+        return _with_env(LLMAgent(found[1], name="default"), settings)
     if "/" in name or provider_of(name):
-        return LLMAgent(name, name=name)  # a litellm model string, e.g. "openai/gpt-4.1"
+        return _with_env(LLMAgent(name, name=name), settings)  # a litellm model string, e.g. "openai/gpt-4.1"
     raise AgentUnavailable(f"unknown agent {name!r}: add [agents.{name}] to .smithers/config.toml, "
                            "use a role (planner, implementer, reviewer, default) or a model like openai/gpt-4.1")
 
@@ -217,8 +256,11 @@ def _kind_of(agent: Agent) -> str:
 
 def list_agents(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every known agent with (name, kind, model, usable, why): for `smithers agents --json`."""
+    from engine.sandbox import describe
+
     settings = settings or load_settings()
-    names = list(dict.fromkeys(["default", *ROLES, *settings.agents, "claude-code", "codex", "gemini", "aider", "demo"]))
+    sandbox_line = describe() if settings.sandbox.mode != "off" else "OS sandbox: off ([sandbox] mode = \"off\")"
+    names = list(dict.fromkeys(["default", *ROLES, *settings.agents, *CLI_AGENTS, "demo"]))
     rows = []
     for name in names:
         cfg = settings.agents.get(name)
@@ -235,7 +277,7 @@ def list_agents(settings: Settings | None = None) -> list[dict[str, Any]]:
                 row["fallback"] = [a.name for a in agent.agents]
         except AgentUnavailable as e:
             ok, why = False, str(e)
-        row.update(usable=ok, why=why)
+        row.update(usable=ok, why=why, sandbox=sandbox_line)
         rows.append(row)
     return rows
 

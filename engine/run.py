@@ -28,6 +28,7 @@ from .state import (CANCELLED, DONE, FAILED, FINAL_NODE_STATES, PENDING, RUN_CAN
                     RUN_RUNNING, RUN_WAITING, RUNNING, SKIPPED, WAITING_APPROVAL, Key, NodeRecord, RunState,
                     RunStatus, key_str)
 from .store import dumps
+from .secrets import redact_data
 
 if TYPE_CHECKING:
     from .runtime import Engine
@@ -255,8 +256,11 @@ class RunExecutor:
             raise SmithersError(f"no runner for {kind} steps in this engine")
         self.step_ctx[r.key] = tctx
         timeout = node.timeout if isinstance(node, Task) else None
-        if r.key in self.restore:
+        if r.key in self.restore:  # it was cut short: end what it left running, then put its files back
             self.restore.discard(r.key)
+            from . import procs
+
+            await asyncio.to_thread(procs.end_leftovers, procs.StepScope(self.run_id, r.key[0], r.key[1], self.workdir))
             if r.worktree is not None:
                 from .worktree import restore_files
 
@@ -279,6 +283,7 @@ class RunExecutor:
     def emit(self, typ: str, key: Key | None, data: dict[str, Any]) -> None:
         """A live event from a running step (logs, agent output): stored with the next commit.
         Safe to call from a step's worker thread."""
+        data = redact_data(data)  # agents' redaction hook (engine/secrets.py): keep in merges
         try:
             running = asyncio.get_running_loop() is self._loop_ref
         except RuntimeError:

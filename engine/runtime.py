@@ -167,7 +167,8 @@ class Engine:
         return self._settings[(project, override)]
 
     def workflow(self, target: str, source: str | None = None) -> tuple[WorkflowDef, str]:
-        """The workflow a run recorded, loaded once per target and source version."""
+        """The workflow a run recorded, loaded once per target and version of its source file (its
+        module is executed again only when the file changed). Blocking: call it in a thread."""
         key = (target, source_hash(Path(source)) if source else None)
         if key not in self._workflows:
             self._workflows[key] = load_target(target)
@@ -349,7 +350,7 @@ class Engine:
         new_id = new_id or new_run_id()
         if await self.store.run_exists(new_id):
             raise BadInput(f"a run {new_id!r} already exists: choose another --run-id")
-        wf, target = load_target(parent.target)
+        wf, target = await asyncio.to_thread(self.workflow, parent.target, parent.source_path)
         at = await self.store.state_at(run_id, frame)
         outputs = await self.store.outputs_at(run_id, frame)
         plan = await asyncio.to_thread(plan_fork, wf, target, parent, at, outputs, new_id, kind=kind, input=input,

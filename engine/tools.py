@@ -2,28 +2,38 @@
 
 Every path is resolved inside the working directory; anything else (absolute paths, `..`
 escapes, symlinks leading out, a file swapped for a symlink between check and use) is
-refused with a message the model can act on. Tool failures are returned as the tool's
-text result, never raised into the agent loop.
+refused with a message the model can act on, and nothing under a `.git` (folder or file) anywhere
+in it may be written. Tool failures are returned as the tool's text result, never raised into the
+agent loop. File tools run in worker threads, never on the event loop; grep uses RE2 (linear
+time). run_shell gets an allowlisted environment, runs under the process guard (every descendant
+ends with it) and, where the OS allows, inside the bubblewrap sandbox (engine/sandbox.py).
+Everything a tool returns has known secret values redacted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import inspect
 import json
 import os
-import re
 import signal
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import re2
 from pydantic import BaseModel, ConfigDict
+
+from . import procs
+from .sandbox import Policy, SandboxUnavailable, wrap
+from .secrets import is_secret_name, redact, tool_env
 
 OUTPUT_CAP = 200_000  # bytes of shell output / characters of a file kept
 SHELL_TIMEOUT = 120.0
-_SECRET_RE = re.compile(r"(_API_KEY|_TOKEN|_SECRET|_SECRET_KEY|_ACCESS_KEY|_PASSWORD)$|^(API_KEY|TOKEN|SECRET)$")
+GREP_TIME_LIMIT = 30.0  # seconds of searching before grep stops and says so
 
 
 class ToolError(Exception):
@@ -44,6 +54,9 @@ class ToolContext:
     output_cap: int = OUTPUT_CAP
     pass_secrets: bool = False
     env: dict[str, str] = field(default_factory=dict)  # extra variables for run_shell
+    passthrough: list[str] = field(default_factory=list)  # variables passed to run_shell besides the allowlist
+    sandbox: Policy | None = None  # None: the running step's policy, else the default ("auto")
+    scope: procs.StepScope | None = field(default_factory=procs.current)  # the step, for tagging processes
 
 
 class Tool(BaseModel):
@@ -53,7 +66,7 @@ class Tool(BaseModel):
     name: str
     description: str
     parameters: dict[str, Any]
-    fn: Callable[..., Awaitable[str]]
+    fn: Callable[..., Awaitable[str] | str]  # plain functions run in a worker thread
 
     def spec(self) -> dict[str, Any]:
         """The OpenAI `tools` entry for this tool."""
@@ -80,12 +93,17 @@ async def call_tool(tools: list[Tool], name: str, arguments: str | dict[str, Any
     if missing:
         return False, f"error: {name} needs argument(s) {', '.join(missing)}"
     known = set(tool.parameters.get("properties", {}))
+    kwargs = {k: v for k, v in args.items() if k in known}
     try:
-        return True, await tool.fn(ctx, **{k: v for k, v in args.items() if k in known})
+        if inspect.iscoroutinefunction(tool.fn):
+            out = await tool.fn(ctx, **kwargs)
+        else:  # file work never blocks the event loop
+            out = await asyncio.to_thread(tool.fn, ctx, **kwargs)
+        return True, redact(out)
     except ToolError as e:
-        return False, f"error: {e}"
+        return False, redact(f"error: {e}")
     except (OSError, TypeError, ValueError, UnicodeError) as e:
-        return False, f"error: {name} failed: {e}"
+        return False, redact(f"error: {name} failed: {e}")
 
 
 # -- path sandbox ------------------------------------------------------------------------
@@ -106,6 +124,14 @@ def resolve_inside(workdir: Path, path: str) -> tuple[str, str]:
     if real != root and not real.startswith(root + os.sep):
         raise SandboxError(f"{path!r} is a symlink (or under one) that leads outside the working directory; refused")
     return root, os.path.relpath(real, root)
+
+
+def refuse_git(path: str, rel: str) -> None:
+    """Writes under `.git` (a repository's folder, or a worktree's `.git` file) anywhere in the
+    working directory are refused: `.git/config` or a hook would run commands at the next git call."""
+    if any(part.casefold() == ".git" for part in Path(rel).parts):
+        raise SandboxError(f"{path!r} is inside .git; writing there is refused (git config and hooks can run "
+                           "commands). Change the working tree, not the repository's metadata")
 
 
 def _walk_open(root: str, rel: str, flags: int, mode: int = 0o644, make_dirs: bool = False) -> int:
@@ -147,8 +173,12 @@ def _check_fd(root: str, fd: int, rel: str) -> None:
 
 
 def open_inside(workdir: Path, path: str, flags: int, mode: int = 0o644, make_dirs: bool = False) -> tuple[int, str]:
-    """Resolve and open a path inside workdir safely; returns (fd, relative path)."""
+    """Resolve and open a path inside workdir safely; returns (fd, relative path). Opening for
+    writing anything under a `.git` is refused."""
     root, rel = resolve_inside(workdir, path)
+    if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC):
+        refuse_git(path, rel)
+        refuse_git(path, os.path.normpath(path.strip()))  # the name as given, before symlinks resolve
     try:
         fd = _walk_open(root, rel, flags, mode, make_dirs)
     except FileNotFoundError:
@@ -185,7 +215,7 @@ def _read_all(fd: int, cap: int) -> tuple[bytes, int]:
 
 # -- the tools ---------------------------------------------------------------------------
 
-async def read_file(ctx: ToolContext, path: str, start_line: int = 1, max_lines: int = 2000) -> str:
+def read_file(ctx: ToolContext, path: str, start_line: int = 1, max_lines: int = 2000) -> str:
     fd, rel = open_inside(ctx.workdir, path, os.O_RDONLY | os.O_NONBLOCK)
     _require_regular(fd, path)
     data, size = _read_all(fd, ctx.output_cap)
@@ -204,7 +234,7 @@ async def read_file(ctx: ToolContext, path: str, start_line: int = 1, max_lines:
     return out + ("\n" + "\n".join(notes) if notes else "") if out or notes else f"{rel} is empty"
 
 
-async def write_file(ctx: ToolContext, path: str, content: str) -> str:
+def write_file(ctx: ToolContext, path: str, content: str) -> str:
     fd, rel = open_inside(ctx.workdir, path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, make_dirs=True)
     _require_regular(fd, path)
     os.ftruncate(fd, 0)
@@ -213,7 +243,7 @@ async def write_file(ctx: ToolContext, path: str, content: str) -> str:
     return f"wrote {len(content.encode())} bytes to {rel}"
 
 
-async def edit_file(ctx: ToolContext, path: str, search: str, replace: str) -> str:
+def edit_file(ctx: ToolContext, path: str, search: str, replace: str) -> str:
     if not search:
         raise ToolError("search text is empty; give the exact text to replace (use write_file for new files)")
     fd, rel = open_inside(ctx.workdir, path, os.O_RDWR | os.O_NONBLOCK)
@@ -235,7 +265,7 @@ async def edit_file(ctx: ToolContext, path: str, search: str, replace: str) -> s
     return f"edited {rel}: replaced 1 occurrence"
 
 
-async def list_dir(ctx: ToolContext, path: str = ".") -> str:
+def list_dir(ctx: ToolContext, path: str = ".") -> str:
     fd, rel = open_inside(ctx.workdir, path, os.O_RDONLY | os.O_DIRECTORY)
     root = os.path.realpath(ctx.workdir)
     try:
@@ -256,11 +286,14 @@ async def list_dir(ctx: ToolContext, path: str = ".") -> str:
     return "\n".join(out) if out else f"{rel} is empty"
 
 
-async def grep(ctx: ToolContext, pattern: str, path: str = ".", max_results: int = 200) -> str:
+def grep(ctx: ToolContext, pattern: str, path: str = ".", max_results: int = 200) -> str:
+    """RE2 syntax (linear time whatever the pattern: no backreferences or lookaround)."""
     try:
-        rx = re.compile(pattern)
-    except re.error as e:
-        raise ToolError(f"invalid regular expression {pattern!r}: {e}") from None
+        rx = re2.compile(pattern)
+    except re2.error as e:
+        raise ToolError(f"invalid regular expression {pattern!r} for RE2 ({e}); backreferences and lookaround "
+                        "are not supported") from None
+    deadline = time.monotonic() + GREP_TIME_LIMIT
     root, rel = resolve_inside(ctx.workdir, path)
     start = os.path.join(root, rel)
     files = [start] if os.path.isfile(start) else []
@@ -269,6 +302,9 @@ async def grep(ctx: ToolContext, pattern: str, path: str = ".", max_results: int
         files.extend(os.path.join(dirpath, f) for f in sorted(filenames))
     hits: list[str] = []
     for full in files:
+        if time.monotonic() > deadline:
+            hits.append(f"[stopped after {GREP_TIME_LIMIT:g}s; narrow the path or the pattern]")
+            break
         try:  # never follow links while searching, and stay inside
             fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             _check_fd(root, fd, full)
@@ -289,19 +325,36 @@ async def grep(ctx: ToolContext, pattern: str, path: str = ".", max_results: int
     return "\n".join(hits) if hits else f"no match for {pattern!r}"
 
 
-def shell_env(pass_secrets: bool = False, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for run_shell: secrets (*_API_KEY, *_TOKEN, *_SECRET...) removed unless allowed."""
-    env = {k: v for k, v in os.environ.items() if pass_secrets or not _SECRET_RE.search(k.upper())}
-    env.update(extra or {})
-    return env
+def shell_env(pass_secrets: bool = False, extra: dict[str, str] | None = None,
+              passthrough: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment for run_shell: the allowlist (PATH, HOME, LANG, TERM, ...), the configured
+    pass-through names, and with `pass_secrets` the secret-named variables too; then `extra`."""
+    names = list(passthrough) + ([k for k in os.environ if is_secret_name(k)] if pass_secrets else [])
+    return tool_env(names, extra)
 
 
 async def run_shell(ctx: ToolContext, command: str, timeout: float | None = None) -> str:
     limit = min(float(timeout or ctx.shell_timeout), max(ctx.shell_timeout, 600.0))
-    proc = await asyncio.create_subprocess_shell(
-        command, cwd=os.path.realpath(ctx.workdir), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env=shell_env(ctx.pass_secrets, ctx.env), start_new_session=True)
+    scope = ctx.scope
+    policy = ctx.sandbox or (scope.sandbox if scope is not None else None)
+    root = os.path.realpath(ctx.workdir)
+    try:
+        wrapped = await wrap(["/bin/sh", "-c", command], Path(root), policy)
+    except SandboxUnavailable as e:
+        raise ToolError(str(e)) from None
+    if wrapped.note and scope is not None:
+        scope.note("sandbox", wrapped.note)
+    env = shell_env(ctx.pass_secrets, ctx.env, ctx.passthrough)
+    if scope is not None:
+        env[procs.TAG_VAR] = scope.tag
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *wrapped.argv, cwd=root, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env=env, **procs.spawn_kwargs())
+    except BaseException:
+        await wrapped.close()
+        raise
+    procs.record(scope, proc.pid, "run_shell")
     kept = bytearray()
     total = 0
 
@@ -314,29 +367,31 @@ async def run_shell(ctx: ToolContext, command: str, timeout: float | None = None
             if room > 0:
                 kept.extend(chunk[:room])
                 if ctx.emit:
-                    ctx.emit("shell_output", chunk[:room].decode("utf-8", "replace"), {"command": command})
-
-    def kill_group() -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+                    ctx.emit("shell_output", redact(chunk[:room].decode("utf-8", "replace")), {"command": command})
 
     reader = asyncio.create_task(pump())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    try:  # poll: Process.wait() may also wait for pipes held open by background children
-        while proc.returncode is None and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        timed_out = proc.returncode is None
+    timed_out = False
+    try:  # the guard exits once the command and everything it started are gone
+        await asyncio.wait_for(proc.wait(), limit)
+    except asyncio.TimeoutError:
+        timed_out = True
     finally:
-        kill_group()  # the command is over: end whatever it left running in its group
+        if proc.returncode is None:
+            try:
+                os.kill(proc.pid, signal.SIGTERM)  # the guard kills its whole tree, then exits
+            except ProcessLookupError:
+                pass
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 5)
+            except asyncio.TimeoutError:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
         try:
             await asyncio.wait_for(reader, 5)
         except asyncio.TimeoutError:
             reader.cancel()
-        if proc.returncode is None:
-            await proc.wait()
+        procs.forget(scope, proc.pid)
+        await wrapped.close()
     out = kept.decode("utf-8", "replace")
     notes = []
     if total > len(kept):

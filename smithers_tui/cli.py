@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd("agents", "configured agents and whether each can run here")
 
+    sp = cmd("hijack", "take over a step's coding-agent session in its CLI, in the step's worktree", json_flag=False)
+    sp.add_argument("run_id")
+    sp.add_argument("node")
+    sp.add_argument("--iteration", type=int, help="default: the latest")
+
     sp = cmd("init", "set this project up: .smithers/ with a commented config.toml and an example ticket",
              json_flag=False)
     sp.add_argument("path", nargs="?", type=Path, default=Path("."))
@@ -610,6 +615,18 @@ async def cmd_agents(args: argparse.Namespace, db: str) -> int:
         rows = [[i["name"], i.get("kind", ""), i.get("model") or "", "yes" if i["usable"] else "no", i.get("why") or ""]
                 for i in items]
         print(table(rows, ["agent", "kind", "model", "usable", "why"]))
+        from engine.sandbox import describe
+
+        print(describe())
+    return 0
+
+
+async def cmd_hijack(args: argparse.Namespace, db: str) -> int:
+    from .hijack import hijack
+
+    async with await open_db(db) as store:
+        outcome = await hijack(store, await store.find_run(args.run_id), args.node, args.iteration)
+    print(outcome.line())
     return 0
 
 
@@ -716,6 +733,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, str], Awaitable[int]]] = {
     "run": cmd_run, "resume": cmd_resume, "cancel": cmd_cancel, "ps": cmd_ps, "show": cmd_show,
     "frames": cmd_frames, "logs": cmd_logs, "workflows": cmd_workflows, "approve": cmd_approve, "deny": cmd_deny,
     "fork": cmd_fork, "rewind": cmd_rewind, "replay": cmd_replay, "timeline": cmd_timeline, "diff": cmd_diff,
-    "agents": cmd_agents, "init": cmd_init, "migrate": cmd_migrate, "worker": cmd_worker, "up": cmd_up,
-    "down": cmd_down, "status": cmd_status,
+    "agents": cmd_agents, "hijack": cmd_hijack, "init": cmd_init, "migrate": cmd_migrate, "worker": cmd_worker,
+    "up": cmd_up, "down": cmd_down, "status": cmd_status,
 }

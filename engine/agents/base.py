@@ -85,6 +85,10 @@ class Agent(abc.ABC):
     """Given a prompt, an output model, tools and a working directory: stream events, return a result."""
 
     name: str = "agent"
+    # confinement of the processes it starts (set from its [agents.NAME] table; None: the defaults)
+    network: Literal["none", "endpoint", "full"] | None = None  # see engine/sandbox.py
+    sandbox_mode: Literal["auto", "bwrap", "off"] | None = None
+    passthrough: list[str] = []  # environment variables its tools get besides the allowlist
 
     @abc.abstractmethod
     async def run(self, prompt: str, *, output: type[BaseModel] | None, workdir: Path, emit: Emit,

@@ -1,7 +1,18 @@
-"""Coding-agent CLIs (Claude Code, Codex, Gemini CLI, Aider) run as subprocesses in the workdir.
+"""Coding-agent CLIs (Claude Code, Codex, Gemini CLI, Aider, OpenCode, Pi) run as subprocesses.
 
 Each streams its stdout as events; the final answer is validated like an LLM's (schema in the
-prompt, corrective retries). Binaries are looked up on PATH, then in tools/node_modules/.bin.
+prompt, corrective retries). Binaries are looked up on PATH, then in tools/node_modules/.bin and
+tools/aider-venv/bin (`make agent-clis`).
+
+When the agent's settings give an endpoint (`api_base`), the engine manages the CLI's home: a
+folder under `.smithers/agents/NAME/home` where it writes the CLI's own configuration (endpoint,
+key variable, retry budget) and where the CLI keeps its sessions, so `smithers hijack` can resume
+them. Without `api_base` the CLI uses the user's own configuration and login.
+
+Every CLI runs under the process guard and, where the OS allows, in the bubblewrap sandbox with
+the step's worktree and the CLI's state folder the only writable paths, and the network limited
+to its endpoint when one is configured (engine/sandbox.py, engine/procs.py). Its environment is
+the allowlist plus its own variables (keys, endpoint) — not the engine's whole environment.
 """
 
 from __future__ import annotations
@@ -20,17 +31,21 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from engine import procs
 from engine.agents.base import (Agent, AgentError, AgentEvent, AgentResult, AgentUnavailable, Emit, OutputInvalid,
                                 Usage)
 from engine.agents.structured import correction_message, schema_instructions, validate_answer
+from engine.secrets import tool_env
 
 _ROOT = Path(__file__).resolve().parents[2]
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\)")
+RETRY_LINE = re.compile(r"\bretry(ing)?\b|\battempt \d+", re.I)
 
 
 def local_bin_dirs(project_dir: Path | None = None) -> list[Path]:
     """Project-local folders searched after PATH."""
     dirs = [Path(project_dir) if project_dir else Path.cwd(), _ROOT]
-    return list(dict.fromkeys(d / "tools" / "node_modules" / ".bin" for d in dirs))
+    return list(dict.fromkeys(d / "tools" / sub for d in dirs for sub in ("node_modules/.bin", "aider-venv/bin")))
 
 
 def find_binary(binary: str, extra_dirs: list[Path] | None = None) -> str | None:
@@ -46,6 +61,33 @@ def find_binary(binary: str, extra_dirs: list[Path] | None = None) -> str | None
     return None
 
 
+def plain(text: str) -> str:
+    """Text without ANSI colour and cursor codes."""
+    return _ANSI.sub("", text)
+
+
+def error_summary(lines: list[str]) -> str:
+    """One line from what a CLI printed when it failed: the `message` of a JSON error object if it
+    printed one (even over several lines), else the last line that says something."""
+    whole = plain("\n".join(lines))
+    code = re.search(r'"(?:code|status|status_code)"\s*:\s*(4\d\d|5\d\d)\b', whole)
+    prefix = f"HTTP {code.group(1)}: " if code else ""
+    for m in reversed(list(re.finditer(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"', whole))):
+        try:
+            msg = json.loads(f'"{m.group(1)}"')
+        except ValueError:
+            msg = m.group(1)
+        inner = re.search(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"', msg)  # an error nested as text
+        if inner:
+            msg = inner.group(1)
+        if msg.strip():
+            return prefix + " ".join(msg.split())
+    for line in reversed(whole.splitlines()):
+        if re.search(r"[A-Za-z0-9]", line) and not line.strip().startswith("at "):
+            return " ".join(line.split())
+    return ""
+
+
 @dataclass
 class RunState:
     """What one CLI invocation produced."""
@@ -55,7 +97,11 @@ class RunState:
     usage: Usage = field(default_factory=Usage)
     session_id: str | None = None
     error: str | None = None
+    fatal: bool = False  # stop the process now: it reported an error it would only retry or hide
     read_only: bool = False  # the step's tools cannot write: ask the CLI for its read-only mode
+    home: Path | None = None  # the engine-managed home, when an endpoint is configured
+    retries: int = 0  # endpoint retries the CLI reported
+    sandboxed: bool = False  # the OS sandbox confines it (then a CLI's own sandbox is redundant)
 
 
 class CLIAgent(Agent):
@@ -64,11 +110,15 @@ class CLIAgent(Agent):
     binary = ""
     install_hint = ""
     default_name = ""
+    key_var = ""  # the variable the CLI reads its API key from
+    own_vars: tuple[str, ...] = ()  # variables of its own passed through (keys, endpoints, options)
+    home_paths: tuple[str, ...] = ()  # its state under the user's HOME (writable in the sandbox)
 
     def __init__(self, *, name: str | None = None, model: str | None = None, binary: str | None = None,
                  timeout: float = 1800.0, idle_timeout: float = 300.0, extra_args: list[str] | None = None,
                  env: dict[str, str] | None = None, max_validation_retries: int = 3,
-                 search_dirs: list[Path] | None = None) -> None:
+                 search_dirs: list[Path] | None = None, api_base: str | None = None, api_key_env: str | None = None,
+                 max_retries: int | None = None, state_dir: Path | None = None) -> None:
         self.name = name or self.default_name
         self.model = model
         self.binary = binary or self.binary
@@ -78,6 +128,10 @@ class CLIAgent(Agent):
         self.env = dict(env or {})
         self.max_validation_retries = max_validation_retries
         self.search_dirs = search_dirs
+        self.api_base = api_base  # the model endpoint, configured into the CLI (engine-managed home)
+        self.api_key_env = api_key_env  # where its key is read from (else the CLI's usual variable)
+        self.max_retries = 1 if max_retries is None else max_retries  # the CLI's own retries of a failing endpoint
+        self.state_dir = Path(state_dir) if state_dir else None
 
     def path(self) -> str | None:
         return find_binary(self.binary, self.search_dirs)
@@ -85,15 +139,39 @@ class CLIAgent(Agent):
     def available(self) -> tuple[bool, str]:
         if self.path():
             return True, ""
-        return False, f"`{self.binary}` not found on PATH or in tools/node_modules/.bin: {self.install_hint}"
+        return False, f"`{self.binary}` not found on PATH or in tools/: {self.install_hint}"
 
     # -- subclass hooks ------------------------------------------------------------------
     @abc.abstractmethod
     def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
         """The argv of one invocation."""
 
+    def interactive(self, exe: str, session: str | None, workdir: Path) -> list[str]:
+        """The argv that opens the CLI's interactive mode on a saved session (for hijack)."""
+        raise AgentError(f"{self.name}: hijacking a session is not supported for this CLI")
+
+    def configure(self, home: Path) -> dict[str, str]:
+        """Write the CLI's own configuration for the managed endpoint under `home`; returns variables."""
+        return {}
+
     def on_line(self, line: str, st: RunState, emit: Emit) -> None:
         emit(AgentEvent(kind="message", text=line, agent=self.name))
+
+    def on_stderr(self, line: str, st: RunState, emit: Emit) -> None:
+        """A line on stderr: by default, retries are said live (the app shows what a CLI is doing)."""
+        if RETRY_LINE.search(line):
+            emit(AgentEvent(kind="retry", agent=self.name, text=line[:300], data={"reason": "provider",
+                                                                                  "stream": "stderr"}))
+
+    def give_up(self, st: RunState, error: str, emit: Emit) -> None:
+        """The endpoint failed once more: retry (said live) within `max_retries`, then stop the CLI."""
+        st.retries += 1
+        if st.retries > self.max_retries:
+            st.error, st.fatal = st.error or error, True
+        else:
+            emit(AgentEvent(kind="retry", agent=self.name, text=f"the endpoint failed ({error[:200]}); "
+                            f"{self.name} retries ({st.retries}/{self.max_retries})",
+                            data={"reason": "provider", "attempt": st.retries}))
 
     def finish(self, st: RunState) -> str:
         """The final answer text once the process has exited."""
@@ -103,6 +181,55 @@ class CLIAgent(Agent):
         return None
 
     supports_resume = False
+
+    # -- environment, home and sandbox ---------------------------------------------------
+    def api_key(self) -> str | None:
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return os.environ.get(self.key_var) if self.key_var else None
+
+    def managed_home(self) -> Path | None:
+        """The engine-managed home (when an endpoint is configured and a state folder known)."""
+        if not (self.api_base and self.state_dir):
+            return None
+        home = self.state_dir / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+    def process_env(self, home: Path | None) -> dict[str, str]:
+        """Allowlist + the CLI's own variables + the managed configuration + `env` from settings."""
+        env = tool_env([*self.passthrough, *self.own_vars, *([self.api_key_env] if self.api_key_env else [])])
+        key = self.api_key()
+        if key and self.key_var:
+            env[self.key_var] = key
+        if home is not None:
+            env["HOME"] = str(home)
+            env.update(self.configure(home))
+        env.update(self.env)
+        return env
+
+    def policy(self, home: Path | None, env: dict[str, str]) -> Any:
+        from engine.sandbox import Policy
+
+        scope = procs.current()
+        base = scope.sandbox if scope is not None and scope.sandbox is not None else Policy()
+        mode = self.sandbox_mode or base.mode
+        network = self.network or ("endpoint" if self.api_base else "full")
+        user_home = Path(env.get("HOME") or os.path.expanduser("~"))
+        writable = [home] if home is not None else []
+        for rel in self.home_paths if home is None else ():
+            p = user_home / rel
+            if not p.exists() and not p.suffix:
+                p.mkdir(parents=True, exist_ok=True)  # so the sandbox can bind it writable
+            if p.exists():
+                writable.append(p)
+        return Policy(mode=mode, network=network, endpoints=[self.api_base] if self.api_base else [],
+                      writable=writable)
+
+    def hijack_env(self, home: Path | None) -> dict[str, str]:
+        """The environment of an interactive session (the person's terminal variables kept)."""
+        env = {**os.environ, **self.process_env(home)}
+        return env
 
     # -- the run -----------------------------------------------------------------------
     async def run(self, prompt: str, *, output: type[BaseModel] | None, workdir: Path, emit: Emit,
@@ -149,31 +276,70 @@ class CLIAgent(Agent):
         usage = usage.model_copy(update={"duration_s": time.monotonic() - started})
         return AgentResult(output=output, text=text, usage=usage, structured_mode=mode, attempts=attempts)
 
+    def session_note(self, st: RunState, exe: str, workdir: Path, env: dict[str, str]) -> dict[str, Any]:
+        """What `smithers hijack` needs to reopen this attempt's session."""
+        return {"id": st.session_id, "cli": self.kind(), "agent": self.name, "binary": exe, "workdir": str(workdir),
+                "home": str(st.home) if st.home else None}
+
+    @classmethod
+    def kind(cls) -> str:
+        return next((k for k, c in CLI_AGENTS.items() if c is cls), cls.default_name)
+
     async def _exec(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState, emit: Emit) -> None:
+        from engine.sandbox import SandboxUnavailable, wrap
+
+        st.home = self.managed_home()
+        env = self.process_env(st.home)
+        policy = self.policy(st.home, env)
+        policy.read_only = st.read_only
+        st.sandboxed = policy.active()
         cmd = self.command(exe, prompt, workdir, resume, st)
         stdin = self.stdin_text(prompt)
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, cwd=str(workdir), env={**os.environ, **self.env}, start_new_session=True, limit=64 * 1024 * 1024,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        scope = procs.current()
+        if scope is not None:
+            env[procs.TAG_VAR] = scope.tag
+        try:
+            wrapped = await wrap(cmd, workdir, policy)
+        except SandboxUnavailable as e:
+            raise AgentUnavailable(f"{self.name}: {e}") from None
+        if wrapped.note and scope is not None:
+            scope.note("sandbox", wrapped.note)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *wrapped.argv, cwd=str(workdir), env=env, limit=64 * 1024 * 1024,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, **procs.spawn_kwargs())
+        except BaseException:
+            await wrapped.close()
+            raise
+        procs.record(scope, proc.pid, self.name)
         err_tail: list[str] = []
 
         async def drain_stderr() -> None:
             assert proc.stderr is not None
             async for raw in proc.stderr:
-                err_tail.append(raw.decode("utf-8", "replace").rstrip())
-                del err_tail[:-20]
+                line = plain(raw.decode("utf-8", "replace").rstrip())
+                err_tail.append(line)
+                del err_tail[:-40]
+                if line.strip():
+                    self.on_stderr(line, st, emit)
+                    if st.fatal and proc.returncode is None:  # stop a CLI that would retry forever
+                        try:
+                            os.kill(proc.pid, signal.SIGTERM)
+                        except ProcessLookupError:
+                            pass
 
         err_task = asyncio.create_task(drain_stderr())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
+        rc: int | None = None
         try:
             if stdin is not None and proc.stdin is not None:
                 proc.stdin.write(stdin.encode())
                 await proc.stdin.drain()
                 proc.stdin.close()
             assert proc.stdout is not None
-            while True:
+            while not st.fatal:
                 left = deadline - loop.time()
                 if left <= 0:
                     raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed") from None
@@ -186,33 +352,44 @@ class CLIAgent(Agent):
                                      "the process was killed") from None
                 if not raw:
                     break
-                line = raw.decode("utf-8", "replace").rstrip("\n")
+                line = plain(raw.decode("utf-8", "replace").rstrip("\n"))
                 st.lines.append(line)
                 if line.strip():
                     self.on_line(line, st, emit)
-            rc = await asyncio.wait_for(proc.wait(), max(1.0, deadline - loop.time()))
+            if not st.fatal:
+                rc = await asyncio.wait_for(proc.wait(), max(1.0, deadline - loop.time()))
         except asyncio.TimeoutError:
             raise AgentError(f"{self.name}: timed out after {self.timeout:g}s; the process was killed") from None
         finally:
             if proc.returncode is None:
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                await proc.wait()
+                    os.kill(proc.pid, signal.SIGTERM)  # the guard ends the CLI and all it started
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 5)
+                except (ProcessLookupError, asyncio.TimeoutError):
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                    await proc.wait()
             try:
                 await asyncio.wait_for(err_task, 2)
             except asyncio.TimeoutError:
                 err_task.cancel()
-        for e in err_tail[-5:]:
-            if e.strip():
-                emit(AgentEvent(kind="message", text=e, agent=self.name, data={"stream": "stderr"}))
+            procs.forget(scope, proc.pid)
+            await wrapped.close()
+            if scope is not None and st.session_id:
+                scope.note("session", self.session_note(st, exe, workdir, env))
+        for tail in err_tail[-5:]:
+            if tail.strip():
+                emit(AgentEvent(kind="message", text=tail, agent=self.name, data={"stream": "stderr"}))
         if rc != 0 or st.error:
-            why = st.error or next((e for e in reversed(err_tail) if e.strip()), "") or (st.lines[-1] if st.lines else "")
-            raise AgentError(f"{self.name}: `{self.binary}` failed (exit {rc}): {' '.join(why.split())[:300]}")
+            why = (error_summary([st.error]) or st.error) if st.error else (
+                error_summary(err_tail) or error_summary(st.lines[-20:]))
+            code = f"exit {rc}" if rc is not None else "stopped"
+            raise AgentError(f"{self.name}: `{self.binary}` failed ({code}): {' '.join(why.split())[:300]}")
 
 
-def _json_line(line: str) -> dict[str, Any] | None:
+def json_line(line: str) -> dict[str, Any] | None:
     try:
         obj = json.loads(line)
     except ValueError:
@@ -220,154 +397,9 @@ def _json_line(line: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-class ClaudeCodeAgent(CLIAgent):
-    """`claude -p` with stream-json output; usage and total_cost_usd come from its result line."""
+# The six CLIs live in their own modules; re-exported here for `from engine.agents.cli import ...`.
+from engine.agents.clis import (CLI_AGENTS, AiderAgent, ClaudeCodeAgent, CodexAgent, GeminiAgent,  # noqa: E402
+                                OpenCodeAgent, PiAgent)
 
-    binary = "claude"
-    default_name = "claude-code"
-    install_hint = "run `npm install -g @anthropic-ai/claude-code` (or `make agent-clis`)"
-    supports_resume = True
-    allowed_tools = "Read,Edit,Write,MultiEdit,Bash,Glob,Grep,LS"
-
-    def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
-        cmd = [exe, "-p", "--output-format", "stream-json", "--verbose", "--permission-mode",
-               "default" if st.read_only else "acceptEdits",
-               "--allowedTools", "Read,Glob,Grep,LS" if st.read_only else self.allowed_tools]
-        if self.model:
-            cmd += ["--model", self.model]
-        if resume:
-            cmd += ["--resume", resume]
-        return cmd + self.extra_args
-
-    def stdin_text(self, prompt: str) -> str | None:
-        return prompt  # via stdin: no argv length limit
-
-    def on_line(self, line: str, st: RunState, emit: Emit) -> None:
-        obj = _json_line(line)
-        if obj is None:
-            return emit(AgentEvent(kind="message", text=line, agent=self.name))
-        kind = obj.get("type")
-        st.session_id = obj.get("session_id") or st.session_id
-        content = (obj.get("message") or {}).get("content") or []
-        if kind == "assistant":
-            for block in content if isinstance(content, list) else []:
-                if block.get("type") == "text" and block.get("text"):
-                    emit(AgentEvent(kind="message", text=block["text"], agent=self.name))
-                elif block.get("type") == "tool_use":
-                    emit(AgentEvent(kind="tool_call", agent=self.name,
-                                    text=f"{block.get('name')} {json.dumps(block.get('input'))[:300]}",
-                                    data={"id": block.get("id"), "name": block.get("name"),
-                                          "arguments": block.get("input")}))
-        elif kind == "user":
-            for block in content if isinstance(content, list) else []:
-                if block.get("type") == "tool_result":
-                    body = block.get("content")
-                    if isinstance(body, list):
-                        body = "\n".join(str(b.get("text", "")) for b in body if isinstance(b, dict))
-                    emit(AgentEvent(kind="tool_result", agent=self.name, text=str(body)[:2000],
-                                    data={"id": block.get("tool_use_id"), "ok": not block.get("is_error")}))
-        elif kind == "result":
-            st.text = str(obj.get("result") or "")
-            u = obj.get("usage") or {}
-            st.usage = Usage(
-                input_tokens=int(u.get("input_tokens", 0)) + int(u.get("cache_creation_input_tokens", 0) or 0)
-                + int(u.get("cache_read_input_tokens", 0) or 0),
-                output_tokens=int(u.get("output_tokens", 0) or 0), cost_usd=float(obj.get("total_cost_usd") or 0.0),
-                model=self.model or "", agent=self.name)
-            if obj.get("is_error"):
-                st.error = st.text or str(obj.get("subtype") or "error")
-
-
-class CodexAgent(CLIAgent):
-    """`codex exec --json`; the last agent message is the answer."""
-
-    binary = "codex"
-    default_name = "codex"
-    install_hint = "run `npm install -g @openai/codex` (or `make agent-clis`)"
-
-    def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
-        cmd = [exe, "exec", "--json", "--skip-git-repo-check", "--sandbox",
-               "read-only" if st.read_only else "workspace-write", "-C", str(workdir)]
-        if self.model:
-            cmd += ["-m", self.model]
-        return cmd + self.extra_args + [prompt]
-
-    def on_line(self, line: str, st: RunState, emit: Emit) -> None:
-        obj = _json_line(line)
-        if obj is None:
-            return emit(AgentEvent(kind="message", text=line, agent=self.name))
-        item = obj.get("item") or obj.get("msg") or {}
-        itype = item.get("type") or item.get("item_type")
-        if itype == "agent_message":
-            st.text = item.get("text") or item.get("message") or ""
-            emit(AgentEvent(kind="message", text=st.text, agent=self.name))
-        elif itype in ("command_execution", "exec_command_begin") and obj.get("type") != "item.completed":
-            emit(AgentEvent(kind="tool_call", agent=self.name, text=str(item.get("command")),
-                            data={"name": "shell", "arguments": item.get("command")}))
-        elif itype in ("command_execution", "exec_command_end"):
-            emit(AgentEvent(kind="tool_result", agent=self.name, text=str(item.get("aggregated_output", ""))[:2000],
-                            data={"name": "shell", "ok": item.get("exit_code") in (0, None)}))
-        u = obj.get("usage") if obj.get("type") == "turn.completed" else None
-        if u:
-            st.usage = st.usage + Usage(input_tokens=int(u.get("input_tokens", 0) or 0),
-                                        output_tokens=int(u.get("output_tokens", 0) or 0))
-        if obj.get("type") in ("turn.failed", "error"):
-            st.error = str((obj.get("error") or {}).get("message") if isinstance(obj.get("error"), dict)
-                           else obj.get("message") or obj.get("error"))
-
-
-class GeminiAgent(CLIAgent):
-    """`gemini -p` with JSON output ({"response": ..., "stats": ...})."""
-
-    binary = "gemini"
-    default_name = "gemini-cli"
-    install_hint = "run `npm install -g @google/gemini-cli` (or `make agent-clis`)"
-
-    def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
-        cmd = [exe, "-p", prompt, "--output-format", "json", "--yolo"]
-        if self.model:
-            cmd += ["-m", self.model]
-        return cmd + self.extra_args
-
-    def finish(self, st: RunState) -> str:
-        whole = "\n".join(st.lines)
-        start = whole.find("{")
-        obj = _json_line(whole[start:]) if start >= 0 else None
-        if obj is None or "response" not in obj:
-            return whole
-        for m in ((obj.get("stats") or {}).get("models") or {}).values():
-            t = m.get("tokens") or {}
-            st.usage = st.usage + Usage(input_tokens=int(t.get("prompt", 0) or 0),
-                                        output_tokens=int(t.get("candidates", 0) or 0))
-        return str(obj.get("response") or "")
-
-
-class AiderAgent(CLIAgent):
-    """`aider --message ... --yes`; the whole chat output is the answer; cost read from its report."""
-
-    binary = "aider"
-    default_name = "aider"
-    install_hint = "run `python -m pip install aider-install && aider-install` (or `pipx install aider-chat`)"
-    _COST = re.compile(r"Cost:\s*\$([0-9.]+)\s*message")
-    _TOKENS = re.compile(r"Tokens:\s*([0-9.]+)(k?)\s*sent,\s*([0-9.]+)(k?)\s*received")
-
-    def command(self, exe: str, prompt: str, workdir: Path, resume: str | None, st: RunState) -> list[str]:
-        cmd = [exe, "--message", prompt, "--yes", "--no-auto-commits", "--no-pretty", "--no-stream",
-               "--no-check-update", "--no-show-model-warnings", "--analytics-disable"]
-        if self.model:
-            cmd += ["--model", self.model]
-        return cmd + self.extra_args
-
-    def on_line(self, line: str, st: RunState, emit: Emit) -> None:
-        emit(AgentEvent(kind="message", text=line, agent=self.name))
-        if m := self._COST.search(line):
-            st.usage = st.usage + Usage(cost_usd=float(m.group(1)))
-        if m := self._TOKENS.search(line):
-            def n(v: str, k: str) -> int:
-                return int(float(v) * (1000 if k else 1))
-            st.usage = st.usage + Usage(input_tokens=n(m.group(1), m.group(2)), output_tokens=n(m.group(3), m.group(4)))
-
-
-CLI_AGENTS: dict[str, type[CLIAgent]] = {
-    "claude-code": ClaudeCodeAgent, "codex": CodexAgent, "gemini": GeminiAgent, "aider": AiderAgent,
-}
+__all__ = ["CLIAgent", "RunState", "CLI_AGENTS", "AiderAgent", "ClaudeCodeAgent", "CodexAgent", "GeminiAgent",
+           "OpenCodeAgent", "PiAgent", "find_binary", "local_bin_dirs", "plain", "error_summary"]

@@ -142,35 +142,73 @@ class LLMAgent(Agent):
         if output is not None and mode == "native_json_schema":
             response_format = {"type": "json_schema", "json_schema": {
                 "name": output.__name__, "schema": output.model_json_schema(), "strict": False}}
+        usage = Usage(model=self.model, agent=self.name)
+        turns = [self.max_turns]
+        try:
+            for attempts in range(1, self.max_validation_retries + 2):
+                text, step = await self.converse(messages, workdir, emit, tools, response_format, turns)
+                usage = usage + step
+                if output is None:
+                    return self._result(text, text, usage, started, "none", 1)
+                value, errors = validate_answer(output, text)
+                if value is not None:
+                    return self._result(value, text, usage, started, mode, attempts)
+                if attempts > self.max_validation_retries:
+                    raise OutputInvalid(f"{self.name}: output still invalid after {attempts} attempts: "
+                                        f"{' '.join(errors.split())[:300]}", errors=errors, text=text)
+                emit(AgentEvent(kind="retry", agent=self.name, data={"reason": "validation", "attempt": attempts,
+                                                                     "errors": errors},
+                                text=f"output invalid; asking for a correction: {errors}"))
+                messages.append({"role": "user", "content": correction_message(errors)})
+            raise AssertionError("unreachable")
+        finally:
+            self.save_conversation(messages, workdir, tools)
+
+    async def converse(self, messages: list[dict[str, Any]], workdir: Path, emit: Emit, tools: list[Tool] | None = None,
+                       response_format: Any = None, turns: list[int] | None = None) -> tuple[str, Usage]:
+        """Continue a conversation: call the model, run the tools it asks for, until it answers
+        without tools. `messages` grows in place; returns (the answer, usage). `turns` is a shared
+        budget of model calls (default: max_turns for this call)."""
+        litellm = await preload_litellm()
+        tools = self.tools if tools is None else tools
+        budget = turns if turns is not None else [self.max_turns]
         ctx = ToolContext(Path(workdir), shell_timeout=self.shell_timeout, pass_secrets=self.pass_secrets,
+                          passthrough=list(self.passthrough),
                           emit=lambda k, t, d: emit(AgentEvent(kind=k, text=t, data=d, agent=self.name)))  # type: ignore[arg-type]  # tools emit known kinds
         usage = Usage(model=self.model, agent=self.name)
-        attempts = 0
-
-        for _turn in range(self.max_turns):
+        while budget[0] > 0:
+            budget[0] -= 1
             msg, step = await self._complete(litellm, messages, tools, response_format, emit)
             usage = usage + step
             text = msg.get("content") or ""
             if text:
                 emit(AgentEvent(kind="message", text=text, agent=self.name))
             messages.append(msg)
-            if msg.get("tool_calls"):
-                for tc in msg["tool_calls"]:
-                    await self._call(tc, tools, ctx, messages, emit)
-                continue
-            if output is None:
-                return self._result(text, text, usage, started, "none", 1)
-            attempts += 1
-            value, errors = validate_answer(output, text)
-            if value is not None:
-                return self._result(value, text, usage, started, mode, attempts)
-            if attempts > self.max_validation_retries:
-                raise OutputInvalid(f"{self.name}: output still invalid after {attempts} attempts: "
-                                    f"{' '.join(errors.split())[:300]}", errors=errors, text=text)
-            emit(AgentEvent(kind="retry", agent=self.name, text=f"output invalid; asking for a correction: {errors}",
-                            data={"reason": "validation", "attempt": attempts, "errors": errors}))
-            messages.append({"role": "user", "content": correction_message(errors)})
+            if not msg.get("tool_calls"):
+                return text, usage
+            for tc in msg["tool_calls"]:
+                await self._call(tc, tools, ctx, messages, emit)
         raise AgentError(f"{self.name}: no final answer after {self.max_turns} turns; raise max_turns or split the task")
+
+    def save_conversation(self, messages: list[dict[str, Any]], workdir: Path, tools: list[Tool]) -> None:
+        """Keep the step's conversation (secrets redacted) host-locally, and note it as the step's
+        session, so `H` in the app can continue it with the same tools."""
+        from engine import procs
+        from engine.secrets import redact_data
+
+        scope = procs.current()
+        if scope is None:
+            return
+        path = (Path(scope.workdir) / ".smithers" / "conversations" / scope.run_id
+                / f"{scope.node_id}#{scope.iteration}.json")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"model": self.model, "agent": self.name, "tools": [t.name for t in tools],
+                                        "messages": redact_data(messages)}))
+        except OSError:
+            return
+        scope.note("session", {"id": str(path), "cli": "litellm", "agent": self.name, "workdir": str(workdir),
+                               "tools": [t.name for t in tools]})
 
     def _result(self, output: Any, text: str, usage: Usage, started: float, mode: StructuredMode,
                 attempts: int) -> AgentResult:

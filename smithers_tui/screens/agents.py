@@ -47,6 +47,7 @@ class AgentsScreen(Screen[None]):
         Binding("shift+tab", "cycle(-1)", "Previous pane", show=False, id="agents.previous"),
         Binding("z", "maximise", "Maximise", id="agents.maximise"),
         Binding("enter", "open_step", "Open step", id="agents.open_step"),
+        Binding("H", "hijack", "Hijack session", id="agents.hijack"),
         Binding("escape", "back", "Back", id="back"),
     ]
 
@@ -158,6 +159,14 @@ class AgentsScreen(Screen[None]):
             self.minimize()
         elif isinstance(self.focused, AgentPane):
             self.maximize(self.focused, container=False)
+
+    async def action_hijack(self) -> None:
+        """Take over the focused pane's CLI session (smithers_tui/hijack.py)."""
+        from ..hijack import hijack_in_app
+
+        pane = self.focused
+        if isinstance(pane, AgentPane):
+            await hijack_in_app(self.app, *pane.key)
 
     def action_open_step(self) -> None:
         from .run import RunScreen

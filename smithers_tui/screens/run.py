@@ -47,6 +47,7 @@ class RunScreen(Screen[None]):
         Binding("g", "agents", "Agents", id="run.agents"),
         Binding("b", "board", "Board", id="run.board"),  # kanban runs only (check_action)
         Binding("d", "decide", "Decide gate", show=False, id="run.decide"),
+        Binding("H", "hijack", "Hijack session", show=False, id="run.hijack"),
         Binding("p", "parent", "Parent run", show=False, id="run.parent"),
         Binding("L", "lineage", "Lineage", show=False, id="run.lineage"),
         Binding("c", "cancel", "Cancel run", show=False, id="run.cancel"),
@@ -303,6 +304,16 @@ class RunScreen(Screen[None]):
             self.reload()
 
         self.app.push_screen(ApprovalScreen(self.run_id, key[0], key[1]), closed)
+
+    async def action_hijack(self) -> None:
+        """Take over the selected step's CLI session (smithers_tui/hijack.py)."""
+        from ..hijack import hijack_in_app
+
+        key = self.selected_key()
+        if key is None:
+            self.notify("select an agent step first", severity="warning")
+            return
+        await hijack_in_app(self.app, self.run_id, key[0], key[1])
 
     def action_decide(self) -> None:
         nodes = (self.report or {}).get("nodes", [])

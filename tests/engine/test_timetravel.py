@@ -356,3 +356,63 @@ async def test_rewind_of_a_run_owned_elsewhere_is_refused_and_a_fork_is_allowed(
     assert not await store.run_exists("nope")
     info = await eng.fork("o", 2, new_id="yes")
     assert info.kind == "fork"
+
+
+COUNTED = """
+from pathlib import Path
+
+from engine import Sequence, Task, workflow
+
+with open(Path(__file__).with_name("loads.log"), "a") as f:
+    f.write("loaded\\n")
+
+
+@workflow
+def counted(ctx):
+    return Sequence(Task("a", value=ctx.input.get("x", 1) if isinstance(ctx.input, dict) else 1),
+                    Task("b", value=2))
+"""
+
+
+async def test_a_fork_loads_the_workflow_module_once(tmp_path, engine):
+    eng, store = engine
+    path = tmp_path / "counted.py"
+    path.write_text(COUNTED)
+    wf, target = load_target(str(path))
+    ex = await eng.start(wf, target, {"x": 1}, run_id="o", workdir=tmp_path)
+    assert await ex.execute() == "finished"
+    log = tmp_path / "loads.log"
+    log.write_text("")
+    info = await eng.fork("o", 0, input={"x": 5}, new_id="f1")
+    assert info.run_id == "f1"
+    await eng.fork("o", 1, new_id="f2")
+    child = await eng.resume("f1")
+    assert await child.execute() == "finished"
+    assert log.read_text().count("loaded") == 1  # one engine, one unchanged file: executed once
+
+
+def test_plan_fork_is_pure_and_says_what_it_carries_and_what_runs_again(tmp_path):
+    """plan_fork decides a fork from a frame's state alone: no database, nothing written."""
+    from engine.records import FrameState, OutputRecord, RunRecord
+    from engine.state import DONE, RUNNING, NodeRecord, RunKind, RunStatus
+    from engine.timetravel import plan_fork
+
+    path = tmp_path / "tt.py"
+    path.write_text(TT)
+    wf, target = load_target(str(path))
+    parent = RunRecord(id="p", workflow=wf.name, target=target, source_path=str(path), source_hash=None,
+                       input={"x": 1, "rounds": 3}, status=RunStatus.FINISHED, error=None, workdir=str(tmp_path),
+                       kind=RunKind.RUN, parent_run_id=None, parent_frame=None, successor_run_id=None, owner=None,
+                       cancel_requested=False, frame=9, created_at=1.0, updated_at=2.0, finished_at=2.0)
+    done = NodeRecord("task", DONE, 1, None, None)
+    at = FrameState(3, {("prep", 0): done, ("scale", 0): done, ("step", 0): NodeRecord("task", RUNNING, 1)},
+                    {("prep", 0): "prep", ("scale", 0): 10}, RunStatus.RUNNING)
+    outputs = {("prep", 0): OutputRecord("prep", None, {"fp": "?", "input": False, "reads": []}, 1),
+               ("scale", 0): OutputRecord(10, None, {"fp": "?", "input": True, "reads": []}, 2)}
+    same = plan_fork(wf, target, parent, at, outputs, "f")
+    assert (same.run.id, same.run.parent_run_id, same.frame, same.run.status) == ("f", "p", 3, RunStatus.QUEUED)
+    assert set(same.outputs) == {("prep", 0), ("scale", 0)} and ("step", 0) not in same.nodes  # in flight: again
+    changed = plan_fork(wf, target, parent, at, outputs, "g", input={"x": 2})
+    assert changed.input_changed and ("scale", 0) in changed.rerun and ("prep", 0) not in changed.rerun
+    assert set(changed.outputs) == {("prep", 0)} and changed.run.input == {"x": 2, "rounds": 3}
+    assert changed.result().carried == 1

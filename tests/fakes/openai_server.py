@@ -1,4 +1,5 @@
-"""A scripted LLM server on 127.0.0.1 for tests: OpenAI chat completions and Anthropic Messages.
+"""A scripted LLM server on 127.0.0.1 for tests: OpenAI Chat Completions and Responses, Anthropic
+Messages and Gemini generateContent, each streamed (SSE) when the client asks.
 
 Each test queues replies (text, tool calls, an HTTP error status, optionally after a delay);
 every request is recorded for assertions. Stdlib only; runs in a daemon thread.
@@ -124,8 +125,7 @@ class FakeLLMServer:
 
     def completions(self) -> list[Recorded]:
         """Recorded chat-completion / messages requests (not count_tokens etc.)."""
-        return [r for r in self.requests
-                if r.path.split("?")[0].rstrip("/").endswith(("/chat/completions", "/messages"))]
+        return [r for r in self.requests if _route(r.path)]
 
     def _next(self, rec: Recorded) -> Reply:
         if self.route is not None:
@@ -168,20 +168,25 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?")[0].rstrip("/")
             if path.endswith("/count_tokens"):
                 return self._json(200, {"input_tokens": 42})
-            if not path.endswith(("/chat/completions", "/messages")):
+            api = _route(self.path)
+            if api is None:
                 return self._json(404, {"error": {"message": f"fake server: no route {path}"}})
             reply = server._next(rec)
             if reply.delay:
                 server._sleep(reply.delay)
                 if server._stopping.is_set():
                     return
-            anthropic = path.endswith("/messages")
+            anthropic = api == "anthropic"
             try:
                 if reply.status:
-                    return self._error(reply, anthropic)
+                    return self._error(reply, api)
                 stream = bool(body.get("stream"))
                 if anthropic:
                     self._anthropic(reply, body, stream)
+                elif api == "responses":
+                    self._responses(reply, body, stream)
+                elif api == "gemini":
+                    self._gemini(reply, body, "streamGenerateContent" in path)
                 else:
                     self._openai(reply, body, stream)
             except (BrokenPipeError, ConnectionResetError):
@@ -204,12 +209,16 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _error(self, reply: Reply, anthropic: bool) -> None:
+        def _error(self, reply: Reply, api: str) -> None:
             msg = reply.text or f"fake server: scripted HTTP {reply.status}"
             extra = {"Retry-After": "0"} if reply.status == 429 else {}
-            if anthropic:
+            if api == "gemini":
+                status = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}.get(
+                    reply.status or 500, "INTERNAL")
+                payload: dict = {"error": {"code": reply.status, "message": msg, "status": status}}
+            elif api == "anthropic":
                 kind = "rate_limit_error" if reply.status == 429 else "api_error"
-                payload: dict = {"type": "error", "error": {"type": kind, "message": msg}}
+                payload = {"type": "error", "error": {"type": kind, "message": msg}}
             else:
                 payload = {"error": {"message": msg, "type": "server_error", "code": reply.status}}
             self._json(reply.status or 500, payload, extra)
@@ -267,6 +276,60 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 self._sse({**base, "choices": [], "usage": usage})
             self._sse("[DONE]")
 
+        # -- OpenAI Responses (Codex) -------------------------------------------------
+        def _responses(self, reply: Reply, body: dict, stream: bool) -> None:
+            rid = f"resp_{uuid.uuid4().hex[:12]}"
+            items: list[dict] = []
+            if reply.text:
+                items.append({"type": "message", "id": f"msg_{uuid.uuid4().hex[:8]}", "role": "assistant",
+                              "status": "completed",
+                              "content": [{"type": "output_text", "text": reply.text, "annotations": []}]})
+            for n, a in reply.tool_calls:
+                items.append({"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:8]}", "status": "completed",
+                              "call_id": f"call_{uuid.uuid4().hex[:10]}", "name": n, "arguments": json.dumps(a)})
+            usage = {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens,
+                     "total_tokens": reply.input_tokens + reply.output_tokens,
+                     "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+            response = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
+                        "model": body.get("model", "fake-model"), "output": items, "usage": usage}
+            if not stream:
+                return self._json(200, response)
+            self._sse_start()
+            self._sse({"type": "response.created", "response": {**response, "status": "in_progress", "output": []}},
+                      "response.created")
+            for i, item in enumerate(items):
+                self._sse({"type": "response.output_item.added", "output_index": i,
+                           "item": {**item, "content": []} if item["type"] == "message" else item},
+                          "response.output_item.added")
+                if item["type"] == "message":
+                    for piece in _words(item["content"][0]["text"]):
+                        self._sse({"type": "response.output_text.delta", "item_id": item["id"], "output_index": i,
+                                   "content_index": 0, "delta": piece}, "response.output_text.delta")
+                self._sse({"type": "response.output_item.done", "output_index": i, "item": item},
+                          "response.output_item.done")
+            self._sse({"type": "response.completed", "response": response}, "response.completed")
+
+        # -- Gemini generateContent ---------------------------------------------------
+        def _gemini(self, reply: Reply, body: dict, stream: bool) -> None:
+            parts: list[dict] = [{"text": p} for p in (_words(reply.text) if stream else [reply.text])] \
+                if reply.text else []
+            calls = [{"functionCall": {"name": n, "args": a}} for n, a in reply.tool_calls]
+            usage = {"promptTokenCount": reply.input_tokens, "candidatesTokenCount": reply.output_tokens,
+                     "totalTokenCount": reply.input_tokens + reply.output_tokens}
+
+            def doc(ps: list[dict], last: bool) -> dict:
+                cand: dict = {"content": {"role": "model", "parts": ps}, "index": 0}
+                if last:
+                    cand["finishReason"] = "STOP"
+                return {"candidates": [cand], "modelVersion": "fake-model", **({"usageMetadata": usage} if last else {})}
+
+            if not stream:
+                return self._json(200, doc(parts + calls, True))
+            self._sse_start()
+            chunks = [[p] for p in parts] + ([calls] if calls else [])
+            for i, ps in enumerate(chunks or [[{"text": ""}]]):
+                self._sse(doc(ps, i == max(0, len(chunks) - 1)))
+
         # -- Anthropic Messages -------------------------------------------------------
         def _anthropic(self, reply: Reply, body: dict, stream: bool) -> None:
             mid, model = f"msg_{uuid.uuid4().hex[:12]}", body.get("model", "claude-fake")
@@ -304,3 +367,17 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             self._sse({"type": "message_stop"}, "message_stop")
 
     return Handler
+
+
+def _route(path: str) -> str | None:
+    """Which API a request path belongs to (None: not a model call)."""
+    p = path.split("?")[0].rstrip("/")
+    if p.endswith("/chat/completions"):
+        return "openai"
+    if p.endswith("/responses"):
+        return "responses"
+    if p.endswith("/messages"):
+        return "anthropic"
+    if ":generateContent" in p or ":streamGenerateContent" in p:
+        return "gemini"
+    return None

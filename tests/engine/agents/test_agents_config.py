@@ -121,7 +121,9 @@ def test_list_agents(tmp_path, clean_env):
     write_config(tmp_path, '[agents.default]\nmodel = "anthropic/claude-sonnet-4-5"\n')
     rows = {r["name"]: r for r in list_agents(load_settings(tmp_path))}
     assert {"default", "planner", "implementer", "reviewer", "claude-code", "codex", "gemini", "aider",
-            "demo"} <= set(rows)
+            "opencode", "pi", "demo"} <= set(rows)
+    sandbox = rows["default"].pop("sandbox")
+    assert sandbox.startswith("OS sandbox: ") and all(r["sandbox"] == sandbox for r in rows.values() if "sandbox" in r)
     assert rows["default"] == {"name": "default", "kind": "litellm", "model": "anthropic/claude-sonnet-4-5",
                                "usable": False, "why": "ANTHROPIC_API_KEY is not set"}
     assert rows["planner"]["uses"] == "default" and rows["planner"]["model"] == "anthropic/claude-sonnet-4-5"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import engine.tools as tools
+from engine.sandbox import Policy
 from engine.tools import DEFAULT_TOOLS, ToolContext, call_tool, openai_tool_specs
 
 
@@ -213,8 +214,10 @@ async def test_shell_runs_in_workdir(wd):
 
 
 async def test_shell_hanging_command_killed_with_children(wd):
-    marker = wd / "child.pid"
-    ok, out = await call(wd, "run_shell", command=f"sleep 60 & echo $! > {marker}; sleep 60", timeout=0.5)
+    marker = wd / "child.pid"  # outside the OS sandbox, so the pid is this host's (sandboxed: test_confinement)
+    ok, out = await call_tool(DEFAULT_TOOLS, "run_shell",
+                              {"command": f"sleep 60 & echo $! > {marker}; sleep 60", "timeout": 0.5},
+                              ToolContext(wd, sandbox=Policy(mode="off")))
     assert ok and "timed out" in out and "killed" in out
     pid = int(marker.read_text())
     for _ in range(100):  # the background child is gone too (reaped by init, maybe not instantly)
@@ -247,9 +250,11 @@ async def test_shell_env_has_no_secrets(wd, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-leak")
     monkeypatch.setenv("HARMLESS", "visible")
     ok, out = await call(wd, "run_shell", command="env")
-    assert ok and "HARMLESS=visible" in out
+    assert ok and "PATH=" in out and "HARMLESS" not in out  # an allowlist, not a denylist
     for leak in ("sk-leak", "ghp-leak", "shh", "aws-leak"):
         assert leak not in out
+    ok, out = await call_tool(DEFAULT_TOOLS, "run_shell", {"command": "env"}, ToolContext(wd, passthrough=["HARMLESS"]))
+    assert "HARMLESS=visible" in out
 
 
 async def test_shell_secrets_passed_when_configured(wd, monkeypatch):
