@@ -44,12 +44,8 @@ class Owner:
         pid = os.getpid()
         return cls(prefix + uuid.uuid4().hex[:12], this_host(), pid, _proc_start(pid))
 
-    @property
-    def is_worker(self) -> bool:
-        return self.id.startswith(WORKER_PREFIX)
 
-
-WORKER_PREFIX = "worker-"
+WORKER_PREFIX = "worker-"  # the owner id of a worker (`smithers worker`) starts with it
 
 
 def owner_alive(owner: OwnerInfo | None, now: float | None = None) -> bool:

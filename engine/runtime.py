@@ -268,18 +268,28 @@ class Engine:
         reason instead, in a frame like every transition: `smithers resume` retries it once fixed."""
         out = []
         for run in await self.store.claim_runs(self.owner, limit, time.time()):
-            state = await self.store.load_state(run.id)
             try:
-                wf, now_hash = await self.load(run)
-            except SmithersError as e:
-                await RunExecutor(self, run, None, state).fail(str(e))
-                continue
-            ex = RunExecutor(self, run, wf, state)
-            await self._recover(ex, was_failed=False)
+                state = await self.store.load_state(run.id)
+                try:
+                    wf, _ = await self.load(run)
+                except SmithersError as e:
+                    await RunExecutor(self, run, None, state).fail(str(e))
+                    continue
+                ex = RunExecutor(self, run, wf, state)
+                await self._recover(ex, was_failed=False)
+            except BaseException:  # the database went away meanwhile: give the run back, whole
+                await asyncio.shield(self._give_back(run))
+                raise
             if run.cancel_requested:  # asked while its owner was gone: cancel it now
                 ex.request_cancel()
             out.append(ex)
         return out
+
+    async def _give_back(self, run: RunRecord) -> None:
+        try:
+            await self.store.release(run.id, self.owner.id, token=run.lease)
+        except Exception:  # the database is away: this process's death (or its next try) frees it
+            pass
 
     async def workers(self, *, dead: bool = False) -> list[WorkerView]:
         """Workers in the registry that are alive (with `dead`, also those gone without a word),

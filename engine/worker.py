@@ -106,6 +106,9 @@ class Worker:
         except SmithersError as e:  # the database is away for longer than a reconnect: try again later
             self.log(f"worker {self.id}: cannot claim runs now: {e}")
             return
+        except Exception as e:  # a bug: say it, and go on with the next wake-up
+            self.log(f"worker {self.id}: claiming failed: {type(e).__name__}: {e}")
+            return
         for ex in claimed:
             self.log(f"run {ex.run_id} ({ex.run.workflow}) taken at frame {ex.frame}")
             self.executed.append(ex.run_id)
