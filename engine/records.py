@@ -42,7 +42,15 @@ class RunRecord:
     updated_at: float
     finished_at: float | None
     meta: dict[str, Any] = field(default_factory=dict)
+    result: Any = None  # what the run produced: the output of its last step (a sub-workflow's output)
+    wake_at: float | None = None  # a waiting run's next timer or timeout
     lease: int = 0  # the fencing token: bumped at every take-over; writes carry the one they hold
+
+    @property
+    def parent_step(self) -> Key | None:
+        """For a sub-workflow's run: the step of its parent run that started it."""
+        v = self.meta.get("parent_step")
+        return (v[0], int(v[1])) if v else None
 
     @property
     def max_concurrency(self) -> int | None:
@@ -153,10 +161,63 @@ class ApprovalRecord:
     decided_at: float | None
     applied: bool
     workflow: str | None = None
+    mode: str = "approve"  # approve | select | rank | human (a HumanTask)
+    request: dict[str, Any] = field(default_factory=dict)  # options, allowed, output (model), due
+    answer: Any = None  # the choice, the ranking, or a human task's answer
 
     @property
     def key(self) -> Key:
         return (self.node_id, self.iteration)
+
+    @property
+    def options(self) -> list[str]:
+        return list(self.request.get("options") or [])
+
+    @property
+    def allowed(self) -> list[str] | None:
+        return self.request.get("allowed")
+
+
+@dataclass(slots=True)
+class SignalRecord:
+    """A signal sent to a run: kept until a Signal step with its name takes it (first in, first out)."""
+
+    seq: int
+    run_id: str
+    name: str
+    payload: Any
+    sent_at: float
+    sent_by: str | None
+    node_id: str | None = None  # the step that took it
+    iteration: int | None = None
+    consumed_at: float | None = None
+    frame: int | None = None
+    error: str | None = None  # refused when taken: it did not fit the step's model
+
+    @property
+    def pending(self) -> bool:
+        return self.consumed_at is None
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    value: Any
+    type: str | None
+    created_at: float
+    run_id: str
+    node_id: str
+    iteration: int
+
+
+@dataclass(slots=True)
+class WaitRecord:
+    """A step in a durable wait (a signal, a timer, a parked sub-workflow) of a run."""
+
+    run_id: str
+    node_id: str
+    iteration: int
+    kind: str
+    data: dict[str, Any]
 
 
 @dataclass(slots=True)

@@ -119,8 +119,8 @@ class Worker:
 
     async def _execute(self, ex: RunExecutor) -> None:
         try:
-            status = await ex.execute(stop_when_waiting=True)
-            self.log(f"run {ex.run_id} {status}" + (f": {ex.error}" if status == "failed" and ex.error else ""))
+            status, last = await self.engine.execute(ex, stop_when_waiting=True)  # and what it continued as
+            self.log(f"run {last.run_id} {status}" + (f": {last.error}" if status == "failed" and last.error else ""))
         except LeaseLost as e:
             self.log(f"run {ex.run_id}: {e}")
         except SmithersError as e:

@@ -157,6 +157,14 @@ class Host:
         rid = ex.run_id
         try:
             status = await ex.execute(stop_when_waiting=False)
+            if status == "finished" and ex.continued_as and not self._closed:  # ContinueAsNew: go on with the next
+                eng = self.run_engine.get(rid, self.engine)
+                assert eng is not None
+                if rid in self.demo_runs:
+                    self.demo_runs.add(ex.continued_as)
+                self.execute(eng, await eng.resume(ex.continued_as, nested=True))
+                self.app.notify(f"run {rid} continued as {ex.continued_as}", timeout=6)
+                return
             if rid not in self.quiet_end and not self._closed:
                 sev = "information" if status == "finished" else "warning" if status == "cancelled" else "error"
                 msg = f"run {rid} {status}"
@@ -198,12 +206,29 @@ class Host:
         ex = await eng.resume(run_id)
         self.execute(eng, ex)
 
-    async def decide(self, run_id: str, node: str, iteration: int, approved: bool, note: str | None = None) -> str:
-        assert self.store is not None and self.engine is not None
+    async def decide(self, run_id: str, node: str, iteration: int, approved: bool, note: str | None = None, *,
+                     choice: str | None = None, rank: list[str] | None = None) -> str:
+        assert self.engine is not None
         eng = self.run_engine.get(run_id, self.engine)
         d = await eng.decide(run_id, node, iteration, approved, note=note or None,
-                             resume=run_id not in self.tasks)
-        said = f"gate {key_label(node, iteration)} of run {run_id} {d.gate.decision}"
+                             resume=run_id not in self.tasks, choice=choice, rank=rank)
+        return await self._decided(eng, run_id, d, f"gate {key_label(node, iteration)}")
+
+    async def answer(self, run_id: str, node: str, iteration: int, data: Any, note: str | None = None) -> str:
+        """Answer a human task (the data must fit its model)."""
+        assert self.engine is not None
+        eng = self.run_engine.get(run_id, self.engine)
+        d = await eng.answer(run_id, node, iteration, data, note=note or None, resume=run_id not in self.tasks)
+        return await self._decided(eng, run_id, d, f"human task {key_label(node, iteration)}")
+
+    async def answer_model(self, run_id: str, node: str) -> Any:
+        """The model of a human task's answer (the form is generated from it)."""
+        assert self.engine is not None
+        return await self.engine.answer_model(run_id, node)
+
+    async def _decided(self, eng: Engine, run_id: str, d: Any, what: str) -> str:
+        assert self.store is not None
+        said = f"{what} of run {run_id} {d.gate.decision}"
         if d.executor is not None:
             self.execute(eng, d.executor)
             return f"{said}; continuing the run here"

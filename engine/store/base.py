@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..events import Event
 from ..frame import Delta
-from ..records import (ApprovalRecord, AttemptRecord, FrameRecord, FrameState, NewRun, OutputRecord, ReportData,
-                       RunRecord, RunStats, Wake, WorkerRecord)
+from ..records import (ApprovalRecord, AttemptRecord, CacheEntry, FrameRecord, FrameState, NewRun, OutputRecord,
+                       ReportData, RunRecord, RunStats, SignalRecord, WaitRecord, Wake, WorkerRecord)
 from ..state import Key, NodeRecord, RunState
 
 if TYPE_CHECKING:
@@ -264,13 +264,45 @@ class Store(ABC):
 
     @abstractmethod
     async def decide(self, run_id: str, node_id: str, iteration: int, approved: bool, by: str,
-                     note: str | None, now: float) -> tuple[bool, ApprovalRecord]:
+                     note: str | None, now: float, *, answer: Any = None,
+                     decision: str | None = None) -> tuple[bool, ApprovalRecord]:
         """Record a decision once: (True, gate) for the first writer, (False, the gate as decided)
-        after. The decision is in the event log at once."""
+        after. The decision is in the event log at once. `answer` is a choice, a ranking or a human
+        task's answer; `decision` overrides the word recorded (`answered`, `timed_out`)."""
 
     @abstractmethod
     async def decided_unapplied(self, run_id: str) -> list[ApprovalRecord]:
         """Decisions recorded that the run has not acted on yet."""
+
+    # --- signals -------------------------------------------------------------------------------
+    @abstractmethod
+    async def send_signal(self, run_id: str, name: str, payload: Any, by: str | None, now: float) -> SignalRecord:
+        """Record a signal for a run that is queued, running or waiting (checked in the same
+        transaction: BadInput, writing nothing, for a run that has ended). In the event log at once."""
+
+    @abstractmethod
+    async def signals(self, run_id: str, pending_only: bool = False) -> list[SignalRecord]:
+        """Signals sent to the run, oldest first; pending_only: those no step has taken yet."""
+
+    # --- waits, timers and the cache -----------------------------------------------------------
+    @abstractmethod
+    async def open_waits(self, run_id: str | None = None) -> list[WaitRecord]:
+        """Steps in a durable wait (signals, timers, parked sub-workflows) of runs that are running or
+        waiting."""
+
+    @abstractmethod
+    async def wakeable_runs(self, now: float, limit: int = 100) -> list[RunRecord]:
+        """Waiting runs something could move on now: a timer or timeout came due (wake_at <= now), a
+        signal is pending, or a decision or answer is recorded but not applied. Owners are not
+        checked here: whoever claims a run checks its lease."""
+
+    @abstractmethod
+    async def cache_get(self, node_id: str, key: str, version: str) -> CacheEntry | None:
+        """The cached output of a step (node id, key, version), or None."""
+
+    @abstractmethod
+    async def usage_by_node(self, run_id: str) -> dict[Key, tuple[int, float]]:
+        """Tokens (in + out) and USD per step, summed over its attempts (for budgets)."""
 
     # --- workers -------------------------------------------------------------------------------
     @abstractmethod
@@ -284,10 +316,12 @@ class Store(ABC):
         - a `running` run whose owner is gone: nobody holds its lease, or its holder's process is
           gone from this host, or its holder on another host has not beaten for STALE_AFTER_S
           (`lease.claimable_owner`);
-        - a `waiting` run nobody (alive) holds, with a decision recorded but not applied yet.
+        - a `waiting` run nobody (alive) holds that something can move on now: a decision or an
+          answer recorded but not applied, a signal pending, or a timer or timeout come due
+          (`wake_at` <= now) — what `wakeable_runs` lists, with the lease judged here.
 
-        Further reasons to wake a run (a timer come due, a signal arrived) are added here, to this
-        one method of each store, and nowhere else."""
+        Further reasons to wake a run are added here, to this one method of each store, and
+        nowhere else."""
 
     @abstractmethod
     async def register_worker(self, worker: WorkerRecord) -> None:

@@ -30,13 +30,15 @@ from ..errors import (BadInput, Conflict, LeaseLost, NotADatabase, RunNotFound, 
 from ..events import Event
 from ..frame import Delta, decode_delta
 from ..lease import STALE_AFTER_S, Owner, claimable_owner, this_host
-from ..records import (ATTEMPT_COLUMNS, ApprovalRecord, AttemptRecord, FrameRecord, FrameState, NewRun, OutputRecord, ReportData,
+from ..records import (ATTEMPT_COLUMNS, ApprovalRecord, AttemptRecord, CacheEntry, FrameRecord, FrameState, NewRun,
+                       OutputRecord, ReportData, SignalRecord, WaitRecord,
                        RunRecord, RunStats, WorkerRecord)
 from ..state import Key, NodeRecord, RunKind, RunState, RunStatus, key_str, parse_key
 from .base import Store
 from .postgres_schema import BOOTSTRAP, CHANNEL, MIGRATION_LOCK, PG_MIGRATIONS, PG_SCHEMA_VERSION, SCHEMA
 from .schema import SCHEMA_VERSION
 from .sqlite import (_columns, _new_run_row, _owner_of, _short, approval_record, attempt_record, dumps, node_record,
+                     signal_record,
                      owner_columns, row_to_event, run_record)
 
 assert PG_SCHEMA_VERSION == SCHEMA_VERSION, "every migration exists for both stores"
@@ -330,10 +332,11 @@ class PostgresStore(Store):
             out = {rid: RunStats() for rid in ids}
             for r in await c.fetch("SELECT run_id, count(*) FILTER (WHERE state IN ('done','skipped')) AS done, "
                                    "count(*) AS known FROM nodes WHERE run_id = ANY($1::text[]) "
-                                   "AND kind IN ('task','approval') GROUP BY run_id", ids):
+                                   "AND kind IN ('task','approval','signal','timer','human','subflow') GROUP BY run_id",
+                                   ids):
                 out[r["run_id"]].done, out[r["run_id"]].known = r["done"] or 0, r["known"]
             for r in await c.fetch("SELECT run_id, node_id, iteration FROM nodes WHERE run_id = ANY($1::text[]) "
-                                   "AND state='running' AND kind='task' ORDER BY updated_at", ids):
+                                   "AND state='running' AND kind IN ('task','subflow') ORDER BY updated_at", ids):
                 out[r["run_id"]].running.append((r["node_id"], r["iteration"]))
             for r in await c.fetch("SELECT run_id, count(*) AS n FROM approvals WHERE run_id = ANY($1::text[]) "
                                    "AND decision IS NULL GROUP BY run_id", ids):
@@ -348,20 +351,8 @@ class PostgresStore(Store):
 
     # --- writing a run -------------------------------------------------------------------------
     async def create_run(self, run: NewRun, owner: Owner | None, now: float) -> None:
-        row = _new_run_row(run, now)
-        if owner is not None:
-            row.update(owner_columns(owner, now), lease=1)
-
         async def write(c: Conn) -> None:
-            await _insert(c, "runs", row)
-            await c.execute("INSERT INTO keyframes (run_id, frame, state) VALUES ($1, 0, $2)",
-                            run.id, dumps({"v": 1, "n": {}, "r": str(run.status)}))
-            await c.execute("INSERT INTO frames (run_id, frame, at, delta) VALUES ($1, 0, $2, $3)", run.id, now,
-                            '{"v":1}')
-            await c.execute("INSERT INTO events (run_id, frame, at, type, data) VALUES ($1, 0, $2, 'run_started', $3)",
-                            run.id, now, dumps({"workflow": run.workflow, "input": run.input}))
-            if owner is None:
-                await _notify(c, run.id)
+            await _insert_new_run(c, run, owner, now)
 
         await self._new_run(write, run.id, now, "choose another --run-id or resume it")
 
@@ -569,21 +560,28 @@ class PostgresStore(Store):
         return [approval_record(r) for r in await self._fetch(sql, *params)]
 
     async def decide(self, run_id: str, node_id: str, iteration: int, approved: bool, by: str,
-                     note: str | None, now: float) -> tuple[bool, ApprovalRecord]:
+                     note: str | None, now: float, *, answer: Any = None,
+                     decision: str | None = None) -> tuple[bool, ApprovalRecord]:
         select = ("SELECT a.*, r.workflow FROM approvals a JOIN runs r ON r.id=a.run_id "
                   "WHERE a.run_id=$1 AND a.node_id=$2 AND a.iteration=$3")
+        word = decision or ("approved" if approved else "denied")
 
         async def write(c: Conn) -> tuple[bool, asyncpg.Record | None]:
-            done = await c.execute("UPDATE approvals SET decision=$1, decided_by=$2, note=$3, decided_at=$4 "
-                                   "WHERE run_id=$5 AND node_id=$6 AND iteration=$7 AND decision IS NULL",
-                                   "approved" if approved else "denied", by, note, now, run_id, node_id, iteration)
+            done = await c.execute("UPDATE approvals SET decision=$1, decided_by=$2, note=$3, decided_at=$4, answer=$5 "
+                                   "WHERE run_id=$6 AND node_id=$7 AND iteration=$8 AND decision IS NULL",
+                                   word, by, note, now, dumps(answer) if answer is not None else None, run_id,
+                                   node_id, iteration)
             won = done == "UPDATE 1"
             row = await c.fetchrow(select, run_id, node_id, iteration)
             if won:  # in the log at once, whether or not a process runs the run now
+                data: dict[str, Any] = {"approved": approved, "by": by, "note": note, "at": now}
+                if decision:
+                    data["decision"] = decision
+                if answer is not None:
+                    data["answer"] = answer
                 await c.execute("INSERT INTO events (run_id,frame,at,type,node_id,iteration,data) "
                                 "SELECT id, frame, $1, 'approval_decided', $2, $3, $4 FROM runs WHERE id=$5",
-                                now, node_id, iteration,
-                                dumps({"approved": approved, "by": by, "note": note, "at": now}), run_id)
+                                now, node_id, iteration, dumps(data), run_id)
                 await _notify(c, run_id)
             return won, row
 
@@ -603,6 +601,68 @@ class PostgresStore(Store):
                                  "WHERE a.run_id=$1 AND a.decision IS NOT NULL AND a.applied=0", run_id)
         return [approval_record(r) for r in rows]
 
+    # --- signals -------------------------------------------------------------------------------
+    async def send_signal(self, run_id: str, name: str, payload: Any, by: str | None, now: float) -> SignalRecord:
+        async def write(c: Conn) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
+            run = await c.fetchrow("SELECT status, frame FROM runs WHERE id=$1 FOR UPDATE", run_id)
+            if run is None or run["status"] not in ("queued", "running", "waiting"):
+                return run, None
+            row = await c.fetchrow("INSERT INTO signals (run_id, name, payload, sent_at, sent_by) VALUES ($1,$2,$3,$4,$5)"
+                                   " RETURNING *", run_id, name, dumps(payload), now, by)
+            await c.execute("INSERT INTO events (run_id,frame,at,type,data) VALUES ($1,$2,$3,'signal_sent',$4)",
+                            run_id, run["frame"], now, dumps({"name": name, "seq": row["seq"], "by": by}))
+            await _notify(c, run_id)
+            return run, row
+
+        async def retried(c: Conn) -> Any:
+            row = await c.fetchrow("SELECT * FROM signals WHERE run_id=$1 AND sent_at=$2 AND name=$3", run_id, now, name)
+            return ({"status": "sent"}, row) if row is not None else NOT_DONE
+
+        run, row = await self._call(write, retried=retried)
+        if run is None:
+            await self.get_run(run_id)  # raises the not-found error
+        if row is None:
+            raise BadInput(f"run {run_id} is {run['status']}: it takes no more signals (only queued, running or "  # type: ignore[index]  # run is a row here: get_run raised otherwise
+                           "waiting runs do); nothing was sent")
+        return signal_record(row)
+
+    async def signals(self, run_id: str, pending_only: bool = False) -> list[SignalRecord]:
+        sql = "SELECT * FROM signals WHERE run_id=$1" + (" AND consumed_at IS NULL" if pending_only else "")
+        return [signal_record(r) for r in await self._fetch(sql + " ORDER BY seq", run_id)]
+
+    # --- waits, timers and the cache -----------------------------------------------------------
+    async def open_waits(self, run_id: str | None = None) -> list[WaitRecord]:
+        sql = ("SELECT n.run_id, n.node_id, n.iteration, n.kind, n.data FROM nodes n JOIN runs r ON r.id=n.run_id "
+               "WHERE n.state='waiting' AND r.status IN ('running','waiting')")
+        params: tuple[Any, ...] = ()
+        if run_id is not None:
+            sql += " AND n.run_id=$1"
+            params = (run_id,)
+        rows = await self._fetch(sql + " ORDER BY n.updated_at", *params)
+        return [WaitRecord(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}) for r in rows]
+
+    async def wakeable_runs(self, now: float, limit: int = 100) -> list[RunRecord]:
+        rows = await self._fetch(
+            "SELECT * FROM runs r WHERE r.status='waiting' AND ("
+            " (r.wake_at IS NOT NULL AND r.wake_at<=$1)"
+            " OR EXISTS (SELECT 1 FROM signals s WHERE s.run_id=r.id AND s.consumed_at IS NULL)"
+            " OR EXISTS (SELECT 1 FROM approvals a WHERE a.run_id=r.id AND a.decision IS NOT NULL AND a.applied=0))"
+            " ORDER BY r.updated_at LIMIT $2", now, limit)
+        return [run_record(r) for r in rows]
+
+    async def cache_get(self, node_id: str, key: str, version: str) -> CacheEntry | None:
+        row = await self._fetchrow("SELECT value, type, created_at, run_id, node_id, iteration FROM cache "
+                                   "WHERE node_id=$1 AND key=$2 AND version=$3", node_id, key, str(version))
+        if row is None:
+            return None
+        return CacheEntry(json.loads(row[0]), row[1], row[2], row[3], row[4], row[5])
+
+    async def usage_by_node(self, run_id: str) -> dict[Key, tuple[int, float]]:
+        rows = await self._fetch("SELECT node_id, iteration, sum(coalesce(tokens_in,0)+coalesce(tokens_out,0)), "
+                                 "sum(coalesce(cost_usd,0)) FROM attempts WHERE run_id=$1 GROUP BY node_id, iteration",
+                                 run_id)
+        return {(r[0], r[1]): (int(r[2] or 0), float(r[3] or 0.0)) for r in rows}
+
     # --- workers -------------------------------------------------------------------------------
     async def claim_runs(self, owner: Owner, limit: int, now: float) -> list[RunRecord]:
         """See Store.claim_runs. A read finds the candidates without locking; only when there are
@@ -612,7 +672,7 @@ class PostgresStore(Store):
             return []
         gone = [o["owner_id"] for o in await self._fetch(OWNERS_HERE_SQL, this_host())
                 if claimable_owner(_owner_of(o), now)]
-        params = (now - STALE_AFTER_S, this_host(), gone, limit)
+        params = (now - STALE_AFTER_S, this_host(), gone, limit, now)
         if not await self._fetch(CLAIMABLE_SQL, *params):
             return []
 
@@ -665,14 +725,17 @@ class PostgresStore(Store):
 
 # --- the claim rule (see Store.claim_runs; the same as the SQLite store's) ----------------------
 # Parameters: the stale heartbeat limit, this host, the owner ids on this host whose process is gone
-# (from OWNERS_HERE_SQL + lease.claimable_owner), how many.
+# (from OWNERS_HERE_SQL + lease.claimable_owner), how many, now. A sub-workflow's run is never claimed
+# by itself: its parent's Subflow step drives it.
 CLAIMABLE_SQL = """
-SELECT * FROM runs WHERE (
+SELECT * FROM runs WHERE kind <> 'subflow' AND (
   (status = 'queued' AND owner_id IS NULL)
   OR (status IN ('running', 'waiting') AND (owner_id IS NULL
       OR (heartbeat_at < $1 AND owner_host IS DISTINCT FROM $2)
       OR owner_id = ANY($3::text[])))
 ) AND (status <> 'waiting'
+       OR (wake_at IS NOT NULL AND wake_at <= $5)
+       OR EXISTS (SELECT 1 FROM signals s WHERE s.run_id = runs.id AND s.consumed_at IS NULL)
        OR EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.decision IS NOT NULL AND a.applied = 0))
 ORDER BY created_at LIMIT $4"""
 OWNERS_HERE_SQL = """
@@ -688,14 +751,19 @@ async def _commit(c: Conn, run_id: str, owner_id: str, token: int | None, frame:
     _columns(delta.run)  # only run columns
     cols = {k: (str(v) if k == "status" else v) for k, v in delta.run.items() if k not in ("frame", "updated_at")}
     last = await c.fetchval(
-        "SELECT commit_frame($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
+        "SELECT commit_frame($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
         run_id, owner_id, token, frame, now, dumps(cols),
         dumps([list(k) for k in delta.interrupted]),
         dumps([[k[0], k[1], str(r.kind), str(r.state), r.attempts, r.error, r.data] for k, r in delta.nodes.items()]),
         dumps([[k[0], k[1], v, t, d or None] for k, (v, t, d) in delta.outputs.items()]),
         dumps([_attempt_values(a) for a in delta.attempts]),
-        dumps([[a["key"][0], a["key"][1], a["message"], a["on_deny"]] for a in delta.approvals if not a.get("applied")]),
+        dumps([[a["key"][0], a["key"][1], a["message"], a["on_deny"], a.get("mode", "approve"), a.get("request") or None]
+               for a in delta.approvals if not a.get("applied")]),
         dumps([list(a["key"]) for a in delta.approvals if a.get("applied")]),
+        dumps([[s["key"][0] if s.get("key") else None, s["key"][1] if s.get("key") else None, s.get("error"), s["seq"]]
+               for s in delta.signals]),
+        dumps([[c["node_id"], c["key"], str(c["version"]), c["value"], c.get("type"), c["iteration"]]
+               for c in delta.cache]),
         dumps(delta.summary()), dumps(keyframe) if keyframe is not None else None,
         dumps([[typ, k[0] if k else None, k[1] if k else None, data or None] for typ, k, data in delta.events]),
         "owner_id" in delta.run and delta.run["owner_id"] is None)  # the lease is given up: wake the workers
@@ -703,7 +771,27 @@ async def _commit(c: Conn, run_id: str, owner_id: str, token: int | None, frame:
         row = await c.fetchrow("SELECT owner_id, owner_pid, owner_host FROM runs WHERE id=$1", run_id)
         who = f"pid {row['owner_pid']} on {row['owner_host']}" if row and row["owner_id"] else "another process"
         raise LeaseLost(f"run {run_id} was taken over by {who}; this process stops")
+    for new, owner in delta.new_runs:  # a ContinueAsNew successor, made in the same transaction
+        await _insert_new_run(c, new, owner, now)
     return int(last)
+
+
+async def _insert_new_run(c: Conn, run: NewRun, owner: Owner | None, now: float) -> None:
+    """A run row, its frame 0 and keyframe, and its run_started event; a queued run wakes the workers."""
+    row = _new_run_row(run, now)
+    if owner is not None:
+        row.update(owner_columns(owner, now), lease=1)
+    started: dict[str, Any] = {"workflow": run.workflow, "input": run.input}
+    if run.parent_run_id:
+        started.update({"parent": run.parent_run_id, "kind": str(run.kind)})
+    await _insert(c, "runs", row)
+    await c.execute("INSERT INTO keyframes (run_id, frame, state) VALUES ($1, 0, $2)", run.id,
+                    dumps({"v": 1, "n": {}, "r": str(run.status)}))
+    await c.execute("INSERT INTO frames (run_id, frame, at, delta) VALUES ($1, 0, $2, $3)", run.id, now, '{"v":1}')
+    await c.execute("INSERT INTO events (run_id, frame, at, type, data) VALUES ($1, 0, $2, 'run_started', $3)",
+                    run.id, now, dumps(started))
+    if owner is None:
+        await _notify(c, run.id)
 
 
 def _attempt_values(a: dict[str, Any]) -> list[Any]:

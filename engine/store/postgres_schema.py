@@ -17,12 +17,12 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.schema_version (version integer NOT NULL);
 # of the transition, in the order the SQLite store writes them. Returns the last event's sequence
 # number (0 without events), or NULL when the lease is not the caller's (nothing is written).
 # p_run_cols holds the run columns the transition changes; p_nodes, p_outputs, p_attempts,
-# p_requests, p_applied, p_interrupted and p_events are JSON arrays of arrays.
+# p_requests, p_applied, p_signals, p_cache, p_interrupted and p_events are JSON arrays of arrays.
 COMMIT_FUNCTION = """
 CREATE FUNCTION commit_frame(p_run text, p_owner text, p_token integer, p_frame integer, p_now double precision,
                              p_run_cols jsonb, p_interrupted jsonb, p_nodes jsonb, p_outputs jsonb,
-                             p_attempts jsonb, p_requests jsonb, p_applied jsonb, p_delta jsonb,
-                             p_keyframe jsonb, p_events jsonb, p_notify boolean)
+                             p_attempts jsonb, p_requests jsonb, p_applied jsonb, p_signals jsonb, p_cache jsonb,
+                             p_delta jsonb, p_keyframe jsonb, p_events jsonb, p_notify boolean)
 RETURNS bigint LANGUAGE plpgsql AS $fn$
 DECLARE
     c jsonb := p_run_cols;
@@ -41,7 +41,10 @@ BEGIN
                            ELSE cancel_requested END,
         finished_at = CASE WHEN c ? 'finished_at' THEN (c->>'finished_at')::double precision ELSE finished_at END,
         source_hash = CASE WHEN c ? 'source_hash' THEN c->>'source_hash' ELSE source_hash END,
-        meta = CASE WHEN c ? 'meta' THEN c->'meta' ELSE meta END
+        meta = CASE WHEN c ? 'meta' THEN NULLIF(c->'meta', 'null') ELSE meta END,
+        result = CASE WHEN c ? 'result' THEN NULLIF(c->'result', 'null') ELSE result END,
+        wake_at = CASE WHEN c ? 'wake_at' THEN (c->>'wake_at')::double precision ELSE wake_at END,
+        successor_run_id = CASE WHEN c ? 'successor_run_id' THEN c->>'successor_run_id' ELSE successor_run_id END
     WHERE id = p_run AND owner_id = p_owner AND (p_token IS NULL OR lease = p_token);
     IF NOT FOUND THEN
         RETURN NULL;
@@ -76,15 +79,26 @@ BEGIN
             tokens_out = excluded.tokens_out, cost_usd = excluded.cost_usd, commit_sha = excluded.commit_sha,
             structured_mode = excluded.structured_mode, data = excluded.data;
     -- a gate asked again (a failed run resumed after a denial) opens a fresh request
-    INSERT INTO approvals (run_id, node_id, iteration, message, on_deny, requested_at, frame)
-        SELECT p_run, e->>0, (e->>1)::integer, e->>2, e->>3, p_now, p_frame
+    INSERT INTO approvals (run_id, node_id, iteration, message, on_deny, requested_at, frame, mode, request)
+        SELECT p_run, e->>0, (e->>1)::integer, e->>2, e->>3, p_now, p_frame, e->>4, NULLIF(e->5, 'null')
         FROM jsonb_array_elements(p_requests) e
         ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET message = excluded.message,
             on_deny = excluded.on_deny, requested_at = excluded.requested_at, frame = excluded.frame,
-            decision = NULL, decided_by = NULL, note = NULL, decided_at = NULL, applied = 0
+            mode = excluded.mode, request = excluded.request, decision = NULL, decided_by = NULL, note = NULL,
+            decided_at = NULL, answer = NULL, applied = 0
         WHERE approvals.applied = 1;
     UPDATE approvals a SET applied = 1 FROM jsonb_array_elements(p_applied) e
         WHERE a.run_id = p_run AND a.node_id = e->>0 AND a.iteration = (e->>1)::integer;
+    -- taken once: a signal another step took meanwhile is not taken again
+    UPDATE signals s SET node_id = e->>0, iteration = (e->>1)::integer, consumed_at = p_now, frame = p_frame,
+            error = e->>2
+        FROM jsonb_array_elements(p_signals) e
+        WHERE s.seq = (e->>3)::bigint AND s.run_id = p_run AND s.consumed_at IS NULL;
+    INSERT INTO cache (node_id, key, version, value, type, created_at, run_id, iteration)
+        SELECT e->>0, e->>1, e->>2, e->3, e->>4, p_now, p_run, (e->>5)::integer
+        FROM jsonb_array_elements(p_cache) e
+        ON CONFLICT (node_id, key, version) DO UPDATE SET value = excluded.value, type = excluded.type,
+            created_at = excluded.created_at, run_id = excluded.run_id, iteration = excluded.iteration;
     INSERT INTO frames (run_id, frame, at, delta) VALUES (p_run, p_frame, p_now, p_delta);
     IF p_keyframe IS NOT NULL THEN
         INSERT INTO keyframes (run_id, frame, state) VALUES (p_run, p_frame, p_keyframe)
@@ -183,7 +197,34 @@ PG_MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN data jsonb;
     """,
-    # v3: workers (see schema.py); and here, one frame's writes as one function call (one round trip)
+    # v3: the whole language (see schema.py): signals, timers, human tasks and select/rank gates,
+    # sub-workflows, ContinueAsNew, the task cache
+    """
+    ALTER TABLE runs ADD COLUMN result jsonb;
+    ALTER TABLE runs ADD COLUMN wake_at double precision;
+    CREATE INDEX runs_wake ON runs(wake_at) WHERE wake_at IS NOT NULL;
+
+    ALTER TABLE approvals ADD COLUMN mode text NOT NULL DEFAULT 'approve';
+    ALTER TABLE approvals ADD COLUMN request jsonb;
+    ALTER TABLE approvals ADD COLUMN answer jsonb;
+
+    CREATE TABLE signals (
+        seq bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+        run_id text NOT NULL, name text NOT NULL, payload jsonb NOT NULL,
+        sent_at double precision NOT NULL, sent_by text,
+        node_id text, iteration integer,
+        consumed_at double precision, frame integer, error text
+    );
+    CREATE INDEX signals_open ON signals(run_id, consumed_at, seq);
+
+    CREATE TABLE cache (
+        node_id text NOT NULL, key text NOT NULL, version text NOT NULL,
+        value jsonb NOT NULL, type text, created_at double precision NOT NULL,
+        run_id text NOT NULL, iteration integer NOT NULL,
+        PRIMARY KEY (node_id, key, version)
+    );
+    """,
+    # v4: workers (see schema.py); and here, one frame's writes as one function call (one round trip)
     """
     ALTER TABLE runs ADD COLUMN lease integer NOT NULL DEFAULT 0;
     CREATE INDEX runs_owner ON runs(owner_host, status);

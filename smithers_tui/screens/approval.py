@@ -1,6 +1,7 @@
 """The approval prompt: a gate of the shown run waits. Its message, what happened before, what
-approving or denying does; y approves, n denies, with an optional note. A decision made
-elsewhere (the CLI, another app) closes it."""
+approving or denying does; y approves, n denies, with an optional note. A select gate lists its
+options (the highlighted one is chosen); a rank gate lists them in the order given (ctrl+up /
+ctrl+down move the highlighted one). A decision made elsewhere (the CLI, another app) closes it."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +12,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from .modal import Modal
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
 
 
 from ..rows import record_row
@@ -29,6 +31,8 @@ class ApprovalScreen(Modal[str]):
         Binding("n", "decide(False)", "Deny", id="approval.deny"),
         Binding("e", "note", "Note", id="approval.note"),
         Binding("escape", "later", "Later", id="approval.later"),
+        Binding("ctrl+up", "move(-1)", "Rank up", id="approval.rank_up"),
+        Binding("ctrl+down", "move(1)", "Rank down", id="approval.rank_down"),
     ]
 
     def __init__(self, run_id: str, node: str, iteration: int) -> None:
@@ -37,11 +41,14 @@ class ApprovalScreen(Modal[str]):
         self.deciding = False
         self.closing = False
         self.loaded = False
+        self.mode = "approve"
+        self.options: list[str] = []  # a select gate's options; a rank gate's, in the order given now
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(f"◆  Approval needed — {key_label(self.node, self.iteration)} of run {self.run_id}", id="title")
             yield Static("", id="message")
+            yield OptionList(id="options")
             with VerticalScroll(id="context"):
                 yield Static("loading…", id="context-body")
             yield Input(placeholder="optional note kept with the decision (e to type here, enter when done)", id="note")
@@ -51,6 +58,7 @@ class ApprovalScreen(Modal[str]):
                 yield Button("Later  esc", id="later")
 
     def on_mount(self) -> None:
+        self.query_one("#options").display = False
         self.query_one("#approve").focus()
         self.load()
 
@@ -69,6 +77,7 @@ class ApprovalScreen(Modal[str]):
         if not self.query("#context-body"):  # closing
             return
         self.query_one("#message", Static).update(Text(gate["message"], style="bold"))
+        self.show_options(gate)
         nodes = {(n["id"], n["iteration"]): n for n in rep["nodes"]}
         rows = list(reversed(await reader.events(
             self.run_id, types=["node_finished", "node_failed", "node_skipped", "approval_decided"], limit=6,
@@ -89,7 +98,11 @@ class ApprovalScreen(Modal[str]):
             body.append("\n")
         body.append("If you approve\n", style="bold underline")
         me = nodes.get((self.node, self.iteration))
-        if me and me["kind"] == "task":
+        if self.mode == "select":
+            body.append("  the highlighted option is the choice; the run goes on with it\n")
+        elif self.mode == "rank":
+            body.append("  the order shown is the ranking, best first (ctrl+up / ctrl+down move an option)\n")
+        elif me and me["kind"] == "task":
             body.append(f"  step {self.node} runs (it waits for this approval before starting)\n")
         else:
             body.append(f"  the run goes on past {self.node}\n")
@@ -97,6 +110,49 @@ class ApprovalScreen(Modal[str]):
         body.append(f"  {ON_DENY.get(gate['on_deny'], gate['on_deny'])}\n")
         self.query_one("#context-body", Static).update(body)
         self.loaded = True
+
+    def show_options(self, gate: dict[str, Any]) -> None:
+        """A select or rank gate: its options, to choose from or to order."""
+        self.mode = gate.get("mode") or "approve"
+        if self.mode not in ("select", "rank") or not self.query("#options"):
+            return
+        self.options = list((gate.get("request") or {}).get("options") or [])
+        ol = self.query_one("#options", OptionList)
+        ol.border_title = "choose one" if self.mode == "select" else "best first"
+        self.fill_options(0)
+        ol.display = True
+        ol.focus()
+
+    def fill_options(self, highlight: int) -> None:
+        ol = self.query_one("#options", OptionList)
+        ol.clear_options()
+        marks = [f"{i + 1}. " if self.mode == "rank" else "" for i in range(len(self.options))]
+        ol.add_options([Option(f"{m}{o}", id=f"opt-{i}") for i, (m, o) in enumerate(zip(marks, self.options))])
+        ol.highlighted = highlight
+
+    def action_move(self, d: int) -> None:
+        """Move the highlighted option of a rank gate up or down."""
+        if self.mode != "rank":
+            return
+        i = self.query_one("#options", OptionList).highlighted
+        j = (i or 0) + d
+        if i is None or not 0 <= j < len(self.options):
+            return
+        self.options[i], self.options[j] = self.options[j], self.options[i]
+        self.fill_options(j)
+
+    def chosen(self) -> dict[str, Any]:
+        """What a select or rank decision records beside approved."""
+        if self.mode == "select":
+            i = self.query_one("#options", OptionList).highlighted
+            return {"choice": self.options[i or 0]}
+        if self.mode == "rank":
+            return {"rank": list(self.options)}
+        return {}
+
+    def on_option_list_option_selected(self, _event: OptionList.OptionSelected) -> None:
+        if self.mode == "select":  # enter on an option chooses it
+            self.action_decide(True)
 
     async def gate_row(self) -> dict[str, Any] | None:
         reader = self.app.host.reader  # type: ignore[attr-defined]
@@ -148,7 +204,17 @@ class ApprovalScreen(Modal[str]):
     async def decide(self, approved: bool) -> None:
         app: Any = self.app
         note = self.query_one("#note", Input).value.strip() or None
-        said = await app.attempt(app.host.decide(self.run_id, self.node, self.iteration, approved, note))
+        extra = self.chosen() if approved else {}
+        said = await app.attempt(app.host.decide(self.run_id, self.node, self.iteration, approved, note, **extra))
         if said:
             self.notify(said)
         self.close("decided")
+
+
+def prompt_for(run_id: str, node: str, iteration: int, mode: str | None) -> Modal[str]:
+    """The screen that asks for what a waiting step needs: an answer form or a decision."""
+    if mode == "human":
+        from .answer import AnswerScreen
+
+        return AnswerScreen(run_id, node, iteration)
+    return ApprovalScreen(run_id, node, iteration)

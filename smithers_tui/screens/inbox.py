@@ -106,15 +106,19 @@ class InboxScreen(Screen[None]):
         self.action_prompt()
 
     def action_prompt(self) -> None:
-        from .approval import ApprovalScreen
+        from .approval import prompt_for
 
         g = self.current()
         if g:
-            self.app.push_screen(ApprovalScreen(g["run_id"], g["node_id"], g["iteration"]), lambda _r: self.reload())
+            self.app.push_screen(prompt_for(g["run_id"], g["node_id"], g["iteration"], g.get("mode")),
+                                 lambda _r: self.reload())
 
     async def action_decide(self, approved: bool) -> None:
         g = self.current()
         if g is None:
+            return
+        if approved and g.get("mode") not in (None, "approve"):  # a choice, a ranking or an answer: the prompt asks
+            self.action_prompt()
             return
         app: Any = self.app
         said = await app.attempt(app.host.decide(g["run_id"], g["node_id"], g["iteration"], approved))

@@ -27,6 +27,22 @@ from ..widgets.timeline import FrameTimeline, describe
 Key = tuple[str, int]
 
 
+def budget_line(budgets: list[dict[str, Any]]) -> str:
+    """Spend against each budget, for the run's head: `budget 72/200 tokens · review $0.41/$1.00`."""
+    parts = []
+    for b in budgets:
+        name = "budget" if b["scope"] == "<run>" else b["scope"]
+        bits = []
+        if b.get("tokens") is not None:
+            bits.append(f"{tokens(b['spent_tokens'])}/{tokens(b['tokens'])} tokens")
+        if b.get("usd") is not None:
+            bits.append(f"{cost(b['spent_usd'])}/{cost(b['usd'])}")
+        over = (b.get("tokens") is not None and b["spent_tokens"] >= b["tokens"]) or (
+            b.get("usd") is not None and b["spent_usd"] >= b["usd"])
+        parts.append(f"{name} {' '.join(bits)}" + (" (spent)" if over else ""))
+    return "  ·  ".join(parts)
+
+
 class RunTree(StepTree):
     BINDINGS = [Binding("j", "cursor_down", "Down", show=False, id="tree.down"),
                 Binding("k", "cursor_up", "Up", show=False, id="tree.up")]
@@ -65,6 +81,8 @@ class RunScreen(Screen[None]):
         self.skel_ids: frozenset[str] | None = None
         self.info: dict[Key, dict[str, Any]] = {}
         self.children_runs: list[dict[str, Any]] = []
+        self.subs: dict[str, tuple[dict[Key, dict[str, Any]], Any]] = {}  # sub-workflow runs: nodes, shape
+        self.sub_shapes: dict[str, tuple[frozenset[str], Any]] = {}
         self.prompting: Key | None = None
         self.loaded = False
 
@@ -129,6 +147,7 @@ class RunScreen(Screen[None]):
             i["finished"] = fin if fin and (cutoff is None or fin <= cutoff) else cutoff
         self.info = info
         self.children_runs = [run_row(r) for r in await reader.child_runs(self.run_id)]
+        self.subs = await self._subflows(rep) if frame is None else {}
         ids = frozenset(n["id"] for n in rep["nodes"])
         if self.skel_ids != ids:
             self.skel = await self._skeleton(rep)
@@ -156,6 +175,26 @@ class RunScreen(Screen[None]):
     async def load_frames(self) -> None:
         await self._frames()
 
+    async def _subflows(self, rep: dict[str, Any], depth: int = 0) -> dict[str, tuple[dict[Key, dict[str, Any]], Any]]:
+        """The child runs of the run's Subflow steps (and theirs): nodes and shape, to nest their rows."""
+        out: dict[str, tuple[dict[Key, dict[str, Any]], Any]] = {}
+        for n in rep["nodes"]:
+            child = n.get("child_run_id")
+            if not child or depth > 3:
+                continue
+            try:
+                crep = await self.host.report(child)
+            except Exception:  # not made yet, or made by another database
+                continue
+            ids = frozenset(x["id"] for x in crep["nodes"])
+            known = self.sub_shapes.get(child)
+            if known is None or known[0] != ids:
+                found = await self.host.view.outline(child)
+                known = self.sub_shapes[child] = (ids, found.root if found is not None else None)
+            out[child] = ({(x["id"], x["iteration"]): x for x in crep["nodes"]}, known[1])
+            out.update(await self._subflows(crep, depth + 1))
+        return out
+
     async def _skeleton(self, rep: dict[str, Any]) -> Any:
         """The workflow's shape, rendered from the run's saved state (None when it cannot be loaded)."""
         found = await self.host.view.outline(self.run_id)
@@ -174,7 +213,8 @@ class RunScreen(Screen[None]):
             return
         clock = self.app.clock  # type: ignore[attr-defined]
         nodes = {(n["id"], n["iteration"]): n for n in rep["nodes"]}
-        rows = Layout(nodes, self.info, clock, past=self.past is not None).build(self.skel)
+        gates = {(a["node_id"], a["iteration"]): a for a in rep.get("approvals", [])}
+        rows = Layout(nodes, self.info, clock, past=self.past is not None, subs=self.subs, gates=gates).build(self.skel)
         tree = self.query_one(RunTree)
         tree.show(rows)
         if tree.cursor_line < 0 and rows:
@@ -230,6 +270,9 @@ class RunScreen(Screen[None]):
             bits.append(f"branches: {kids}{more}")
         if status == "failed" and rep.get("error"):
             bits.append(f"error: {rep['error']}")
+        spend = budget_line(rep.get("budgets") or [])
+        if spend:
+            line1.append(f"  ·  {spend}", style="grey58")
         line2 = Text(" ⑂ " + "  ·  ".join(bits) + ("  (L lineage)" if bits else ""), style="magenta") if bits else Text("")
         if status == "failed" and rep.get("error"):
             line2.stylize("red1")
@@ -241,6 +284,13 @@ class RunScreen(Screen[None]):
 
     def on_tree_node_highlighted(self, _event: Any) -> None:
         self.inspect_selected()
+
+    def on_tree_node_selected(self, _event: Any) -> None:
+        """enter on a sub-workflow's step opens its child run."""
+        key = self.selected_key()
+        node = next((n for n in (self.report or {}).get("nodes", []) if (n["id"], n["iteration"]) == key), None)
+        if node is not None and node.get("child_run_id"):
+            self.app.open_run(node["child_run_id"])  # type: ignore[attr-defined]
 
     def inspect_selected(self) -> None:
         key = self.selected_key()
@@ -293,9 +343,10 @@ class RunScreen(Screen[None]):
             self.open_prompt(waiting[0])
 
     def open_prompt(self, key: Key) -> None:
-        from .approval import ApprovalScreen
+        from .approval import prompt_for
 
         self.prompting = key
+        node = next((n for n in (self.report or {}).get("nodes", []) if (n["id"], n["iteration"]) == key), {})
 
         def closed(result: str | None) -> None:
             self.prompting = None
@@ -303,7 +354,8 @@ class RunScreen(Screen[None]):
                 self.app.later.add((self.run_id, *key))  # type: ignore[attr-defined]
             self.reload()
 
-        self.app.push_screen(ApprovalScreen(self.run_id, key[0], key[1]), closed)
+        self.app.push_screen(prompt_for(self.run_id, key[0], key[1], "human" if node.get("kind") == "human" else None),
+                             closed)
 
     async def action_hijack(self) -> None:
         """Take over the selected step's CLI session (smithers_tui/hijack.py)."""

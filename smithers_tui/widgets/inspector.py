@@ -64,6 +64,37 @@ class Inspector(VerticalScroll, can_focus=True):
         console.file.close()
         return console.export_text()
 
+    def language_parts(self, n: dict[str, Any]) -> list[RenderableType]:
+        """What a signal, a timer, a sub-workflow, a saga, a cached or a caught step adds."""
+        out: list[RenderableType] = []
+        wait = n.get("wait") or {}
+        if n["kind"] == "signal":
+            if n["state"] == "waiting":
+                out.append(Text(f"waits for signal {wait.get('name')!r} since {self.clock.stamp(wait.get('since'))}"
+                                + (f", until {self.clock.stamp(wait['due'])}" if wait.get("due") else ""), style="yellow"))
+                out.append(Text(f"send it: smithers signal RUN {wait.get('name')} --data JSON", style="grey58"))
+            elif wait.get("signal"):
+                out.append(Text(f"signal #{wait['signal']} from {wait.get('sent_by') or 'someone'} at "
+                                f"{self.clock.stamp(wait.get('sent_at'))}", style="grey58"))
+        if n["kind"] == "timer" and wait.get("due"):
+            when = self.clock.stamp(wait["due"])
+            out.append(Text(f"sleeps until {when}" if n["state"] == "waiting" else f"was due {when}, fired "
+                            f"{self.clock.stamp(wait.get('fired_at'))}", style="yellow" if n["state"] == "waiting"
+                            else "grey58"))
+        if n.get("child_run_id"):
+            out.append(Text(f"sub-workflow run {n['child_run_id']} (enter opens it)", style="magenta"))
+        if n.get("cache") == "hit":
+            out.append(Text("output reused from the cache: the step did not run", style="grey58"))
+        if n.get("caught"):
+            out.append(Text(f"this failure was caught by {n['caught']}: the run went on", style="grey58"))
+        saga = n.get("saga")
+        if saga:
+            line = f"saga {saga.get('phase')}"
+            if saga.get("failed"):
+                line += f": step {saga['failed'][0]} failed; compensated {', '.join(saga.get('compensated') or []) or '-'}"
+            out.append(Text(line, style="grey58"))
+        return out
+
     def parts(self, d: dict[str, Any]) -> list[RenderableType]:
         n = d["node"]
         key = (n["id"], n["iteration"])
@@ -86,6 +117,7 @@ class Inspector(VerticalScroll, can_focus=True):
         if n.get("worktree"):
             wt = n["worktree"]
             out.append(Text(f"worktree {wt.get('path', '')}  branch {wt.get('branch', '')}", style="grey58"))
+        out += self.language_parts(n)
         gate = d.get("gate")
         if gate:
             out.append(section("Approval"))

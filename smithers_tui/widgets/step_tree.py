@@ -26,7 +26,8 @@ def skeleton(node: Any) -> Skel:
     if name == "Branch":
         chosen = node.chosen()
         return skeleton(chosen) if chosen is not None else ("seq", None, ())
-    kind = {"Task": "task", "Approval": "gate", "Loop": "loop", "Parallel": "par", "Worktree": "wt"}.get(name, "seq")
+    kind = {"Task": "task", "Approval": "gate", "Loop": "loop", "Parallel": "par", "Worktree": "wt", "Signal": "signal",
+            "Timer": "timer", "HumanTask": "human", "Subflow": "subflow", "ContinueAsNew": "continue"}.get(name, "seq")
     return kind, getattr(node, "id", None), tuple(skeleton(c) for c in node.children())
 
 
@@ -40,9 +41,15 @@ class Row:
     sig: tuple  # what the label depends on
 
 
+# Leaves of the tree (one row each) and their icons; a sub-workflow's row holds its child run's rows.
+LEAVES = ("task", "gate", "signal", "timer", "human", "subflow", "continue")
+ICONS = {"gate": "◇ ", "signal": "⚑ ", "timer": "◷ ", "human": "✎ ", "subflow": "↳ ", "continue": "↻ ",
+         "approval": "◇ ", "loop": "⟳ ", "worktree": "⎇ "}
+
+
 def worst(states: Iterable[str]) -> str:
     s = set(states)
-    for state in ("failed", "waiting_approval", "running"):
+    for state in ("failed", "waiting_approval", "waiting", "running"):
         if state in s:
             return state
     if not s or s <= {"not_yet"}:
@@ -56,8 +63,12 @@ class Layout:
     """Rows for a report: node dicts by key, attempt info by key."""
 
     def __init__(self, nodes: dict[Key, dict[str, Any]], info: dict[Key, dict[str, Any]], clock: Clock,
-                 past: bool = False) -> None:
+                 past: bool = False, subs: dict[str, tuple[dict[Key, dict[str, Any]], Any]] | None = None,
+                 prefix: str = "", gates: dict[Key, dict[str, Any]] | None = None) -> None:
         self.nodes, self.info, self.clock, self.past = nodes, info, clock, past
+        self.subs = subs or {}  # a sub-workflow's child run id -> (its nodes, its shape)
+        self.prefix = prefix  # rows of a child run live under their parent's row
+        self.gates = gates or {}  # key -> the gate (its mode) as the report has it
         self.rows: list[Row] = []
         self.placed: set[Key] = set()
         self.iters: dict[str, list[int]] = {}
@@ -79,14 +90,36 @@ class Layout:
                                          else ""))
         if info.get("started"):
             bits.append(self.clock.since(info["started"], info.get("finished")))
+        if n:
+            bits += self.wait_bits(key, n)
         if n and n["state"] == "waiting_approval":
-            bits.append("waiting for approval")
+            mode = (self.gates.get(key) or {}).get("mode")
+            bits.append({"human": "waiting for an answer", "select": "waiting for a choice",
+                         "rank": "waiting for a ranking"}.get(mode or "", "waiting for approval"))
         elif n and n.get("error") and n["state"] in ("failed", "pending"):
             bits.append(short_json(n["error"], 50))
         if bits:
             t.append("  " + "  ".join(bits), style="grey58")
         sig = (state, n["attempts"] if n else 0, tuple(bits))
         return t, sig
+
+    def wait_bits(self, key: Key, n: dict[str, Any]) -> list[str]:
+        """What a signal, timer, sub-workflow, cached or caught step adds to its row."""
+        out: list[str] = []
+        wait = n.get("wait") or {}
+        if n["kind"] == "signal" and n["state"] == "waiting":
+            out.append(f"waits for signal {wait.get('name', key[0])!r}")
+        elif n["kind"] == "timer" and n["state"] == "waiting" and wait.get("due"):
+            out.append(f"sleeps until {self.clock.stamp(wait['due'])}")
+        if wait.get("timed_out"):
+            out.append("timed out")
+        if n.get("child_run_id"):
+            out.append(f"run {n['child_run_id']}" + ("  waits for a person" if n["state"] == "waiting" else ""))
+        if n.get("cache") == "hit":
+            out.append("cached")
+        if n.get("caught"):
+            out.append(f"caught by {n['caught']}")
+        return out
 
     def group_label(self, name: str, icon: str, state: str, extra: str = "") -> tuple[Text, tuple]:
         g, c = NODE_STYLE.get(state, ("?", "white"))
@@ -96,6 +129,10 @@ class Layout:
         return t, (state, extra)
 
     def add(self, path: str, parent: str | None, label: tuple[Text, tuple], key: Key | None, group: bool) -> None:
+        if self.prefix:  # a child run's row: shown, not inspected here (enter on the sub-workflow opens it)
+            self.rows.append(Row(self.prefix + path, self.prefix + parent if parent is not None else None, label[0],
+                                 None, group, label[1]))
+            return
         self.rows.append(Row(path, parent, label[0], key, group, label[1]))
 
     # --- the walk ------------------------------------------------------------------------------
@@ -111,7 +148,7 @@ class Layout:
                                                          "not in the workflow's current shape"), None, True)
             for k in rest:
                 kind = self.nodes[k]["kind"]
-                icon = {"loop": "⟳ ", "worktree": "⎇ ", "approval": "◇ "}.get(kind, "")
+                icon = ICONS.get(kind, "")
                 name = f"{k[0]} #{k[1]}" if len(self.iters.get(k[0], ())) > 1 or k[1] else k[0]
                 self.add(f"{parent or ''}/{k[0]}#{k[1]}", parent, self.leaf_label(k, name, icon), k, False)
                 self.placed.add(k)
@@ -119,7 +156,7 @@ class Layout:
 
     def states_of(self, skel: Skel, it: int) -> list[str]:
         kind, nid, kids = skel
-        if kind in ("task", "gate"):
+        if kind in LEAVES:
             n = self.nodes.get((nid, it))  # type: ignore[arg-type]
             return [n["state"] if n else "not_yet"]
         if kind in ("loop", "wt") and nid is not None:
@@ -137,12 +174,20 @@ class Layout:
             for i, c in enumerate(kids):
                 self.walk(c, it, parent, sub(path, i, c))
             return
-        if kind in ("task", "gate"):
+        if kind in LEAVES:
             key = (nid, it)
             self.placed.add(key)  # type: ignore[arg-type]
             name = f"{nid} #{it}" if it > 0 or (numbered and it >= 0) else nid
-            self.add(f"{path}/{nid}#{it}", parent, self.leaf_label(key, name, "◇ " if kind == "gate" else ""),  # type: ignore[arg-type]
-                     key, False)  # type: ignore[arg-type]
+            p = f"{path}/{nid}#{it}"
+            n = self.nodes.get(key)  # type: ignore[arg-type]
+            child = (n or {}).get("child_run_id")
+            nested = kind == "subflow" and child in self.subs
+            self.add(p, parent, self.leaf_label(key, name, ICONS.get(kind, "")), key, nested)  # type: ignore[arg-type]
+            if nested:
+                self.child_rows(child, self.prefix + p)
+            return
+        if kind in ("try", "saga"):
+            self.handling(skel, it, parent, path)
             return
         if kind == "par":
             p = f"{path}/par"
@@ -165,12 +210,47 @@ class Layout:
         if kind == "loop":
             self.loop(skel, it, parent, path)
 
+    def child_rows(self, child: str, under: str) -> None:
+        """A sub-workflow's child run, its rows nested under the step that started it."""
+        nodes, skel = self.subs[child]
+        inner = Layout(nodes, {}, self.clock, self.past, self.subs, prefix=under + "/" + child)
+        for r in inner.build(skel):
+            self.rows.append(Row(r.path, r.parent or under, r.label, None, r.group, r.sig))
+
+    def handling(self, skel: Skel, it: int, parent: str | None, path: str) -> None:
+        """TryCatchFinally (parts try, catch, finally) and Saga (action, compensation pairs) as groups."""
+        kind, nid, kids = skel
+        p = f"{path}/{kind}{'#' + nid if nid else ''}"
+        if kind == "saga":
+            n = self.nodes.get((nid, it))  # type: ignore[arg-type]
+            phase = ((n or {}).get("saga") or {}).get("phase", "")
+            state = n["state"] if n else worst(s for c in kids for s in self.states_of(c, it))
+            self.add(p, parent, self.group_label(nid or "saga", "⇄ ", state, phase), (nid, it) if n else None, True)  # type: ignore[arg-type]
+            for i, c in enumerate(kids):
+                if c[0] == "seq" and not c[2]:
+                    continue  # no compensation for this action
+                if i % 2:
+                    cp = f"{p}/undo{i}"
+                    self.add(cp, p, self.group_label("compensation", "↺ ", worst(self.states_of(c, it))), None, True)
+                    self.walk(c, it, cp, sub(cp, i, c))
+                else:
+                    self.walk(c, it, p, sub(p, i, c))
+            return
+        states = [s for c in kids for s in self.states_of(c, it)]
+        self.add(p, parent, self.group_label(nid or "try", "⚠ ", worst(states), "try · catch · finally"), None, True)
+        for i, (part, c) in enumerate(zip(("try", "catch", "finally"), kids)):
+            if c[0] == "seq" and not c[2]:
+                continue
+            pp = f"{p}/{part}"
+            self.add(pp, p, self.group_label(part, "", worst(self.states_of(c, it))), None, True)
+            self.walk(c, it, pp, sub(pp, i, c))
+
     def members(self, kids: tuple) -> list[str]:
         out: list[str] = []
         for kind, nid, sub in kids:
-            if nid is not None and kind in ("task", "gate", "loop", "wt"):
+            if nid is not None and (kind in LEAVES or kind in ("loop", "wt")):
                 out.append(nid)
-            if kind not in ("task", "gate", "loop"):
+            if kind not in LEAVES and kind != "loop":
                 out += self.members(sub)
         return out
 
@@ -196,7 +276,7 @@ class Layout:
             for i, c in enumerate(kids):
                 self.walk(c, -1 if n is None else it, p, sub(p, i, c))
             return
-        single = len(kids) == 1 and kids[0][0] in ("task", "gate")
+        single = len(kids) == 1 and kids[0][0] in LEAVES and kids[0][0] != "subflow"
         for k in its:
             if single:
                 self.walk(kids[0], k, p, p, numbered=True)
