@@ -274,6 +274,61 @@ async def test_approve_from_another_process_continues_the_run_without_resume(tmp
     assert len([ln for ln in worker.lines if "run g1 (gated) taken" in ln]) == 2  # queued, then decided
 
 
+WAITS = """
+from engine import Sequence, Signal, Task, Timer, workflow
+
+
+def after(ctx):
+    return {"signal": ctx.get("go"), "timer": ctx.get("nap") is not None}
+
+
+@workflow
+def waits(ctx):
+    return Sequence(Task("before", value=1), Timer("nap", seconds=ctx.input["nap"]), Signal("go"),
+                    Task("after", run=after))
+"""
+
+
+async def test_durable_waits_outlive_their_worker_and_move_on_when_due_or_signalled(tmp_path, smithers, write_workflow):
+    """A run sleeping on a timer when its worker stops is held by nobody; another worker takes it when the
+    timer is due. A signal sent while nobody holds the run: a worker takes it and goes on."""
+    wf = write_workflow("waits.py", WAITS)
+    first = WorkerProc(smithers)
+    assert smithers("run", wf, "--run-id", "w1", "--input", '{"nap": 3}', "--detach").returncode == 0
+    async with await Store.open(smithers.db, readonly=True) as store:
+        await until(store, lambda: _timer_set(store, "w1"), "the run to sleep on its timer")
+        assert first.stop() == 0  # graceful: nothing in flight, the run is given up as it is
+        run = await store.get_run("w1")
+        assert (run.status, run.owner) == (RunStatus.WAITING, None) and run.wake_at is not None
+        second = WorkerProc(smithers)
+        third: WorkerProc | None = None
+        try:
+            await until(store, lambda: _waiting_for_signal(store, "w1"), "the timer to fire in the second worker")
+            assert (await store.get_run("w1")).owner.pid == second.pid
+            assert second.stop() == 0  # it waits for a signal now: given up again, held by nobody
+            assert (await store.get_run("w1")).owner is None
+            sent = smithers("signal", "w1", "go", "--data", '{"n": 7}')
+            assert sent.returncode == 0, sent.stderr
+            third = WorkerProc(smithers)  # started after the signal: it finds the run by the claim rule
+            await until(store, lambda: finished(store, ["w1"]), "a worker to take the signal and finish")
+        finally:
+            second.stop()
+            if third is not None:
+                third.stop()
+    rep = smithers.json("show", "w1")
+    assert {n["id"]: n["output"] for n in rep["nodes"]}["after"] == {"signal": {"n": 7}, "timer": True}
+
+
+async def _timer_set(store, run_id: str) -> bool:
+    run = await store.get_run(run_id)
+    return run.status == RunStatus.WAITING and run.wake_at is not None
+
+
+async def _waiting_for_signal(store, run_id: str) -> bool:
+    recs = await store.node_records(run_id, "go")
+    return bool(recs) and recs[0].state == "waiting"
+
+
 # --- who owns what -------------------------------------------------------------------------------------
 async def test_ps_and_status_show_the_worker_that_owns_a_run(tmp_path, smithers):
     wf = tmp_path / "blocks.py"

@@ -12,7 +12,7 @@ from engine.errors import LeaseLost
 from engine.frame import Delta
 from engine.lease import STALE_AFTER_S, Owner, this_host
 from engine.records import WorkerRecord
-from engine.state import WAITING_APPROVAL, NodeRecord, RunStatus
+from engine.state import WAITING_APPROVAL, NodeRecord, RunKind, RunStatus
 from tests.store.test_conformance import ME, started, step
 from tests.support import dead_pid
 
@@ -177,3 +177,26 @@ async def test_subscribers_wake_for_queued_runs_decisions_cancels_and_released_l
         await woken_for("c1")
     finally:
         sub.close()
+
+
+async def test_a_waiting_run_nobody_holds_is_claimed_once_its_timer_is_due_or_a_signal_arrives(make_store):
+    store = await make_store()
+    now = time.time()
+    for rid, wake in (("due", now - 1), ("later", now + 3600), ("sig", None)):  # a timer due, one not, a signal wait
+        await started(store, rid)
+        await store.commit(rid, ME.id, 1, Delta(run={"status": RunStatus.WAITING, "owner_id": None,
+                                                     "heartbeat_at": None, "wake_at": wake}), now)
+    assert await claimed(store) == ["due"]
+    other = await make_store()
+    await other.send_signal("sig", "go", {"x": 1}, "ann", time.time())
+    assert await claimed(store) == ["sig"]
+    assert (await store.get_run("later")).owner is None  # it sleeps, held by nobody, until it is due
+
+
+async def test_a_sub_workflows_run_is_never_claimed_by_itself(make_store):
+    store = await make_store()
+    await started(store, "parent")
+    await started(store, "child", kind=RunKind.SUBFLOW, parent_run_id="parent", parent_frame=0)
+    await store.release("child", ME.id)  # both orphaned: the parent's Subflow step drives the child
+    await store.release("parent", ME.id)
+    assert await claimed(store) == ["parent"]
