@@ -18,7 +18,7 @@ run: $(STAMP)
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# System programs the tests use (strace...), from Debian's packages when missing.
+# System programs the tests use (strace, PostgreSQL's server...), from Debian's packages when missing.
 system-deps:
 	@./scripts/system-deps.sh
 

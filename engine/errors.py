@@ -89,6 +89,11 @@ class StoreBusy(BadInput):
     """Another process held the write lock for longer than the busy timeout."""
 
 
+class StoreUnavailable(SmithersError):
+    """The database server stayed unreachable past the reconnect window: nothing of the call was
+    written; everything saved before it is kept."""
+
+
 def one_line_validation(e: "ValidationError") -> str:
     """A pydantic validation error as one line: `field: problem; other: problem (+N more)`."""
     parts = []

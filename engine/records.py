@@ -44,6 +44,7 @@ class RunRecord:
     meta: dict[str, Any] = field(default_factory=dict)
     result: Any = None  # what the run produced: the output of its last step (a sub-workflow's output)
     wake_at: float | None = None  # a waiting run's next timer or timeout
+    lease: int = 0  # the fencing token: bumped at every take-over; writes carry the one they hold
 
     @property
     def parent_step(self) -> Key | None:
@@ -256,3 +257,30 @@ class ReportData:
     attempts: list[AttemptRecord]
     approvals: list[ApprovalRecord]
     frame_at: float | None = None  # when the frame shown was written (past views)
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """A worker process in the registry (`smithers status`): where it runs and what it runs."""
+
+    id: str  # also the owner id of every run it holds
+    host: str
+    pid: int
+    started: float | None  # the process's start time (against pid reuse)
+    concurrency: int
+    started_at: float
+    heartbeat_at: float
+    runs: list[str] = field(default_factory=list)  # active runs it holds (filled in when listed)
+
+    def as_owner(self) -> OwnerInfo:
+        return OwnerInfo(self.id, self.host, self.pid, self.started, self.heartbeat_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """What woke a subscriber: the runs concerned, or None when anything may have changed."""
+
+    runs: frozenset[str] | None = None
+
+    def concerns(self, run_id: str) -> bool:
+        return self.runs is None or run_id in self.runs

@@ -51,6 +51,7 @@ class RunExecutor:
         inp = wf.validate_input(run.input) if wf is not None and wf.input else run.input
         self.ctx = Ctx(self.run_id, inp, state, {}, self.workdir)
         self.frame: int = run.frame
+        self.lease: int = run.lease  # the fencing token every write of this lease carries
         self.delta = Delta()
         self.running: dict[asyncio.Task[Any], Ready] = {}
         self.running_keys: set[Key] = set()
@@ -84,6 +85,7 @@ class RunExecutor:
             self.run_budget = wf.budget.tighter(self.run_budget)
         self._cancel: bool = False
         self._stop: bool = False
+        self._drain: bool = False
         self._woken = False
         self._waiter: asyncio.Future[None] | None = None
         self._since_keyframe = 0
@@ -169,7 +171,7 @@ class RunExecutor:
                 if plan.budgets or self.run_budget is not None or self.budget_meta is not None:
                     self._note_budgets(plan)
                 room = self.max_concurrency - busy
-                if room > 0:
+                if room > 0 and not self._drain:
                     starts = [r for r in plan.ready if r.key not in self.running_keys][:room]
                     if (self._budgets or self.run_budget is not None) and [r for r in starts if self._over_budget(r)]:
                         continue  # a step failed on its budget: render again before starting anything
@@ -213,6 +215,8 @@ class RunExecutor:
             await self.commit()
             if final:
                 return final
+            if self._drain and busy == 0:  # nothing in flight but parked sub-workflows: they stop too
+                return await self._detach()
             for r in starts:
                 t = asyncio.create_task(self._step(r))
                 t.add_done_callback(self.wakeup)
@@ -668,7 +672,7 @@ class RunExecutor:
         if self._since_keyframe >= 64 + 40 * len(self.state.nodes):  # deltas since outweigh the state
             kf = keyframe(self.state.nodes, self.status)
             self._since_keyframe = 0
-        last = await self.store.commit(self.run_id, self.engine.owner.id, self.frame, delta, now, kf)
+        last = await self.store.commit(self.run_id, self.engine.owner.id, self.frame, delta, now, kf, token=self.lease)
         self._last_commit = time.monotonic()
         if self.engine.on_commit:
             self.engine.on_commit(self.run_id, self.frame, self.state)
@@ -684,7 +688,7 @@ class RunExecutor:
             await asyncio.sleep(HEARTBEAT_S)
             if time.monotonic() - self._last_commit >= HEARTBEAT_S:
                 try:
-                    await self.store.heartbeat(self.run_id, self.engine.owner.id, time.time())
+                    await self.store.heartbeat(self.run_id, self.engine.owner.id, time.time(), token=self.lease)
                     self._last_commit = time.monotonic()
                 except Exception:  # a transient database error: the next beat tries again
                     pass
@@ -700,6 +704,19 @@ class RunExecutor:
         interrupted exactly as by a crash, and the lease is released."""
         self._stop = True
         self.wakeup()
+
+    def request_drain(self) -> None:
+        """Stop executing here once the steps in flight have finished (a worker shutting down):
+        no new step starts; then the lease is released and the run stays resumable."""
+        self._drain = True
+        self.wakeup()
+
+    async def fail(self, error: str) -> None:
+        """End the run as failed without executing anything (its workflow cannot be loaded here):
+        one frame, the lease released; `smithers resume` retries once the cause is fixed."""
+        self.error = error
+        self._finalize(RUN_FAILED)
+        await self.commit()
 
     async def _detach(self) -> str:
         for t in list(self.running):
@@ -835,7 +852,7 @@ class RunExecutor:
         for t in list(self.running):
             t.cancel()
         try:
-            await asyncio.shield(self.store.release(self.run_id, self.engine.owner.id))
+            await asyncio.shield(self.store.release(self.run_id, self.engine.owner.id, token=self.lease))
         except BaseException:  # the database itself may be what failed: the dead owner frees it anyway
             pass
         if not self.finished.done():

@@ -15,10 +15,10 @@ from .attempt import StepResult, new_run_id, run_compute
 from .budget import Budget
 from .context import TaskCtx, resolve_type
 from .dsl import Signal, WorkflowDef
-from .errors import (ApprovalConflict, BadInput, LeaseHeld, SourceChanged, WorkflowNotFound,
+from .errors import (ApprovalConflict, BadInput, LeaseHeld, SmithersError, SourceChanged, WorkflowNotFound,
                      one_line_validation)
 from .events import Event, EventBus
-from .lease import Owner, describe_owner, owner_alive, shown_status
+from .lease import WORKER_PREFIX, Owner, describe_owner, owner_alive, shown_status
 from .loader import load_target, source_hash
 from .metrics import Metrics, collect
 from .outline import Outline, outline
@@ -33,8 +33,8 @@ from .timetravel import ForkInfo, check_fork, plan_fork
 
 StepRunner = Callable[[RunExecutor, Ready, TaskCtx], Awaitable[Any]]
 
-__all__ = ["Decided", "Engine", "GateView", "Lineage", "OwnerSummary", "RunExecutor", "RunSummary", "SignalSent",
-           "StepResult", "new_run_id"]
+__all__ = ["Decided", "Engine", "GateView", "Lineage", "OwnerSummary", "Queued", "RunExecutor", "RunSummary",
+           "SignalSent", "StepResult", "WorkerView", "new_run_id"]
 
 
 class GateView(BaseModel):
@@ -60,6 +60,12 @@ class OwnerSummary(BaseModel):
     host: str | None
     pid: int | None
     alive: bool
+    worker: bool = False  # held by a worker (`smithers worker` / `smithers up`)
+
+    def label(self) -> str:
+        """How `ps` and the app show who runs a run."""
+        who = f"{self.id} " if self.worker else ""
+        return f"{who}{self.host}:{self.pid}" + ("" if self.alive else " (gone)")
 
 
 class RunSummary(BaseModel):
@@ -94,6 +100,36 @@ class Lineage(BaseModel):
     frames: int
     successor_run_id: str | None
     children: list["Lineage"]
+
+
+class Queued(BaseModel):
+    """A run recorded as queued for a worker (`smithers run --detach`): its id, and how many live
+    workers may pick it up now (none: it waits for `smithers up`)."""
+
+    run_id: str
+    workers: int
+
+    def json_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id}
+
+
+class RunBrief(BaseModel):
+    run_id: str
+    workflow: str
+    status: str
+
+
+class WorkerView(BaseModel):
+    """A worker as `smithers status --json` shows it: where it runs and what it runs."""
+
+    id: str
+    host: str
+    pid: int
+    concurrency: int
+    started_at: float
+    heartbeat_at: float
+    alive: bool
+    runs: list[RunBrief]
 
 
 @dataclass
@@ -215,34 +251,51 @@ class Engine:
         """Create a run (frame 0), take its lease, and return its executor (not yet running).
         `parent` (run id, step, frame) makes it a sub-workflow's run; `budget` bounds its spend;
         `agent_override` (or `agent`, e.g. "demo") replaces every agent of this run, as `--agent` does."""
+        new = await self._new_run(wf, target, input_data, run_id, workdir, max_concurrency, parent, budget,
+                                  agent_override or agent)
+        await self.store.create_run(new, self.owner, time.time())
+        run = await self.store.get_run(new.id)
+        return RunExecutor(self, run, wf, RunState())
+
+    async def queue(self, wf: WorkflowDef, target: str, input_data: Any = None, *, run_id: str | None = None,
+                    workdir: Path | None = None, max_concurrency: int | None = None, budget: Budget | None = None,
+                    agent_override: str | None = None, agent: str | None = None) -> Queued:
+        """Record a run as `queued` (frame 0) without running it: a worker picks it up (detached
+        runs, from the CLI, the app and the APIs alike). Validated exactly as `start` validates."""
+        new = await self._new_run(wf, target, input_data, run_id, workdir, max_concurrency, None, budget,
+                                  agent_override or agent)
+        new.status = RunStatus.QUEUED
+        await self.store.create_run(new, None, time.time())
+        return Queued(run_id=new.id, workers=len(await self.workers()))
+
+    async def _new_run(self, wf: WorkflowDef, target: str, input_data: Any, run_id: str | None,
+                       workdir: Path | None, max_concurrency: int | None, parent: tuple[str, Key, int] | None,
+                       budget: Budget | None, agent_override: str | None) -> NewRun:
         if max_concurrency is not None and max_concurrency < 1:
             raise BadInput(f"--max-concurrency must be at least 1 (got {max_concurrency})")
         inp = wf.check_input(input_data)
         run_id = run_id or new_run_id()
         if await self.store.run_exists(run_id):
             raise BadInput(f"a run {run_id!r} already exists: choose another --run-id or resume it")
-        now = time.time()
-        override = agent_override or agent or self.agent_override
+        override = agent_override or self.agent_override
         meta: dict[str, Any] = {"max_concurrency": max_concurrency or self.max_concurrency,
                                 **({"agent_override": override} if override else {})}
         if budget is not None:
             meta["budget"] = budget.as_dict()
         if parent is not None:
             meta["parent_step"] = [parent[1][0], parent[1][1]]
-        new = NewRun(id=run_id, workflow=wf.name, target=target,
-                     source_path=str(wf.source_path) if wf.source_path else None,
-                     source_hash=source_hash(wf.source_path),
-                     input=inp.model_dump(mode="json") if inp is not None else (input_data or {}),
-                     workdir=str((workdir or Path.cwd()).resolve()), meta=meta,
-                     kind=RunKind.SUBFLOW if parent else RunKind.RUN,
-                     parent_run_id=parent[0] if parent else None, parent_frame=parent[2] if parent else None)
-        await self.store.create_run(new, self.owner, now)
-        run = await self.store.get_run(run_id)
-        return RunExecutor(self, run, wf, RunState())
+        return NewRun(id=run_id, workflow=wf.name, target=target,
+                      source_path=str(wf.source_path) if wf.source_path else None,
+                      source_hash=source_hash(wf.source_path),
+                      input=inp.model_dump(mode="json") if inp is not None else (input_data or {}),
+                      workdir=str((workdir or Path.cwd()).resolve()), meta=meta,
+                      kind=RunKind.SUBFLOW if parent else RunKind.RUN,
+                      parent_run_id=parent[0] if parent else None, parent_frame=parent[2] if parent else None)
 
     async def load(self, run: RunRecord, *, accept_changes: bool = False,
                    workflow: WorkflowDef | None = None) -> tuple[WorkflowDef, str | None]:
-        """The run's workflow, and its source hash now (SourceChanged unless accepted)."""
+        """The run's workflow (loaded once per source version), and its source hash now
+        (SourceChanged unless accepted)."""
         wf = workflow or (await asyncio.to_thread(self.workflow, run.target, run.source_path))[0]
         now_hash = source_hash(wf.source_path)
         if run.source_hash and now_hash != run.source_hash and not accept_changes:
@@ -278,17 +331,22 @@ class Engine:
         if now_hash != run.source_hash:
             changes["source_hash"] = now_hash
         ex = await self._take(run, wf, changes)
-        ex.recover(was_failed=run.status == RUN_FAILED)
+        await self._recover(ex, was_failed=run.status == RUN_FAILED)
+        return ex
+
+    async def _recover(self, ex: RunExecutor, was_failed: bool) -> None:
+        """After a take-over: steps in flight run again, decisions made while no process ran the run
+        are applied, spend so far counts against budgets."""
+        ex.recover(was_failed=was_failed)
         try:
             ex._build()  # the models of human tasks, to validate answers decided while no process ran it
         except Exception:
             pass  # the loop reports a broken workflow body
-        for d in await self.store.decided_unapplied(run_id):  # decided while no process ran it
+        for d in await self.store.decided_unapplied(ex.run_id):  # decided while no process ran it
             ex.apply_decision(d)
         if ex.budget_meta is not None or ex.run_budget is not None:
-            for key, (tokens, usd) in (await self.store.usage_by_node(run_id)).items():
+            for key, (tokens, usd) in (await self.store.usage_by_node(ex.run_id)).items():
                 ex.count_usage(key, {"tokens_in": tokens, "cost_usd": usd})
-        return ex
 
     async def execute(self, ex: RunExecutor, *, stop_when_waiting: bool = True,
                       on_next: Callable[[RunExecutor], None] | None = None) -> tuple[str, RunExecutor]:
@@ -303,12 +361,61 @@ class Engine:
 
     async def _take(self, run: RunRecord, wf: WorkflowDef | None, changes: dict[str, Any]) -> RunExecutor:
         """Lease the run to this process (atomically: LeaseHeld if another got it meanwhile) and load it."""
-        if not await self.store.take_over(run.id, self.owner, run.owner.id if run.owner else None, changes,
-                                          time.time()):
+        token = await self.store.take_over(run.id, self.owner, run.owner.id if run.owner else None, changes,
+                                           time.time())
+        if token is None:
             fresh = await self.store.get_run(run.id)
             raise LeaseHeld(f"run {run.id} was taken over meanwhile by {describe_owner(fresh.owner)}")
         run = await self.store.get_run(run.id)
-        return RunExecutor(self, run, wf, await self.store.load_state(run.id))
+        ex = RunExecutor(self, run, wf, await self.store.load_state(run.id))
+        ex.lease = token
+        return ex
+
+    # --- workers -------------------------------------------------------------------------------
+    async def claim(self, limit: int) -> list[RunExecutor]:
+        """Take up to `limit` runs a worker may run (Store.claim_runs: queued, orphaned, newly
+        decided), each prepared as `resume` prepares one and ready to execute. A run whose workflow
+        cannot be loaded here (missing, broken, or changed since the run started) is failed with the
+        reason instead, in a frame like every transition: `smithers resume` retries it once fixed."""
+        out = []
+        for run in await self.store.claim_runs(self.owner, limit, time.time()):
+            try:
+                state = await self.store.load_state(run.id)
+                try:
+                    wf, _ = await self.load(run)
+                except SmithersError as e:
+                    await RunExecutor(self, run, None, state).fail(str(e))
+                    continue
+                ex = RunExecutor(self, run, wf, state)
+                await self._recover(ex, was_failed=False)
+            except BaseException:  # the database went away meanwhile: give the run back, whole
+                await asyncio.shield(self._give_back(run))
+                raise
+            if run.cancel_requested:  # asked while its owner was gone: cancel it now
+                ex.request_cancel()
+            out.append(ex)
+        return out
+
+    async def _give_back(self, run: RunRecord) -> None:
+        try:
+            await self.store.release(run.id, self.owner.id, token=run.lease)
+        except Exception:  # the database is away: this process's death (or its next try) frees it
+            pass
+
+    async def workers(self, *, dead: bool = False) -> list[WorkerView]:
+        """Workers in the registry that are alive (with `dead`, also those gone without a word),
+        each with the runs it holds."""
+        found = await self.store.workers()
+        runs = {rid: await self.store.get_run(rid) for w in found for rid in w.runs}
+        out = []
+        for w in found:
+            alive = owner_alive(w.as_owner())
+            if alive or dead:
+                out.append(WorkerView(id=w.id, host=w.host, pid=w.pid, concurrency=w.concurrency,
+                                      started_at=w.started_at, heartbeat_at=w.heartbeat_at, alive=alive,
+                                      runs=[RunBrief(run_id=rid, workflow=runs[rid].workflow,
+                                                     status=str(runs[rid].status)) for rid in w.runs if rid in runs]))
+        return out
 
     def host(self, ex: RunExecutor) -> "asyncio.Task[str]":
         """Execute a run in the background of this process until it ends. Waiting for a human does
@@ -338,7 +445,11 @@ class Engine:
         if owner_alive(run.owner):
             await self.store.request_cancel(run_id)
             return "requested"
-        ex = await self._take(run, None, {"cancel_requested": 1})
+        try:
+            ex = await self._take(run, None, {"cancel_requested": 1})
+        except LeaseHeld:  # a worker took it meanwhile: ask it
+            await self.store.request_cancel(run_id)
+            return "requested"
         ex.request_cancel()
         await ex.execute()
         return "cancelled"
@@ -573,7 +684,8 @@ class Engine:
                 run_id=r.id, workflow=r.workflow, status=str(shown), frame=r.frame, created_at=r.created_at,
                 updated_at=r.updated_at, finished_at=r.finished_at, error=r.error, parent_run_id=r.parent_run_id,
                 kind=str(r.kind), waiting=gates.get(r.id, []),
-                owner=OwnerSummary(id=r.owner.id, host=r.owner.host, pid=r.owner.pid, alive=alive) if r.owner else None,
+                owner=OwnerSummary(id=r.owner.id, host=r.owner.host, pid=r.owner.pid, alive=alive,
+                                   worker=r.owner.id.startswith(WORKER_PREFIX)) if r.owner else None,
                 **({"waits": waits[r.id]} if r.id in waits else {})))
         return out
 
@@ -615,20 +727,23 @@ class Engine:
             self._watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
-        """Notice decisions and cancel requests written by other processes (a data version: one
-        cheap query per poll interval, nothing when nothing changed)."""
-        seen = await self.store.data_version()
-        while self.active:
-            await asyncio.sleep(self.poll_interval)
-            try:
-                version = await self.store.data_version()
-                if version == seen:
+        """Notice decisions and cancel requests written by other processes: the store wakes this
+        watcher (SQLite: its data version moved, one cheap query per poll interval; PostgreSQL: a
+        NOTIFY naming the run), and each run concerned looks at what changed."""
+        sub = await self.store.subscribe(self.poll_interval)
+        try:
+            while self.active:
+                wake = await sub.wait(timeout=1.0)
+                if wake is None:
                     continue
-                seen = version
                 for ex in list(self.active.values()):
-                    await ex.check_external()
-            except Exception:  # the watcher must outlive a transient database error
-                continue
+                    if wake.concerns(ex.run_id):
+                        try:
+                            await ex.check_external()
+                        except Exception:  # the watcher must outlive a transient database error
+                            continue
+        finally:
+            sub.close()
 
     async def close(self) -> None:
         """Stop every run executing here, leaving each resumable (nothing is marked cancelled)."""

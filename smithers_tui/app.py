@@ -46,7 +46,7 @@ class StoreChanged(Message):
 class Host:
     """The engine, hosted in the app's event loop."""
 
-    def __init__(self, app: "SmithersApp", db_path: Path, project: Path, agent_override: str | None,
+    def __init__(self, app: "SmithersApp", db_path: Path | str, project: Path, agent_override: str | None,
                  new_id: Callable[[], str | None] | None = None, poll: float = 0.2) -> None:
         self.app, self.db_path, self.project = app, db_path, project
         self.agent_override = agent_override
@@ -192,6 +192,13 @@ class Host:
         self.execute(eng, ex)
         return ex.run_id
 
+    async def queue(self, wf: Any, target: str, data: Any, *, demo: bool) -> Any:
+        """A detached run: queued for a worker (engine.runtime.Queued: its id, how many workers run)."""
+        q = await self.engine_for(demo).queue(wf, target, data, run_id=self.new_id(), workdir=self.project)
+        if demo:
+            self.demo_runs.add(q.run_id)
+        return q
+
     async def resume(self, run_id: str) -> None:
         if run_id in self.tasks:
             return
@@ -305,7 +312,9 @@ class SmithersApp(App[int]):
         super().__init__()
         self.project = Path(project or Path.cwd()).resolve()
         self.clock = clock or Clock()
-        self.host = Host(self, Path(db_path), self.project, agent_override, new_id, poll)
+        # a database URL (PostgreSQL) is passed on as it is; a path is a Path
+        self.host = Host(self, db_path if "://" in str(db_path) else Path(db_path), self.project, agent_override,
+                         new_id, poll)
         self._keymap_override = keymap
         self._workflows: dict[str, tuple[Any, str]] | None = None
         self._wf_cache: dict[str, Any] = {}

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--budget-usd", type=nonnegative_float, metavar="USD", help="what the whole run may spend")
     sp.add_argument("--budget-tokens", type=nonnegative_int, metavar="N", help="tokens the whole run may use")
     sp.add_argument("--quiet", "-q", action="store_true", help="print only the final line")
+    sp.add_argument("--detach", "-d", action="store_true",
+                    help="queue the run for a worker and return its id at once (`smithers up` starts workers)")
 
     sp = cmd("resume", "continue a run from its last saved frame")
     sp.add_argument("run_id")
@@ -204,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("web", "the app in a browser, on 127.0.0.1", json_flag=False)
     sp.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
     sp.add_argument("--port", type=int, default=8420, help="port (default 8420)")
+
+    sp = cmd("worker", "execute queued, orphaned and newly decided runs, in the foreground (for systemd, "
+                       "containers, CI); SIGTERM stops it gracefully", json_flag=False)
+    sp.add_argument("--concurrency", type=positive_int, help="runs executed at once (default 4)")
+    sp.add_argument("--agent", help="use this agent for every agent step of the runs it executes (e.g. demo)")
+
+    sp = cmd("up", "start worker processes for this project in the background (pid file and log under "
+                   ".smithers/)", json_flag=False)
+    sp.add_argument("--workers", type=positive_int, default=2, help="how many (default 2)")
+    sp.add_argument("--concurrency", type=positive_int, help="runs each executes at once (default 4)")
+    sp.add_argument("--agent", help=argparse.SUPPRESS)
+
+    cmd("down", "stop this project's background workers gracefully; their runs stay resumable",
+        json_flag=False)
+    cmd("status", "which workers run where, and what each is running")
     return p
 
 
@@ -252,13 +269,14 @@ def open_app(args: argparse.Namespace) -> int:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def open_db(db: str, *, readonly: bool = False, create: bool = False) -> Awaitable["Store"]:
+def open_db(db: str, *, readonly: bool = False, create: bool = False, inline: bool = True) -> Awaitable["Store"]:
     """The store for a command. Commands that only read open it read-only: nothing is written. A
-    command is one process doing one thing at a time: the database's work runs inline."""
+    command is one process doing one thing at a time: the database's work runs inline (a worker,
+    which runs many runs at once, gives it a thread of its own)."""
     from engine.project import durability
     from engine.store import open_store
 
-    return open_store(db, create=create, readonly=readonly, durability=durability(), inline=True)
+    return open_store(db, create=create, readonly=readonly, durability=durability(), inline=inline)
 
 
 def out_json(obj: Any) -> None:
@@ -439,6 +457,8 @@ async def cmd_run(args: argparse.Namespace, db: str) -> int:
     wf.check_input(data)  # before anything is written
     budget = (Budget(tokens=args.budget_tokens, usd=args.budget_usd)
               if args.budget_tokens is not None or args.budget_usd is not None else None)
+    if args.detach:
+        return await run_detached(args, db, wf, target, data, budget)
     async with await open_db(db, create=True) as store:
         engine = _engine(store, args, max_concurrency=args.max_concurrency or 4)
         ex = await engine.start(wf, target, data, run_id=args.run_id, max_concurrency=args.max_concurrency,
@@ -446,6 +466,23 @@ async def cmd_run(args: argparse.Namespace, db: str) -> int:
         if not args.json and not args.quiet:
             print(f"run {ex.run_id} started: {wf.name} (db {db})", flush=True)
         return await execute(engine, ex, args)
+
+
+async def run_detached(args: argparse.Namespace, db: str, wf: Any, target: str, data: Any, budget: Any) -> int:
+    """`run --detach`: the run is recorded as queued; a worker executes it."""
+    async with await open_db(db, create=True) as store:
+        q = await _engine(store, args).queue(wf, target, data, run_id=args.run_id,
+                                             max_concurrency=args.max_concurrency, budget=budget)
+    if args.json:
+        out_json(q.json_dict())
+    elif args.quiet:
+        print(q.run_id)
+    else:
+        print(f"run {q.run_id} queued: {wf.name} (db {db}); `smithers logs {q.run_id} --follow` follows it")
+    if not q.workers:
+        print("smithers: no worker is running, so the run waits in the queue: `smithers up` starts workers "
+              "(or `smithers worker` in the foreground)", file=sys.stderr)
+    return 0
 
 
 async def cmd_resume(args: argparse.Namespace, db: str) -> int:
@@ -487,12 +524,13 @@ async def cmd_ps(args: argparse.Namespace, db: str) -> int:
     if args.json:
         out_json([i.json_dict() for i in items])
         return 0
-    rows = [[i.run_id, i.workflow, i.status, str(i.frame), fmt_time(i.created_at),
-             fmt_duration(i.created_at, i.finished_at),
+    rows = [[i.run_id, i.workflow, i.status, i.owner.label() if i.owner else "-", str(i.frame),
+             fmt_time(i.created_at), fmt_duration(i.created_at, i.finished_at),
              "; ".join([f"{w.node_id}: {w.message}" for w in i.waiting] + [wait_note(w) for w in i.waits])
              or _short(i.error or "", 50)]
             for i in items]
-    print(table(rows, ["run", "workflow", "status", "frame", "started", "took", "note"]) if rows else "no runs")
+    print(table(rows, ["run", "workflow", "status", "owner", "frame", "started", "took", "note"])
+          if rows else "no runs")
     return 0
 
 
@@ -628,8 +666,11 @@ async def _decided(engine: "Engine", store: "Store", d: Any, args: argparse.Name
         owner = (await store.get_run(run_id)).owner
         where = f" ({owner.host} pid {owner.pid})" if owner else ""
         print(f"{what} of run {run_id} {said}; its owner{where} goes on with it")
+    elif await engine.workers():
+        print(f"{what} of run {run_id} {said}; a worker continues the run")
     else:
-        print(f"{what} of run {run_id} {said}; `smithers resume {run_id}` continues the run")
+        print(f"{what} of run {run_id} {said}; `smithers resume {run_id}` continues the run "
+              "(or `smithers up` starts workers that do)")
     return 0
 
 
@@ -825,10 +866,95 @@ async def cmd_web(args: argparse.Namespace, db: str) -> int:
     return 0
 
 
+# --- workers -------------------------------------------------------------------------------------
+async def cmd_worker(args: argparse.Namespace, db: str) -> int:
+    from engine.worker import DEFAULT_CONCURRENCY, Worker
+
+    async with await open_db(db, create=True, inline=False) as store:
+        worker = Worker(store, concurrency=args.concurrency or DEFAULT_CONCURRENCY, agent_override=args.agent,
+                        log=lambda line: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", flush=True))
+        loop = asyncio.get_running_loop()
+        asked = [0]
+
+        def on_signal() -> None:  # the first asks for a graceful stop, a second insists
+            asked[0] += 1
+            worker.stop(force=asked[0] > 1)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await worker.run()
+    return 0
+
+
+async def cmd_up(args: argparse.Namespace, db: str) -> int:
+    from .background import Fleet, is_worker
+
+    fleet = Fleet(Path.cwd())
+    running = fleet.pids()
+    if running:
+        print(f"{len(running)} worker(s) already running for this project (pids {', '.join(map(str, running))}; "
+              f"log {fleet.log_file}): nothing to do; `smithers down` stops them")
+        return 0
+    async with await open_db(db, create=True) as store:  # a bad URL or file is said here, not in a log
+        procs = fleet.start(args.workers, db, args.concurrency, args.agent)
+        pids = {p.pid for p in procs}
+        deadline = time.monotonic() + 60
+        while True:
+            live = {w.pid for w in await store.workers()} & pids
+            if live == pids:
+                break
+            dead = [p for p in procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                fleet.stop([p.pid for p in procs if is_worker(p.pid)], timeout=5)
+                why = ((fleet.log_tail() or f"exit code {dead[0].returncode}") if dead
+                       else "they did not register within 60 s")
+                print(f"smithers: workers did not start ({why}); see {fleet.log_file}", file=sys.stderr)
+                return 1
+            await asyncio.sleep(0.05)
+    print(f"started {len(procs)} worker(s) (pids {', '.join(str(p.pid) for p in procs)}) on {store.where}; log "
+          f"{fleet.log_file}. `smithers status` shows them, `smithers down` stops them")
+    return 0
+
+
+async def cmd_down(args: argparse.Namespace, db: str) -> int:
+    from .background import Fleet
+
+    fleet = Fleet(Path.cwd())
+    pids = fleet.pids()
+    if not pids:
+        fleet.pid_file.unlink(missing_ok=True)
+        print("no workers running for this project")
+        return 0
+    killed = await asyncio.to_thread(fleet.stop, pids)
+    extra = f"; {len(killed)} did not stop in time and were killed" if killed else ""
+    print(f"stopped {len(pids)} worker(s){extra}; their runs stay resumable (`smithers up` continues them)")
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, db: str) -> int:
+    if "://" not in db and not Path(db).exists():
+        out_json({"workers": [], "queued": 0}) if args.json else print(f"no workers (database {db} does not exist)")
+        return 0
+    async with await open_db(db, readonly=True) as store:
+        workers = await _engine(store, args).workers()
+        queued = len(await store.list_runs("queued", limit=100_000))
+    if args.json:
+        out_json({"workers": [w.model_dump(mode="json") for w in workers], "queued": queued})
+        return 0
+    rows = [[w.id, w.host, str(w.pid), fmt_duration(w.started_at, None), f"{len(w.runs)}/{w.concurrency}",
+             ", ".join(f"{r.run_id} ({r.workflow})" for r in w.runs) or "-"] for w in workers]
+    print(table(rows, ["worker", "host", "pid", "up", "busy", "running"]) if rows
+          else "no workers running: `smithers up` starts some")
+    if queued:
+        print(f"{queued} run(s) queued")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, str], Awaitable[int]]] = {
     "run": cmd_run, "resume": cmd_resume, "cancel": cmd_cancel, "ps": cmd_ps, "show": cmd_show,
     "frames": cmd_frames, "logs": cmd_logs, "workflows": cmd_workflows, "approve": cmd_approve, "deny": cmd_deny,
     "fork": cmd_fork, "rewind": cmd_rewind, "replay": cmd_replay, "timeline": cmd_timeline, "diff": cmd_diff,
     "agents": cmd_agents, "hijack": cmd_hijack, "init": cmd_init, "migrate": cmd_migrate, "signal": cmd_signal,
     "answer": cmd_answer, "mcp": cmd_mcp, "guide": cmd_guide, "serve": cmd_serve, "web": cmd_web,
+    "worker": cmd_worker, "up": cmd_up, "down": cmd_down, "status": cmd_status,
 }

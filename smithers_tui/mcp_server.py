@@ -5,7 +5,7 @@ Every tool is one line over `Operations` (shared with the HTTP API); its name is
 agents' configurations rely on. A tool error reaches the model as one clear line (bad arguments
 name the field), never a traceback. Resources: the runs (`smithers://runs`,
 `smithers://runs/{run_id}`) and the workflow-writing guide (`smithers://guide`, also the prompt
-`write_workflow`). Runs started here are hosted by this process until they end.
+`write_workflow`). Runs started here go to the workers when one is running, else are hosted by this process.
 """
 from __future__ import annotations
 

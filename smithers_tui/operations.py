@@ -4,9 +4,11 @@ method is a thin line over the Engine façade. Results are the CLI's `--json` sh
 `show --json` (RunReport.json_dict), `ps --json` (RunSummary), `fork --json` (ForkInfo),
 `approve --json` (Decided.json_dict), `workflows --json`, `frames --json`, `logs --json` (Event).
 
-Runs started or continued here are hosted by this process (Engine.host) until they end; waiting
-for a human costs nothing and a decision from anywhere wakes them. `_launch` is the one place that
-decides where a run goes on.
+When a worker is running (`smithers up`), runs started here are queued for the workers and
+decisions, answers and signals leave the run to them, so a run outlives the agent's session.
+Without one, runs are hosted by this process (Engine.host) until they end; waiting for a human
+costs nothing and a decision from anywhere wakes them. `_workers_up` and `_launch` are the one
+place that decides where a run goes on.
 """
 from __future__ import annotations
 
@@ -75,6 +77,9 @@ class Operations:
             raise BadInput(f"input must be a JSON object (got {type(input).__name__}): "
                            "describe_workflow shows the input schema")
         wf, target = resolve(workflow)
+        if await self._workers_up():
+            queued = await self.engine.queue(wf, target, input, workdir=self.project, agent=agent)
+            return {"run_id": queued.run_id, "workflow": wf.name, "hosted": "worker", "workers": queued.workers}
         ex = await self.engine.start(wf, target, input, workdir=self.project, agent=agent)
         return {"run_id": ex.run_id, "workflow": wf.name, **self._launch(ex)}
 
@@ -120,7 +125,7 @@ class Operations:
         takes its `choice`, a rank gate its `rank`. The first decision wins; a later one is refused
         saying who decided. A run nobody runs goes on here."""
         rid = await self.find_run(run_id)
-        d = await self.engine.decide(rid, node, iteration, approved, by or self.decided_by, note, resume=True,
+        d = await self.engine.decide(rid, node, iteration, approved, by or self.decided_by, note, resume=not await self._workers_up(),
                                      choice=choice, rank=rank)
         return self._went_on(d, d.json_dict())
 
@@ -129,14 +134,14 @@ class Operations:
         """Answer a human task with data fitting its model (`smithers answer --json`). Recorded once;
         a bad answer is refused naming the field, writing nothing."""
         rid = await self.find_run(run_id)
-        d = await self.engine.answer(rid, node, iteration, data, by or self.decided_by, note, resume=True)
+        d = await self.engine.answer(rid, node, iteration, data, by or self.decided_by, note, resume=not await self._workers_up())
         return self._went_on(d, d.json_dict())
 
     async def signal(self, run_id: str, name: str, data: Any = None, by: str | None = None) -> dict[str, Any]:
         """Send a signal to a queued, running or waiting run (`smithers signal --json`): a payload a
         Signal step waits for must fit its model; a name no step waits for yet is kept for later."""
         rid = await self.find_run(run_id)
-        sent = await self.engine.signal(rid, name, data, by or self.decided_by, resume=True)
+        sent = await self.engine.signal(rid, name, data, by or self.decided_by, resume=not await self._workers_up())
         return self._went_on(sent, sent.json_dict())
 
     def _went_on(self, result: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -202,17 +207,22 @@ class Operations:
                 "diff": await self.engine.diff(rid, node, iteration)}
 
     # --- helpers ---------------------------------------------------------------------------------
+    async def _workers_up(self) -> bool:
+        """A live worker takes queued runs and runs a decision moved on (the claim rule)."""
+        return bool(await self.engine.workers())
+
     def _launch(self, ex: RunExecutor) -> dict[str, Any]:
-        """Where a started, resumed or decided run goes on: hosted by this process until it ends.
-        (With the background workers of issue 11 this is the one call to change: leave the run
-        queued for a worker when one is running.)"""
+        """Where a run this process took (started, resumed, decided) goes on: hosted here until it ends."""
         self.engine.host(ex)
         return {"hosted": "here"}
 
     async def _then(self, info: Any, run: bool) -> dict[str, Any]:
+        """A fork, rewind or replay is queued; with `run` it goes on here unless a worker takes it."""
+        out: dict[str, Any] = info.model_dump()
         if run:
-            self._launch(await self.engine.resume(info.run_id))
-        return info.model_dump()
+            out.update({"hosted": "worker"} if await self._workers_up()
+                       else self._launch(await self.engine.resume(info.run_id)))
+        return out
 
     async def find_run(self, run_id: str) -> str:
         if not isinstance(run_id, str) or not run_id.strip():

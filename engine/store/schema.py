@@ -1,5 +1,7 @@
-"""Schema and migrations. The version lives in PRAGMA user_version; each migration is applied
-once, in order, inside one transaction. A database from a newer schema is refused."""
+"""Schema and migrations of the SQLite store. The version lives in PRAGMA user_version; each
+migration is applied once, in order, inside one transaction. A database from a newer schema is
+refused. The PostgreSQL store keeps the same versions in `postgres_schema.py` (one entry there
+per entry here: add both)."""
 
 MIGRATIONS: list[str] = [
     # v1
@@ -104,6 +106,16 @@ MIGRATIONS: list[str] = [
         run_id TEXT NOT NULL, iteration INTEGER NOT NULL,  -- where the output was made
         PRIMARY KEY (node_id, key, version)
     ) WITHOUT ROWID;
+    """,
+    # v4: workers. A lease carries a fencing token (bumped at every take-over); the worker registry.
+    """
+    ALTER TABLE runs ADD COLUMN lease INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX runs_owner ON runs(owner_host, status);
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,              -- also the owner id of every run it holds
+        host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL,
+        concurrency INTEGER NOT NULL, started_at REAL NOT NULL, heartbeat_at REAL NOT NULL
+    );
     """,
 ]
 

@@ -31,9 +31,9 @@ from ..errors import (BadInput, Conflict, LeaseLost, NotADatabase, RunNotFound, 
                       StoreDamaged, StoreFull, StoreReadOnly)
 from ..events import Event
 from ..frame import Delta, FrameDelta, decode_delta
-from ..lease import Owner
+from ..lease import STALE_AFTER_S, Owner, claimable_owner, this_host
 from ..records import (ApprovalRecord, AttemptRecord, CacheEntry, FrameRecord, FrameState, NewRun, OutputRecord,
-                       OwnerInfo, ReportData, RunRecord, RunStats, SignalRecord, Totals, WaitRecord)
+                       OwnerInfo, ReportData, RunRecord, RunStats, SignalRecord, Totals, WaitRecord, WorkerRecord)
 from ..state import Key, NodeRecord, RunKind, RunState, RunStatus, key_str, parse_key
 from .base import Store
 from .schema import MIGRATIONS, SCHEMA_VERSION
@@ -64,6 +64,15 @@ def _all(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list
 def _one(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
     rows = _all(conn, sql, params)
     return rows[0] if rows else None
+
+
+def _marked_read_only(path: Path) -> bool:
+    """The file says it is not to be written: no write permission for anyone, or none for us (root
+    could write it anyway; a file marked read-only is left alone all the same)."""
+    try:
+        return not (path.stat().st_mode & 0o222) or not os.access(path, os.W_OK)
+    except OSError:
+        return False
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -137,6 +146,9 @@ class SQLiteStore(Store):
                            "set it in .smithers/config.toml or SMITHERS_DURABILITY")
         if (readonly or not create) and not path.exists():
             raise RunNotFound(f"no database at {path}: start a run first, or pass --db / set SMITHERS_DB")
+        if not readonly and path.exists() and _marked_read_only(path):
+            raise StoreReadOnly(f"{path} is read-only: only commands that read work on it; make it writable "
+                                f"(chmod u+w {path}) or pass --db with another database")
         if create and not readonly:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +195,7 @@ class SQLiteStore(Store):
         return store
 
     async def close(self) -> None:
+        await self._stop_watching()
         if self._pool is None:
             self._db.close()
             return
@@ -324,25 +337,36 @@ class SQLiteStore(Store):
             raise BadInput(f"a run {run.id!r} already exists: choose another --run-id or resume it") from None
 
     async def take_over(self, run_id: str, owner: Owner, expect_owner: str | None, changes: dict[str, Any],
-                        now: float) -> bool:
+                        now: float) -> int | None:
         cols = {**owner_columns(owner, now), **_columns(changes)}
         sets = ",".join(f"{c}=?" for c in cols)
-        counts = await self.transact([(f"UPDATE runs SET {sets} WHERE id=? AND owner_id IS ?",
-                                       [(*cols.values(), run_id, expect_owner)])])
-        return counts[0] == 1
+
+        def txn(conn: sqlite3.Connection) -> int | None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = _one(conn, f"UPDATE runs SET {sets}, lease=lease+1 WHERE id=? AND owner_id IS ? RETURNING lease",
+                           (*cols.values(), run_id, expect_owner))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return row[0] if row else None
+
+        return await self._run(txn)
 
     async def commit(self, run_id: str, owner_id: str, frame: int, delta: Delta, now: float,
-                     keyframe: dict[str, Any] | None = None) -> int:
-        return (await self.transact(commit_ops(run_id, owner_id, frame, delta, now, keyframe), fence=run_id))[-1]
+                     keyframe: dict[str, Any] | None = None, *, token: int | None = None) -> int:
+        return (await self.transact(commit_ops(run_id, owner_id, frame, delta, now, keyframe, token),
+                                    fence=run_id))[-1]
 
-    async def heartbeat(self, run_id: str, owner_id: str, now: float) -> bool:
-        counts = await self.transact([("UPDATE runs SET heartbeat_at=? WHERE id=? AND owner_id=?",
-                                       [(now, run_id, owner_id)])])
+    async def heartbeat(self, run_id: str, owner_id: str, now: float, *, token: int | None = None) -> bool:
+        where, params = _fence(run_id, owner_id, token)
+        counts = await self.transact([(f"UPDATE runs SET heartbeat_at=? WHERE {where}", [(now, *params)])])
         return counts[0] == 1
 
-    async def release(self, run_id: str, owner_id: str) -> None:
-        await self.transact([("UPDATE runs SET owner_id=NULL, heartbeat_at=NULL WHERE id=? AND owner_id=?",
-                              [(run_id, owner_id)])])
+    async def release(self, run_id: str, owner_id: str, *, token: int | None = None) -> None:
+        where, params = _fence(run_id, owner_id, token)
+        await self.transact([(f"UPDATE runs SET owner_id=NULL, heartbeat_at=NULL WHERE {where}", [params])])
 
     async def request_cancel(self, run_id: str) -> None:
         await self.transact([("UPDATE runs SET cancel_requested=1 WHERE id=?", [(run_id,)])])
@@ -596,6 +620,69 @@ class SQLiteStore(Store):
                                      "GROUP BY node_id, iteration", (run_id,))
         return {(r[0], r[1]): (int(r[2] or 0), float(r[3] or 0.0)) for r in rows}
 
+    # --- workers -------------------------------------------------------------------------------
+    async def claim_runs(self, owner: Owner, limit: int, now: float) -> list[RunRecord]:
+        """See Store.claim_runs. A read finds the candidates without locking; only when there are
+        some does a write transaction (SQLite's one writer at a time: atomic) select them again and
+        lease them."""
+        if limit < 1:
+            return []
+
+        def candidates(c: sqlite3.Connection) -> list[sqlite3.Row]:
+            gone = [o["owner_id"] for o in _all(c, OWNERS_HERE_SQL, (this_host(),))
+                    if claimable_owner(_owner_of(o), now)]
+            return _all(c, CLAIMABLE_SQL, (now - STALE_AFTER_S, this_host(), dumps(gone), limit, now))
+
+        if not await self._run(candidates):
+            return []
+        cols = owner_columns(owner, now)
+
+        def txn(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = []
+                for r in candidates(conn):
+                    status = str(RunStatus.RUNNING) if r["status"] in ("queued", "waiting") else r["status"]
+                    row = _one(conn, "UPDATE runs SET owner_id=?, owner_host=?, owner_pid=?, owner_started=?, "
+                                     "heartbeat_at=?, lease=lease+1, status=?, updated_at=? WHERE id=? AND lease=? "
+                                     "RETURNING *", (*cols.values(), status, now, r["id"], r["lease"]))
+                    if row is not None:
+                        out.append(row)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return out
+
+        return [run_record(r) for r in await self._run(txn)]
+
+    async def register_worker(self, worker: WorkerRecord) -> None:
+        await self.transact([("INSERT OR REPLACE INTO workers (id,host,pid,started,concurrency,started_at,heartbeat_at)"
+                              " VALUES (?,?,?,?,?,?,?)",
+                              [(worker.id, worker.host, worker.pid, worker.started, worker.concurrency,
+                                worker.started_at, worker.heartbeat_at)])])
+
+    async def worker_heartbeat(self, worker_id: str, now: float) -> bool:
+        counts = await self.transact([("UPDATE workers SET heartbeat_at=? WHERE id=?", [(now, worker_id)])])
+        return counts[0] == 1
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self.transact([("DELETE FROM workers WHERE id=?", [(worker_id,)])])
+
+    async def workers(self) -> list[WorkerRecord]:
+        def read(c: sqlite3.Connection) -> list[WorkerRecord]:
+            out = [WorkerRecord(r["id"], r["host"], r["pid"], r["started"], r["concurrency"], r["started_at"],
+                                r["heartbeat_at"]) for r in _all(c, "SELECT * FROM workers ORDER BY started_at")]
+            held: dict[str, list[str]] = {}
+            for r in _all(c, "SELECT id, owner_id FROM runs WHERE owner_id IN (SELECT id FROM workers) "
+                             "AND status IN ('running','waiting','queued') ORDER BY created_at"):
+                held.setdefault(r["owner_id"], []).append(r["id"])
+            for w in out:
+                w.runs = held.get(w.id, [])
+            return out
+
+        return await self._run(_read, read)
+
 
 # --- the statements of one frame ----------------------------------------------------------------
 RUN_COLUMNS = frozenset(("status", "error", "owner_id", "owner_host", "owner_pid", "owner_started", "heartbeat_at",
@@ -613,12 +700,46 @@ def _columns(changes: dict[str, Any]) -> dict[str, Any]:
             for k, v in changes.items()}
 
 
+# The claim rule (see Store.claim_runs). Parameters: the stale heartbeat limit, this host, the owner
+# ids on this host whose process is gone (a JSON list, from OWNERS_HERE_SQL + lease.claimable_owner),
+# how many, now. A sub-workflow's run is never claimed by itself: its parent's Subflow step drives it.
+CLAIMABLE_SQL = """
+SELECT * FROM runs WHERE kind != 'subflow' AND (
+  (status = 'queued' AND owner_id IS NULL)
+  OR (status IN ('running', 'waiting') AND (owner_id IS NULL
+      OR (heartbeat_at < ?1 AND owner_host IS NOT ?2)
+      OR owner_id IN (SELECT value FROM json_each(?3))))
+) AND (status != 'waiting'
+       OR (wake_at IS NOT NULL AND wake_at <= ?5)
+       OR EXISTS (SELECT 1 FROM signals s WHERE s.run_id = runs.id AND s.consumed_at IS NULL)
+       OR EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.decision IS NOT NULL AND a.applied = 0))
+ORDER BY created_at LIMIT ?4
+"""
+# The owners of active runs on this host (a few: one per process), to check their pids.
+OWNERS_HERE_SQL = """
+SELECT DISTINCT owner_id, owner_host, owner_pid, owner_started, heartbeat_at FROM runs
+WHERE owner_host = ? AND owner_id IS NOT NULL AND status IN ('running', 'waiting')
+"""
+
+
+def _owner_of(r: sqlite3.Row) -> OwnerInfo | None:
+    return (OwnerInfo(r["owner_id"], r["owner_host"], r["owner_pid"], r["owner_started"], r["heartbeat_at"])
+            if r["owner_id"] else None)
+
+
+def _fence(run_id: str, owner_id: str, token: int | None) -> tuple[str, tuple[Any, ...]]:
+    """The condition of a write by a lease holder: its owner id, and its token when it has one."""
+    if token is None:
+        return "id=? AND owner_id=?", (run_id, owner_id)
+    return "id=? AND owner_id=? AND lease=?", (run_id, owner_id, token)
+
+
 def commit_ops(run_id: str, owner_id: str, frame: int, delta: Delta, now: float,
-               keyframe: dict[str, Any] | None) -> Ops:
+               keyframe: dict[str, Any] | None, token: int | None = None) -> Ops:
     """The statements of one frame, the run's own update first (it fences the lease: see _apply)."""
     run = _columns({"frame": frame, "updated_at": now, **delta.run})
-    ops: Ops = [(f"UPDATE runs SET {','.join(c + '=?' for c in run)} WHERE id=? AND owner_id=?",
-                 [(*run.values(), run_id, owner_id)])]
+    where, params = _fence(run_id, owner_id, token)
+    ops: Ops = [(f"UPDATE runs SET {','.join(c + '=?' for c in run)} WHERE {where}", [(*run.values(), *params)])]
     if delta.interrupted:  # before the node rows change: the attempt started when its node did
         ops.append(("INSERT OR IGNORE INTO attempts (run_id,node_id,iteration,attempt,started_at,finished_at,"
                     "outcome,error) SELECT run_id,node_id,iteration,attempts,updated_at,?,'interrupted','interrupted'"
@@ -687,7 +808,7 @@ def _new_run_ops(run: NewRun, owner: Owner | None, now: float) -> Ops:
     """A run row, its frame 0 and keyframe, and its run_started event."""
     row = _new_run_row(run, now)
     if owner is not None:
-        row.update(owner_columns(owner, now))
+        row.update(owner_columns(owner, now), lease=1)
     started: dict[str, Any] = {"workflow": run.workflow, "input": run.input}
     if run.parent_run_id:
         started.update({"parent": run.parent_run_id, "kind": str(run.kind)})
@@ -756,8 +877,7 @@ def _short(s: str, n: int = 60) -> str:
 
 
 def run_record(r: sqlite3.Row) -> RunRecord:
-    owner = (OwnerInfo(r["owner_id"], r["owner_host"], r["owner_pid"], r["owner_started"], r["heartbeat_at"])
-             if r["owner_id"] else None)
+    owner = _owner_of(r)
     return RunRecord(id=r["id"], workflow=r["workflow"], target=r["target"], source_path=r["source_path"],
                      source_hash=r["source_hash"], input=loads(r["input"]), status=RunStatus(r["status"]),
                      error=r["error"], workdir=r["workdir"], kind=RunKind(r["kind"]), parent_run_id=r["parent_run_id"],
@@ -765,7 +885,7 @@ def run_record(r: sqlite3.Row) -> RunRecord:
                      cancel_requested=bool(r["cancel_requested"]), frame=r["frame"], created_at=r["created_at"],
                      updated_at=r["updated_at"], finished_at=r["finished_at"],
                      meta=loads(r["meta"]) if r["meta"] else {},
-                     result=loads(r["result"]) if r["result"] else None, wake_at=r["wake_at"])
+                     result=loads(r["result"]) if r["result"] else None, wake_at=r["wake_at"], lease=r["lease"])
 
 
 def node_record(r: sqlite3.Row) -> NodeRecord:

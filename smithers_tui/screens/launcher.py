@@ -28,6 +28,7 @@ class LauncherScreen(Screen[None]):
         Binding("ctrl+s", "start", "Start run", id="launcher.start", priority=True),
         Binding("escape", "back", "Back", id="back"),
         Binding("ctrl+d", "toggle_demo", "Demo agent", id="launcher.demo"),
+        Binding("ctrl+b", "start_detached", "Start in background", show=False, id="launcher.detach"),
     ]
 
     def __init__(self, preselect: str | None = None) -> None:
@@ -152,7 +153,7 @@ class LauncherScreen(Screen[None]):
     def action_back(self) -> None:
         self.app.pop_screen()
 
-    def action_start(self) -> None:
+    def action_start(self, detach: bool = False) -> None:
         if self.chosen is None:
             return
         data = self.query_one(InputForm).validated()
@@ -160,15 +161,26 @@ class LauncherScreen(Screen[None]):
         if data is None:
             status.update(Text("fix the fields marked ✖", style="red1"))
             return
-        self.start(self.chosen, data)
+        self.start(self.chosen, data, detach)
+
+    def action_start_detached(self) -> None:
+        """Queue the run for a background worker (`smithers up`) instead of running it in the app."""
+        self.action_start(detach=True)
 
     @work(exclusive=True, group="launcher-start")
-    async def start(self, name: str, data: dict[str, Any]) -> None:
+    async def start(self, name: str, data: dict[str, Any], detach: bool = False) -> None:
         app: Any = self.app
         wf, target = self.found[name]
         demo = self.query_one("#demo", Switch).value
         self.query_one("#start-status", Static).update(Text("starting…", style="grey58"))
-        run_id = await app.attempt(app.host.start(wf, target, data, demo=demo))
+        if detach:
+            q = await app.attempt(app.host.queue(wf, target, data, demo=demo))
+            run_id = q.run_id if q else None
+            if q and not q.workers:
+                app.notify(f"run {q.run_id} is queued; no worker is running: `smithers up` starts workers",
+                           severity="warning", timeout=8)
+        else:
+            run_id = await app.attempt(app.host.start(wf, target, data, demo=demo))
         if run_id:
             app.open_run(run_id, replace=True)
         else:
@@ -176,6 +188,7 @@ class LauncherScreen(Screen[None]):
 
     def palette_commands(self) -> list[Any]:
         return [("Start run", "start the chosen workflow with this input", self.action_start),
+                ("Start in background", "queue the run for a worker (`smithers up`)", self.action_start_detached),
                 ("Toggle demo agent", "canned replies instead of a model", self.action_toggle_demo)]
 
 

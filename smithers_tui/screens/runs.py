@@ -2,7 +2,9 @@
 waiting gates, progress, tokens and cost. Runs of other processes appear and move too."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich.text import Text
 from textual import work
@@ -18,6 +20,14 @@ COLUMNS = [("", "glyph", 1), ("status", "status", 9), ("workflow", "workflow", 1
            ("started", "started", 11), ("took", "took", 7), ("steps", "progress", 7), ("current step", "step", 18),
            ("gates", "gates", 5), ("tokens", "tokens", 6), ("cost", "cost", 7)]
 
+
+
+def shown_db(db: Path | str, project: Path) -> str:
+    """The database in the title: a path relative to the project, or a URL without its password."""
+    if isinstance(db, Path):
+        return str(db.relative_to(project) if db.is_relative_to(project) else db)
+    password = urlsplit(db).password
+    return db.replace(f":{password}@", "@", 1) if password else db
 
 
 class RunsScreen(Screen[None]):
@@ -50,8 +60,7 @@ class RunsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         app: Any = self.app
-        db = app.host.db_path
-        self.sub_title = str(db.relative_to(app.project) if db.is_relative_to(app.project) else db)
+        self.sub_title = shown_db(app.host.db_path, app.project)
         t = self.query_one(DataTable)
         for label, key, width in COLUMNS:
             t.add_column(label, key=key, width=width)
@@ -101,6 +110,11 @@ class RunsScreen(Screen[None]):
             step = r["error"]
         elif status == "rewound":
             step = f"→ {r['successor_run_id']}"
+        elif status == "queued":
+            step = "waits for a worker"
+        owner = r.get("owner")
+        if owner is not None and owner.id.startswith("worker-") and status in ACTIVE_RUN:
+            step = f"{step} @{owner.id} {owner.host}:{owner.pid}".strip()  # who runs it
         lineage = f" ⑂{r['kind']}" if r.get("kind") and r["kind"] != "run" else ""
         tok, usd = r["_usage"]
         return [run_glyph(status), Text(status, style="grey70"), r["workflow"] + lineage, r["id"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import stat
 from typing import Any, AsyncIterator
 
@@ -308,3 +309,28 @@ async def test_signals_answers_and_choices_over_http(server):
         assert outputs["end"] == "done"
         gone = await client.post(f"{server.url}/runs/{run_id}/signals/ci", json={"data": {"passed": True}})
         assert gone.status_code == 400 and "finished" in gone.json()["error"]
+
+
+async def test_with_a_worker_up_runs_started_over_http_go_to_the_worker_and_outlive_the_server(server):
+    """`smithers up`'s case: the API queues the run for the worker instead of hosting it, leaves an
+    approval to the worker, and the run ends although the server that started it is gone."""
+    from tests.support import WorkerProc
+
+    worker = WorkerProc(cli(server), env=clean_env())
+    try:
+        async with httpx.AsyncClient(headers=server.auth) as client:
+            r = await client.post(f"{server.url}/runs", json={"workflow": "gated", "input": {"n": 1}})
+            assert r.status_code == 201, r.text
+            assert r.json()["hosted"] == "worker" and r.json()["workers"] == 1
+            run_id = r.json()["run_id"]
+            await until_waiting(client, server, run_id)
+            r = await client.post(f"{server.url}/runs/{run_id}/approve", json={})
+            assert r.status_code == 200, r.text
+        server.proc.send_signal(signal.SIGINT)  # the agent's session ends: the server with it
+        server.proc.wait(timeout=60)
+        follow = cli(server)("logs", run_id, "--follow", "--json")  # returns when the run ends
+        assert json.loads(follow.stdout.splitlines()[-1])["type"] == "run_finished", follow.stdout[-500:]
+        assert cli(server).json("show", run_id)["status"] == "finished"
+        assert any(run_id in ln for ln in worker.lines), worker.lines[-5:]
+    finally:
+        assert worker.stop() == 0
