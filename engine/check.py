@@ -113,7 +113,8 @@ def check_workflow(wf: WorkflowDef, sample_input: Any = None, workdir: Path | No
                               f"({', '.join(only) or 'in another order'}): derive ids from data, and keep clocks, "
                               "randomness and I/O out of the workflow body")
     return CheckedWorkflow(workflow=wf.name, description=wf.description, input_schema=wf.input_schema(),
-                           steps=first, first_steps=[key_label(*r.key) for r in plan.ready])
+                           steps=first, first_steps=list(dict.fromkeys(
+                               [key_label(*r.key) for r in plan.ready] + [key_label(*k) for k, _ in plan.waits])))
 
 
 def _build(wf: WorkflowDef, ctx: Ctx, filename: str) -> Node:
