@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/smithers
 
+# The suite runs on every core (pytest-xdist; `make test PYTEST_WORKERS=0` runs it in one process).
+PYTEST_WORKERS ?= auto
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-# System programs the tests use (strace...), from Debian's packages when missing.
+# System programs the tests use (strace, PostgreSQL's server...), from Debian's packages when missing.
 system-deps:
 	@./scripts/system-deps.sh
 

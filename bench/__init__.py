@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from engine import Loop, Parallel, Sequence, Task, workflow
+from engine import Approval, Loop, Parallel, Sequence, Task, workflow
 
 PARAMS: dict[str, int] = {"n": 1000, "fan": 1000, "fan_limit": 50, "size": 2048}
 
@@ -51,3 +51,22 @@ def long_then_next(ctx):
 @workflow(name="bench-disk")
 def disk(ctx):
     return Loop("l", Task("step", run=blob), max_iterations=PARAMS["n"])
+
+
+# --- workers (bench/workers.py) -----------------------------------------------------------------
+@workflow(name="bench-ten")
+def ten(ctx):
+    """10 no-op steps, one after another: a queued run for throughput."""
+    return Sequence(*[Task(f"s{i}", run=noop) for i in range(10)])
+
+
+@workflow(name="bench-gate")
+def gate(ctx):
+    """A gate, then a step: time from a decision to that step's start."""
+    return Sequence(Approval("ok", message="go on?"), Task("next", run=noop))
+
+
+@workflow(name="bench-hold")
+def hold(ctx):
+    """A step that never ends: its worker is killed, another takes the run over."""
+    return Sequence(Task("first", run=noop), Task("hold", run=wait_forever))

@@ -229,8 +229,14 @@ def profiled(coro_fn: Any, *args: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--profile", choices=["overhead", "fan-out", "resume", "disk"])
-    p.add_argument("--engine-only", action="store_true", help="skip the app's figures (about a minute)")
+    p.add_argument("--engine-only", action="store_true",
+                   help="skip the app's figures (about a minute) and the workers' (several minutes)")
+    p.add_argument("--workers-only", action="store_true", help="only the workers' figures (bench/workers.py)")
     args = p.parse_args(argv)
+    if args.workers_only:
+        from bench import workers
+
+        return workers.main()
     with tempfile.TemporaryDirectory(prefix="smithers-bench-") as d:
         tmp = Path(d)
         if args.profile:
@@ -276,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import tui
 
         tui.main()
+        print()
+        from bench import workers
+
+        workers.main()
     return 0
 
 

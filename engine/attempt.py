@@ -75,3 +75,27 @@ async def run_compute(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+async def cached(ex: "RunExecutor", r: "Ready", tctx: "TaskCtx") -> StepResult | None:
+    """A cached step's output from an earlier run (a hit), or None (a miss: the step runs and its
+    output is stored with its result)."""
+    from .render import coerce_output
+
+    task = r.task
+    cache = task.cache
+    assert cache is not None  # only cached tasks come here
+    key = cache.key_for(tctx)
+    entry = await ex.store.cache_get(task.id, key, str(cache.version))
+    fresh = entry is not None and (cache.ttl is None or time.time() - entry.created_at <= cache.ttl)
+    if entry is not None and fresh:
+        try:
+            coerce_output(task, entry.value)
+        except (ValidationError, TypeError, ValueError):
+            fresh = False  # the output model changed since: run the step
+    if entry is None or not fresh:
+        ex.cache_keys[r.key] = key
+        return None
+    source = f"{entry.run_id}:{entry.node_id}" + (f"[{entry.iteration}]" if entry.iteration else "")
+    ex.emit("cache_hit", r.key, {"cache_key": key, "version": str(cache.version), "from": source})
+    return StepResult(entry.value, cache="hit", cache_key=key, cached_from=source)

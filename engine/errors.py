@@ -89,6 +89,11 @@ class StoreBusy(BadInput):
     """Another process held the write lock for longer than the busy timeout."""
 
 
+class StoreUnavailable(SmithersError):
+    """The database server stayed unreachable past the reconnect window: nothing of the call was
+    written; everything saved before it is kept."""
+
+
 def one_line_validation(e: "ValidationError") -> str:
     """A pydantic validation error as one line: `field: problem; other: problem (+N more)`."""
     parts = []
@@ -97,3 +102,7 @@ def one_line_validation(e: "ValidationError") -> str:
         parts.append(f"{loc}: {err['msg']}")
     more = e.error_count() - 3
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+class WorkflowInvalid(BadInput):
+    """A workflow's source does not import, hold one @workflow, accept its sample input, or render."""

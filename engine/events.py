@@ -16,6 +16,10 @@ EventType = Literal[
     "approval_requested", "approval_decided",
     "worktree_created", "worktree_finished", "worktree_removed", "snapshot",
     "log", "agent",
+    # the durable waits, sub-workflows, error handling, cache and budgets
+    "signal_sent", "signal_received", "signal_refused", "wait_started", "wait_timed_out", "timer_fired",
+    "subflow_started", "subflow_finished", "failure_caught", "compensation_started", "saga_finished",
+    "saga_compensated", "run_continued", "cache_hit", "budget_exceeded",
 ]
 
 

@@ -39,10 +39,13 @@ class Delta:
     interrupted: list[Key] = field(default_factory=list)  # attempts cut short by a crash: recorded as interrupted
     approvals: list[dict[str, Any]] = field(default_factory=list)  # gate requests / decisions applied
     run: dict[str, Any] = field(default_factory=dict)  # run columns that change (status, error, owner...)
+    signals: list[dict[str, Any]] = field(default_factory=list)  # signals taken (seq, key) or refused (+ error)
+    new_runs: list[Any] = field(default_factory=list)  # (NewRun, Owner | None): a ContinueAsNew successor
+    cache: list[dict[str, Any]] = field(default_factory=list)  # task outputs to keep for reuse across runs
 
     def __bool__(self) -> bool:
         return bool(self.nodes or self.outputs or self.events or self.attempts or self.approvals or self.run
-                    or self.interrupted)
+                    or self.interrupted or self.signals or self.new_runs or self.cache)
 
     def event(self, type: str, key: Key | None = None, **data: Any) -> None:
         self.events.append((type, key, data))

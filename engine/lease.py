@@ -15,6 +15,12 @@ HEARTBEAT_S = 1.0
 STALE_AFTER_S = 30.0
 
 
+def this_host() -> str:
+    """This machine's host id: SMITHERS_HOST_ID, else the host name. Leases of another host are
+    judged by their heartbeat; leases of this one by their pid."""
+    return os.environ.get("SMITHERS_HOST_ID") or socket.gethostname()
+
+
 def _proc_start(pid: int) -> float | None:
     """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
     try:
@@ -33,9 +39,13 @@ class Owner:
     started: float | None
 
     @classmethod
-    def me(cls) -> "Owner":
+    def me(cls, prefix: str = "") -> "Owner":
+        """This process; a worker's id starts with `worker-`."""
         pid = os.getpid()
-        return cls(uuid.uuid4().hex[:12], socket.gethostname(), pid, _proc_start(pid))
+        return cls(prefix + uuid.uuid4().hex[:12], this_host(), pid, _proc_start(pid))
+
+
+WORKER_PREFIX = "worker-"  # the owner id of a worker (`smithers worker`) starts with it
 
 
 def owner_alive(owner: OwnerInfo | None, now: float | None = None) -> bool:
@@ -44,20 +54,23 @@ def owner_alive(owner: OwnerInfo | None, now: float | None = None) -> bool:
     if owner is None:
         return False
     now = time.time() if now is None else now
-    if owner.host != socket.gethostname():
+    if owner.host != this_host():
         return (now - (owner.heartbeat_at or 0)) < STALE_AFTER_S
     pid = owner.pid
-    if not pid:
+    if not pid or not pid_alive(pid):
         return False
+    started = _proc_start(pid)
+    return started is None or owner.started is None or started == owner.started  # else: the pid was reused
+
+
+def pid_alive(pid: int) -> bool:
+    """A process of this host that is running (not gone, not a zombie)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    started = _proc_start(pid)
-    if started is not None and owner.started is not None and started != owner.started:
-        return False  # the pid was reused by another process
     return not _is_zombie(pid)
 
 
@@ -73,7 +86,14 @@ def describe_owner(owner: OwnerInfo | None) -> str:
     if owner is None:
         return "nobody"
     age = max(0.0, time.time() - (owner.heartbeat_at or 0))
-    return f"pid {owner.pid} on {owner.host} (heartbeat {age:.0f}s ago)"
+    who = f"worker {owner.id}, " if owner.id.startswith(WORKER_PREFIX) else ""
+    return f"{who}pid {owner.pid} on {owner.host} (heartbeat {age:.0f}s ago)"
+
+
+def claimable_owner(owner: OwnerInfo | None, now: float) -> bool:
+    """May a worker take over a run held by this lease? Nobody holds it, or its holder is gone:
+    on this host its process is gone; on another host its heartbeat is STALE_AFTER_S old."""
+    return not owner_alive(owner, now)
 
 
 def shown_status(run: RunRecord, executing_here: bool = False) -> RunStatus:

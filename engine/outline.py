@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 
 from .context import Ctx
-from .dsl import Approval, Branch, Loop, Node, Parallel, Task, WorkflowDef, Worktree
+from .dsl import (Approval, Branch, ContinueAsNew, HumanTask, Loop, Node, Parallel, Saga, Signal, Subflow, Task, Timer,
+                  TryCatchFinally, WorkflowDef, Worktree)
 from .render import fingerprint
 from .state import RunState
 
@@ -26,6 +27,13 @@ class Shape(StrEnum):
     PARALLEL = "par"
     WORKTREE = "wt"
     SEQUENCE = "seq"
+    SIGNAL = "signal"
+    TIMER = "timer"
+    HUMAN = "human"
+    SUBFLOW = "subflow"
+    TRY = "try"  # children: try, catch, finally (each a part; a missing one is an empty seq)
+    SAGA = "saga"  # children: action 1, compensation 1, action 2, ... (a missing compensation is an empty seq)
+    CONTINUE = "continue"
 
 
 class OutlineNode(NamedTuple):
@@ -44,13 +52,17 @@ class Outline:
     fingerprints: dict[str, str] = field(default_factory=dict)  # task id -> what its render looks like
     untils: dict[str, bool] = field(default_factory=dict)  # loop id -> its until condition, now
     groups: dict[str, set[str]] = field(default_factory=dict)  # node id -> ids of the loops/worktrees around it
+    nodes: dict[str, Node] = field(default_factory=dict)  # node id -> the node (its model, signal name, options)
 
     def ids(self) -> set[str]:
         return set(self.groups)
 
 
 _SHAPES: dict[type, Shape] = {Task: Shape.TASK, Approval: Shape.GATE, Loop: Shape.LOOP, Parallel: Shape.PARALLEL,
-                              Worktree: Shape.WORKTREE}
+                              Worktree: Shape.WORKTREE, Signal: Shape.SIGNAL, Timer: Shape.TIMER, HumanTask: Shape.HUMAN,
+                              Subflow: Shape.SUBFLOW, TryCatchFinally: Shape.TRY, Saga: Shape.SAGA,
+                              ContinueAsNew: Shape.CONTINUE}
+_EMPTY = OutlineNode(Shape.SEQUENCE, None, ())
 
 
 def outline(wf: WorkflowDef, run_id: str, input: Any, state: RunState, workdir: Path | str) -> Outline | None:
@@ -72,16 +84,24 @@ def outline(wf: WorkflowDef, run_id: str, input: Any, state: RunState, workdir: 
 def _walk(node: Node, around: frozenset[str], out: Outline, ctx: Ctx) -> OutlineNode:
     """Record what a fork needs to know of every node (the arm a Branch did not take included: a
     fork with other input may take it), and return the shape of what the tree shows."""
-    if isinstance(node, Task):
+    if isinstance(node, (Task, Subflow)):
         out.fingerprints[node.id] = fingerprint(node)
     if node.id is not None:
         out.groups[node.id] = set(around)
+        out.nodes[node.id] = node
     if isinstance(node, Loop):
         try:
             out.untils[node.id] = bool(node.until(ctx) if callable(node.until) else node.until)
         except Exception:  # an until that cannot be evaluated yet (it reads an output not made)
             pass
     inner = around | {node.id} if isinstance(node, (Loop, Worktree)) and node.id is not None else around
+    if isinstance(node, TryCatchFinally):  # fixed places: try, catch, finally
+        parts = (node.try_, node.catch, node.finally_)
+        return OutlineNode(Shape.TRY, node.id, tuple(_walk(p, inner, out, ctx) if p is not None else _EMPTY
+                                                     for p in parts))
+    if isinstance(node, Saga):  # action, compensation, action, compensation...
+        return OutlineNode(Shape.SAGA, node.id, tuple(_walk(p, inner, out, ctx) if p is not None else _EMPTY
+                                                      for pair in node.steps for p in pair))
     kids = tuple(_walk(c, inner, out, ctx) for c in node.children())
     if isinstance(node, Branch):
         chosen = node.chosen()

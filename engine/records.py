@@ -42,6 +42,15 @@ class RunRecord:
     updated_at: float
     finished_at: float | None
     meta: dict[str, Any] = field(default_factory=dict)
+    result: Any = None  # what the run produced: the output of its last step (a sub-workflow's output)
+    wake_at: float | None = None  # a waiting run's next timer or timeout
+    lease: int = 0  # the fencing token: bumped at every take-over; writes carry the one they hold
+
+    @property
+    def parent_step(self) -> Key | None:
+        """For a sub-workflow's run: the step of its parent run that started it."""
+        v = self.meta.get("parent_step")
+        return (v[0], int(v[1])) if v else None
 
     @property
     def max_concurrency(self) -> int | None:
@@ -152,10 +161,63 @@ class ApprovalRecord:
     decided_at: float | None
     applied: bool
     workflow: str | None = None
+    mode: str = "approve"  # approve | select | rank | human (a HumanTask)
+    request: dict[str, Any] = field(default_factory=dict)  # options, allowed, output (model), due
+    answer: Any = None  # the choice, the ranking, or a human task's answer
 
     @property
     def key(self) -> Key:
         return (self.node_id, self.iteration)
+
+    @property
+    def options(self) -> list[str]:
+        return list(self.request.get("options") or [])
+
+    @property
+    def allowed(self) -> list[str] | None:
+        return self.request.get("allowed")
+
+
+@dataclass(slots=True)
+class SignalRecord:
+    """A signal sent to a run: kept until a Signal step with its name takes it (first in, first out)."""
+
+    seq: int
+    run_id: str
+    name: str
+    payload: Any
+    sent_at: float
+    sent_by: str | None
+    node_id: str | None = None  # the step that took it
+    iteration: int | None = None
+    consumed_at: float | None = None
+    frame: int | None = None
+    error: str | None = None  # refused when taken: it did not fit the step's model
+
+    @property
+    def pending(self) -> bool:
+        return self.consumed_at is None
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    value: Any
+    type: str | None
+    created_at: float
+    run_id: str
+    node_id: str
+    iteration: int
+
+
+@dataclass(slots=True)
+class WaitRecord:
+    """A step in a durable wait (a signal, a timer, a parked sub-workflow) of a run."""
+
+    run_id: str
+    node_id: str
+    iteration: int
+    kind: str
+    data: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -171,6 +233,20 @@ class RunStats:
 
 
 @dataclass(slots=True)
+class Totals:
+    """Counts over the whole database, for /metrics: runs by stored status, steps (task and
+    approval nodes) by state, attempts by outcome (None while running), usage, open gates."""
+
+    runs: dict[str, int] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    attempts: dict[str | None, int] = field(default_factory=dict)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    open_gates: int = 0
+
+
+@dataclass(slots=True)
 class ReportData:
     """Everything a run report needs, read in one read transaction (one consistent snapshot)."""
 
@@ -181,3 +257,30 @@ class ReportData:
     attempts: list[AttemptRecord]
     approvals: list[ApprovalRecord]
     frame_at: float | None = None  # when the frame shown was written (past views)
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """A worker process in the registry (`smithers status`): where it runs and what it runs."""
+
+    id: str  # also the owner id of every run it holds
+    host: str
+    pid: int
+    started: float | None  # the process's start time (against pid reuse)
+    concurrency: int
+    started_at: float
+    heartbeat_at: float
+    runs: list[str] = field(default_factory=list)  # active runs it holds (filled in when listed)
+
+    def as_owner(self) -> OwnerInfo:
+        return OwnerInfo(self.id, self.host, self.pid, self.started, self.heartbeat_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """What woke a subscriber: the runs concerned, or None when anything may have changed."""
+
+    runs: frozenset[str] | None = None
+
+    def concerns(self, run_id: str) -> bool:
+        return self.runs is None or run_id in self.runs

@@ -16,7 +16,8 @@ Key = tuple[str, int]
 class NodeState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
-    WAITING_APPROVAL = "waiting_approval"
+    WAITING_APPROVAL = "waiting_approval"  # a person must act: a gate, a select/rank choice, a human task
+    WAITING = "waiting"  # a durable wait on something else: a signal, a timer, a parked sub-workflow
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -32,6 +33,12 @@ class NodeKind(StrEnum):
     APPROVAL = "approval"
     LOOP = "loop"
     WORKTREE = "worktree"
+    SIGNAL = "signal"
+    TIMER = "timer"
+    HUMAN = "human"
+    SUBFLOW = "subflow"
+    SAGA = "saga"
+    CONTINUE = "continue"
 
 
 class RunStatus(StrEnum):
@@ -62,10 +69,13 @@ class RunKind(StrEnum):
     FORK = "fork"
     REWIND = "rewind"
     REPLAY = "replay"
+    SUBFLOW = "subflow"  # a child run started by a Subflow step of its parent
+    CONTINUE = "continue"  # the fresh run a ContinueAsNew handed its state to
 
 
 # Short names, used throughout the engine.
 PENDING, RUNNING, WAITING_APPROVAL = NodeState.PENDING, NodeState.RUNNING, NodeState.WAITING_APPROVAL
+WAITING = NodeState.WAITING
 DONE, FAILED, SKIPPED, CANCELLED = NodeState.DONE, NodeState.FAILED, NodeState.SKIPPED, NodeState.CANCELLED
 FINAL_NODE_STATES = frozenset((DONE, FAILED, SKIPPED, CANCELLED))
 

@@ -24,6 +24,7 @@ from .errors import one_line_validation
 from .state import DONE, RUN_REWOUND, RUNNING, SKIPPED, Key, NodeRecord, RunKind, RunState, RunStatus, key_str
 
 KEEP_TASK_STATES = (DONE, SKIPPED)
+STEP_KINDS = ("task", "approval", "signal", "timer", "human", "subflow")  # leaves that keep their result
 
 
 class ForkInfo(BaseModel):
@@ -117,14 +118,18 @@ def plan_fork(wf: WorkflowDef, target: str, parent: RunRecord, at: FrameState, o
 
 
 def carry(nodes_at: dict[Key, NodeRecord]) -> dict[Key, NodeRecord]:
-    """What a new run keeps from a frame: finished steps and decided gates as they were; loops at
-    their iteration; worktrees to be restored at their commit. Steps that were running, waiting or
-    failed at that frame are left out, so they run (or ask) again."""
+    """What a new run keeps from a frame: finished steps, decided gates, taken signals, fired timers,
+    answered human tasks and finished sub-workflows as they were; loops at their iteration;
+    worktrees to be restored at their commit; sagas in their phase, with the failure a saga or a
+    TryCatchFinally had caught (so a fork goes on compensating or catching). Steps that were
+    running, waiting or failed at that frame are left out, so they run (or ask, or wait) again."""
     out: dict[Key, NodeRecord] = {}
     for key, rec in nodes_at.items():
-        if rec.kind in ("task", "approval"):
-            if rec.state in KEEP_TASK_STATES:
+        if rec.kind in STEP_KINDS:
+            if rec.state in KEEP_TASK_STATES or (rec.state == "failed" and rec.data and rec.data.get("caught")):
                 out[key] = NodeRecord(rec.kind, rec.state, rec.attempts, rec.error, rec.data)
+        elif rec.kind == "saga":
+            out[key] = NodeRecord("saga", rec.state, 0, rec.error, dict(rec.data or {}))
         elif rec.kind == "loop":
             out[key] = NodeRecord("loop", rec.state, 0, rec.error, dict(rec.data or {}))
         elif rec.kind == "worktree":
@@ -152,7 +157,7 @@ def invalidate(wf: WorkflowDef, run_id: str, workdir: Path, nodes: dict[Key, Nod
     """
     original = dict(outputs)
     base = _render(wf, run_id, workdir, nodes, original, old_input)
-    invalid: set[Key] = {k for k, r in nodes.items() if k[0] in reset and r.kind in ("task", "approval")}
+    invalid: set[Key] = {k for k, r in nodes.items() if k[0] in reset and r.kind in STEP_KINDS}
     if input_changed:
         invalid |= {k for k, o in outputs.items() if o.deps and o.deps.get("input")}
     groups = {k for k, r in nodes.items() if r.kind in ("loop", "worktree")}

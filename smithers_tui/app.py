@@ -58,8 +58,9 @@ class SmithersApp(App[int]):
         self.project = Path(project or Path.cwd()).resolve()
         self.clock = clock or Clock()
         self.prefs = prefs or Prefs()
-        self.host = Host(Path(db_path), self.project, agent_override, notify=self._notify_line,
-                         broadcast=self.broadcast, new_id=new_id, poll=poll)
+        # a database URL (PostgreSQL) is passed on as it is; a path is a Path
+        self.host = Host(db_path if "://" in str(db_path) else Path(db_path), self.project, agent_override,
+                         notify=self._notify_line, broadcast=self.broadcast, new_id=new_id, poll=poll)
         self.catalog = Catalog(self.project)
         self._keymap_override = keymap
         self.later: set[tuple[str, str, int]] = set()  # gates the user chose to decide later

@@ -41,6 +41,33 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def ranking(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of options, e.g. C,A,B")
+    return items
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="smithers", description="Durable workflows for AI agents. "
                                 "Without a command, opens the terminal app.")
@@ -62,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--run-id", help="choose the run id")
     sp.add_argument("--max-concurrency", type=positive_int, help="steps running at once (default 4)")
     sp.add_argument("--agent", help="use this agent for every agent step (e.g. demo)")
+    sp.add_argument("--budget-usd", type=nonnegative_float, metavar="USD", help="what the whole run may spend")
+    sp.add_argument("--budget-tokens", type=nonnegative_int, metavar="N", help="tokens the whole run may use")
     sp.add_argument("--quiet", "-q", action="store_true", help="print only the final line")
+    sp.add_argument("--detach", "-d", action="store_true",
+                    help="queue the run for a worker and return its id at once (`smithers up` starts workers)")
 
     sp = cmd("resume", "continue a run from its last saved frame")
     sp.add_argument("run_id")
@@ -101,6 +132,33 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--resume", action="store_true", help="then continue the run here if no process owns it")
         sp.add_argument("--quiet", "-q", action="store_true")
         sp.add_argument("--agent", help=argparse.SUPPRESS)
+        if name == "approve":
+            sp.add_argument("--choice", help="a select gate: the option chosen")
+            sp.add_argument("--rank", type=ranking, metavar="A,B,C", help="a rank gate: every option, best first")
+
+    sp = cmd("signal", "send a signal (an event from outside) to a run; a Signal step with that name takes it")
+    sp.add_argument("run_id")
+    sp.add_argument("name")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--data", help="the payload as JSON (default null)")
+    g.add_argument("--data-file", type=Path, help="the payload from a JSON file")
+    sp.add_argument("--by", help="who sends it (default: your user name)")
+    sp.add_argument("--resume", action="store_true", help="then continue the run here if no process owns it")
+    sp.add_argument("--quiet", "-q", action="store_true")
+    sp.add_argument("--agent", help=argparse.SUPPRESS)
+
+    sp = cmd("answer", "answer a human task with data that fits its model")
+    sp.add_argument("run_id")
+    sp.add_argument("node", nargs="?")
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument("--data", help="the answer as JSON")
+    g.add_argument("--data-file", type=Path, help="the answer from a JSON file")
+    sp.add_argument("--iteration", type=int)
+    sp.add_argument("--note", help="a note kept with the answer")
+    sp.add_argument("--by", help="who answers (default: your user name)")
+    sp.add_argument("--resume", action="store_true", help="then continue the run here if no process owns it")
+    sp.add_argument("--quiet", "-q", action="store_true")
+    sp.add_argument("--agent", help=argparse.SUPPRESS)
 
     for name, help in (("fork", "a new run from a frame, with every output valid there carried over"),
                        ("rewind", "a fork that takes over: the original is kept, read-only, as rewound"),
@@ -137,6 +195,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", nargs="?", type=Path, default=Path("."))
 
     cmd("migrate", "upgrade the database to this smithers' schema", json_flag=False)
+
+    sp = cmd("mcp", "a Model Context Protocol server on stdin/stdout, for coding agents", json_flag=False)
+    sp.add_argument("--project", type=Path, help="the project folder (default: the current one)")
+    cmd("guide", "the guide to writing workflows, for coding agents", json_flag=False)
+    sp = cmd("serve", "the HTTP API with live events (bearer token in .smithers/api-token)", json_flag=False)
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8421, help="port (default 8421; 0: any free port)")
+    sp.add_argument("--allow-remote", action="store_true", help="allow an address other machines can reach")
+    sp = cmd("web", "the app in a browser, on 127.0.0.1", json_flag=False)
+    sp.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8420, help="port (default 8420)")
+
+    sp = cmd("worker", "execute queued, orphaned and newly decided runs, in the foreground (for systemd, "
+                       "containers, CI); SIGTERM stops it gracefully", json_flag=False)
+    sp.add_argument("--concurrency", type=positive_int, help="runs executed at once (default 4)")
+    sp.add_argument("--agent", help="use this agent for every agent step of the runs it executes (e.g. demo)")
+
+    sp = cmd("up", "start worker processes for this project in the background (pid file and log under "
+                   ".smithers/)", json_flag=False)
+    sp.add_argument("--workers", type=positive_int, default=2, help="how many (default 2)")
+    sp.add_argument("--concurrency", type=positive_int, help="runs each executes at once (default 4)")
+    sp.add_argument("--agent", help=argparse.SUPPRESS)
+
+    cmd("down", "stop this project's background workers gracefully; their runs stay resumable",
+        json_flag=False)
+    cmd("status", "which workers run where, and what each is running")
     return p
 
 
@@ -185,13 +269,14 @@ def open_app(args: argparse.Namespace) -> int:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def open_db(db: str, *, readonly: bool = False, create: bool = False) -> Awaitable["Store"]:
+def open_db(db: str, *, readonly: bool = False, create: bool = False, inline: bool = True) -> Awaitable["Store"]:
     """The store for a command. Commands that only read open it read-only: nothing is written. A
-    command is one process doing one thing at a time: the database's work runs inline."""
+    command is one process doing one thing at a time: the database's work runs inline (a worker,
+    which runs many runs at once, gives it a thread of its own)."""
     from engine.project import durability
     from engine.store import open_store
 
-    return open_store(db, create=create, readonly=readonly, durability=durability(), inline=True)
+    return open_store(db, create=create, readonly=readonly, durability=durability(), inline=inline)
 
 
 def out_json(obj: Any) -> None:
@@ -228,13 +313,29 @@ def parse_input(args: argparse.Namespace) -> Any:
                            "quote it for the shell, e.g. --input '{\"n\": 3}'") from None
 
 
+def parse_data(args: argparse.Namespace) -> Any:
+    """--data JSON or --data-file F (a signal's payload, a human task's answer)."""
+    ns = argparse.Namespace(input=args.data, input_file=args.data_file)
+    try:
+        return parse_input(ns)
+    except Exception as e:
+        from engine.errors import InputInvalid
+
+        raise InputInvalid(str(e).replace("--input-file", "--data-file").replace("--input", "--data")) from None
+
+
 class ProgressPrinter:
-    """Prints the events that say what happens, a frame's lines in one write (not one per line)."""
+    """Prints the events that say what happens, a frame's lines in one write (not one per line).
+    Lines of another run than the one started (a sub-workflow's, the run it continued as) say which."""
 
     SHOWN = frozenset({"node_started", "node_finished", "node_failed", "node_retrying", "node_skipped",
-                       "approval_requested", "approval_decided", "log", "node_interrupted", "loop_iteration"})
+                       "approval_requested", "approval_decided", "log", "node_interrupted", "loop_iteration",
+                       "wait_started", "signal_received", "signal_refused", "timer_fired", "wait_timed_out",
+                       "subflow_started", "failure_caught", "compensation_started", "saga_compensated",
+                       "run_continued", "cache_hit", "budget_exceeded"})
 
-    def __init__(self) -> None:
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id
         self.pending: list[str] = []
         self.gone = False  # the reader left (`| head`): the run goes on, the printing stops
 
@@ -242,7 +343,8 @@ class ProgressPrinter:
         if ev.type in self.SHOWN and not self.gone:
             if not self.pending:
                 asyncio.get_running_loop().call_soon(self.flush)
-            self.pending.append(ev.line() + "\n")
+            who = f"[{ev.run_id}] " if self.run_id and ev.run_id != self.run_id else ""
+            self.pending.append(who + ev.line() + "\n")
 
     def flush(self) -> None:
         text = "".join(self.pending)
@@ -257,13 +359,22 @@ class ProgressPrinter:
 
 
 async def execute(engine: "Engine", ex: "RunExecutor", args: argparse.Namespace) -> int:
-    """Run an executor here in the foreground, print progress, then the result."""
-    printer = ProgressPrinter()
+    """Run an executor here in the foreground (its sub-workflows too, and the runs it continues as),
+    print progress, then the result of the last run."""
+    first = ex.run_id
+    printer = ProgressPrinter(first)
     if not args.quiet and not args.json:
-        engine.bus.subscribe(printer, ex.run_id)
-    status = await ex.execute(stop_when_waiting=True)
+        engine.bus.subscribe(printer)
+
+    def next_run(nxt: "RunExecutor") -> None:
+        printer.flush()
+        printer.run_id = nxt.run_id
+        if not args.json and not args.quiet:
+            print(f"run {first} continued as {nxt.run_id}", flush=True)
+
+    status, ex = await engine.execute(ex, stop_when_waiting=True, on_next=next_run)
     printer.flush()
-    _ended[ex.run_id] = str(status)
+    _ended[ex.run_id] = _ended[first] = str(status)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # it has ended: ^C now would only lose the summary
     report = await engine.report(ex.run_id)
     if args.json:
@@ -280,8 +391,23 @@ def final_line(s: "RunReport") -> str:
     if st == "waiting":
         from engine.state import key_label
 
-        gates = ", ".join(f"{key_label(a.node_id, a.iteration)}: {a.message}" for a in s.waiting_gates())
-        return f"run {rid} waits for approval ({gates}): `smithers approve {rid}` or `smithers deny {rid}`"
+        gates = [a for a in s.waiting_gates() if a.mode != "human"]
+        asks = [a for a in s.waiting_gates() if a.mode == "human"]
+        parts = []
+        if gates:
+            listed = ", ".join(f"{key_label(a.node_id, a.iteration)}: {a.message}" for a in gates)
+            hows = {f"`smithers approve {rid} {a.node_id} --choice {'|'.join(a.options or [])}`" if a.mode == "select"
+                    else f"`smithers approve {rid} {a.node_id} --rank {','.join(a.options or [])}`" if a.mode == "rank"
+                    else f"`smithers approve {rid}` or `smithers deny {rid}`" for a in gates}
+            parts.append(f"waits for approval ({listed}): {' / '.join(sorted(hows))}")
+        if asks:
+            listed = ", ".join(f"{key_label(a.node_id, a.iteration)}: {a.message}" for a in asks)
+            parts.append(f"waits for an answer ({listed}): `smithers answer {rid} NODE --data JSON`")
+        for n in s.waits():
+            if n.child_run_id:
+                parts.append(f"its sub-workflow {key_label(n.id, n.iteration)} (run {n.child_run_id}) waits for a "
+                             f"person: `smithers show {n.child_run_id}`")
+        return f"run {rid} " + "; ".join(parts or ["waits"])
     if st == "failed":
         return f"run {rid} failed: {s.error}; fix it, then `smithers resume {rid}` retries the failed steps"
     return f"run {rid} {st}"
@@ -313,22 +439,50 @@ def _short(v: Any, n: int = 60) -> str:
 def _engine(store: "Store", args: argparse.Namespace, **kw: Any) -> "Engine":
     from engine.runtime import Engine
 
-    return Engine(store, agent_override=getattr(args, "agent", None), **kw)
+    from .targets import resolve
+
+    engine = Engine(store, agent_override=getattr(args, "agent", None), **kw)
+    engine.resolver = resolve  # a Subflow may name a built-in or project workflow
+    return engine
 
 
 # --- commands -----------------------------------------------------------------------------------
 async def cmd_run(args: argparse.Namespace, db: str) -> int:
+    from engine.budget import Budget
+
     from .targets import resolve
 
     wf, target = resolve(args.target)
     data = parse_input(args)
     wf.check_input(data)  # before anything is written
+    budget = (Budget(tokens=args.budget_tokens, usd=args.budget_usd)
+              if args.budget_tokens is not None or args.budget_usd is not None else None)
+    if args.detach:
+        return await run_detached(args, db, wf, target, data, budget)
     async with await open_db(db, create=True) as store:
         engine = _engine(store, args, max_concurrency=args.max_concurrency or 4)
-        ex = await engine.start(wf, target, data, run_id=args.run_id, max_concurrency=args.max_concurrency)
+        ex = await engine.start(wf, target, data, run_id=args.run_id, max_concurrency=args.max_concurrency,
+                                budget=budget)
         if not args.json and not args.quiet:
             print(f"run {ex.run_id} started: {wf.name} (db {db})", flush=True)
         return await execute(engine, ex, args)
+
+
+async def run_detached(args: argparse.Namespace, db: str, wf: Any, target: str, data: Any, budget: Any) -> int:
+    """`run --detach`: the run is recorded as queued; a worker executes it."""
+    async with await open_db(db, create=True) as store:
+        q = await _engine(store, args).queue(wf, target, data, run_id=args.run_id,
+                                             max_concurrency=args.max_concurrency, budget=budget)
+    if args.json:
+        out_json(q.json_dict())
+    elif args.quiet:
+        print(q.run_id)
+    else:
+        print(f"run {q.run_id} queued: {wf.name} (db {db}); `smithers logs {q.run_id} --follow` follows it")
+    if not q.workers:
+        print("smithers: no worker is running, so the run waits in the queue: `smithers up` starts workers "
+              "(or `smithers worker` in the foreground)", file=sys.stderr)
+    return 0
 
 
 async def cmd_resume(args: argparse.Namespace, db: str) -> int:
@@ -337,7 +491,11 @@ async def cmd_resume(args: argparse.Namespace, db: str) -> int:
         run_id = await store.find_run(args.run_id)
         ex = await engine.resume(run_id, force=args.force, accept_changes=args.accept_changes)
         if not args.json and not args.quiet:
-            print(f"run {run_id} resumed from frame {ex.frame}", flush=True)
+            if ex.run_id != run_id:
+                print(f"run {run_id} is a sub-workflow of run {ex.run_id}, which drives it: continuing "
+                      f"{ex.run_id} from frame {ex.frame}", flush=True)
+            else:
+                print(f"run {run_id} resumed from frame {ex.frame}", flush=True)
         return await execute(engine, ex, args)
 
 
@@ -364,14 +522,25 @@ async def cmd_ps(args: argparse.Namespace, db: str) -> int:
     async with await open_db(db, readonly=True) as store:
         items = await _engine(store, args).runs(args.status)
     if args.json:
-        out_json([i.model_dump(mode="json") for i in items])
+        out_json([i.json_dict() for i in items])
         return 0
-    rows = [[i.run_id, i.workflow, i.status, str(i.frame), fmt_time(i.created_at),
-             fmt_duration(i.created_at, i.finished_at),
-             "; ".join(f"{w.node_id}: {w.message}" for w in i.waiting) or _short(i.error or "", 50)]
+    rows = [[i.run_id, i.workflow, i.status, i.owner.label() if i.owner else "-", str(i.frame),
+             fmt_time(i.created_at), fmt_duration(i.created_at, i.finished_at),
+             "; ".join([f"{w.node_id}: {w.message}" for w in i.waiting] + [wait_note(w) for w in i.waits])
+             or _short(i.error or "", 50)]
             for i in items]
-    print(table(rows, ["run", "workflow", "status", "frame", "started", "took", "note"]) if rows else "no runs")
+    print(table(rows, ["run", "workflow", "status", "owner", "frame", "started", "took", "note"])
+          if rows else "no runs")
     return 0
+
+
+def wait_note(w: Any) -> str:
+    """One phrase for a durable wait, in `ps`."""
+    if w.kind == "signal":
+        return f"{w.node_id}: waits for signal {w.name!r}"
+    if w.kind == "timer":
+        return f"{w.node_id}: timer due {fmt_time(w.due)}"
+    return f"{w.node_id}: sub-workflow {w.child} waits"
 
 
 async def cmd_show(args: argparse.Namespace, db: str) -> int:
@@ -390,6 +559,13 @@ async def cmd_show(args: argparse.Namespace, db: str) -> int:
         print(f"error  {s.error}")
     if s.usage.tokens:
         print(f"usage  {s.usage.tokens_in} in / {s.usage.tokens_out} out tokens, ${s.usage.cost_usd:.4f}")
+    for b in s.budgets or []:
+        limit = " and ".join(x for x in (f"{b.tokens:,} tokens" if b.tokens is not None else "",
+                                          f"${b.usd:.2f}" if b.usd is not None else "") if x)
+        scope = "the run" if b.scope == "<run>" else b.scope
+        print(f"budget {scope}: {b.spent_tokens:,} tokens, ${b.spent_usd:.4f} spent of {limit}")
+    if s.result is not None:
+        print(f"result {_short(s.result, 100)}")
     rows = [[n.id, str(n.iteration), n.state, str(n.attempts), _short(n.error if n.error else n.output, 70)]
             for n in s.nodes]
     print(table(rows, ["node", "iter", "state", "tries", "output / error"]))
@@ -466,30 +642,78 @@ async def cmd_workflows(args: argparse.Namespace, db: str) -> int:
 
 
 async def cmd_approve(args: argparse.Namespace, db: str, approved: bool = True) -> int:
-    from engine.state import key_label
-
     async with await open_db(db) as store:
         run_id = await store.find_run(args.run_id)
         engine = _engine(store, args)
-        d = await engine.decide(run_id, args.node, args.iteration, approved, args.by, args.note, resume=args.resume)
-        gate = key_label(d.gate.node_id, d.gate.iteration)
-        if d.executor is not None:
-            if not args.json and not args.quiet:
-                print(f"gate {gate} of run {run_id} {d.gate.decision}; continuing the run here", flush=True)
-            return await execute(engine, d.executor, args)
-        if args.json:
-            out_json(d.json_dict())
-        elif d.owner_alive:
-            owner = (await store.get_run(run_id)).owner
-            where = f" ({owner.host} pid {owner.pid})" if owner else ""
-            print(f"gate {gate} of run {run_id} {d.gate.decision}; its owner{where} goes on with it")
-        else:
-            print(f"gate {gate} of run {run_id} {d.gate.decision}; `smithers resume {run_id}` continues the run")
-        return 0
+        d = await engine.decide(run_id, args.node, args.iteration, approved, args.by, args.note, resume=args.resume,
+                                choice=getattr(args, "choice", None), rank=getattr(args, "rank", None))
+        return await _decided(engine, store, d, args, run_id)
+
+
+async def _decided(engine: "Engine", store: "Store", d: Any, args: argparse.Namespace, run_id: str) -> int:
+    """What a recorded decision or answer prints, and the run continued here with --resume."""
+    from engine.state import key_label
+
+    what = ("human task" if d.gate.mode == "human" else "gate") + " " + key_label(d.gate.node_id, d.gate.iteration)
+    said = d.gate.decision + (f" ({_short(d.gate.answer, 60)})" if d.gate.answer is not None else "")
+    if d.executor is not None:
+        if not args.json and not args.quiet:
+            print(f"{what} of run {run_id} {said}; continuing the run here", flush=True)
+        return await execute(engine, d.executor, args)
+    if args.json:
+        out_json(d.json_dict())
+    elif d.owner_alive:
+        owner = (await store.get_run(run_id)).owner
+        where = f" ({owner.host} pid {owner.pid})" if owner else ""
+        print(f"{what} of run {run_id} {said}; its owner{where} goes on with it")
+    elif await engine.workers():
+        print(f"{what} of run {run_id} {said}; a worker continues the run")
+    else:
+        print(f"{what} of run {run_id} {said}; `smithers resume {run_id}` continues the run "
+              "(or `smithers up` starts workers that do)")
+    return 0
 
 
 async def cmd_deny(args: argparse.Namespace, db: str) -> int:
     return await cmd_approve(args, db, approved=False)
+
+
+async def cmd_answer(args: argparse.Namespace, db: str) -> int:
+    data = parse_data(args)  # before anything is opened
+    async with await open_db(db) as store:
+        run_id = await store.find_run(args.run_id)
+        engine = _engine(store, args)
+        d = await engine.answer(run_id, args.node, args.iteration, data, args.by, args.note, resume=args.resume)
+        return await _decided(engine, store, d, args, run_id)
+
+
+async def cmd_signal(args: argparse.Namespace, db: str) -> int:
+    data = parse_data(args) if (args.data is not None or args.data_file is not None) else None
+    async with await open_db(db) as store:
+        run_id = await store.find_run(args.run_id)
+        engine = _engine(store, args)
+        sent = await engine.signal(run_id, args.name, data, args.by or _user(), resume=args.resume)
+        if sent.executor is not None:
+            if not args.json and not args.quiet:
+                print(f"signal {args.name!r} sent to run {run_id}; continuing the run here", flush=True)
+            return await execute(engine, sent.executor, args)
+        if args.json:
+            out_json(sent.json_dict())
+            return 0
+        kept = ("" if sent.waiting else f"; no step waits for it yet: it is kept for the first Signal step named "
+                f"{args.name!r}" + ("" if sent.matched else " (the workflow's current shape has none)"))
+        if sent.owner_alive:
+            print(f"signal {args.name!r} sent to run {run_id} (#{sent.signal.seq}){kept}")
+        else:
+            print(f"signal {args.name!r} sent to run {run_id} (#{sent.signal.seq}){kept}; no process runs it: "
+                  f"`smithers resume {run_id}` continues it")
+        return 0
+
+
+def _user() -> str:
+    from engine.approval import default_user
+
+    return default_user()
 
 
 async def _time_travel(args: argparse.Namespace, db: str, kind: str) -> int:
@@ -604,9 +828,133 @@ async def cmd_migrate(args: argparse.Namespace, db: str) -> int:
     return 0
 
 
+async def cmd_mcp(args: argparse.Namespace, db: str) -> int:
+    import os
+
+    from engine.errors import BadInput
+    from engine.project import default_db
+
+    from .mcp_server import serve_stdio
+
+    if args.project is not None:  # an agent that starts servers elsewhere names the project
+        if not args.project.is_dir():
+            raise BadInput(f"--project {args.project} is not a folder: give the project's folder")
+        os.chdir(args.project)
+        if not getattr(args, "db", None):
+            db = default_db(Path.cwd())
+    await serve_stdio(db)
+    return 0
+
+
+async def cmd_guide(args: argparse.Namespace, db: str) -> int:
+    from .guide import guide_text
+
+    print(guide_text(), end="")
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace, db: str) -> int:
+    from .api import serve
+
+    return await serve(db, args.host, args.port, args.allow_remote)
+
+
+async def cmd_web(args: argparse.Namespace, db: str) -> int:
+    from .web import exec_web
+
+    exec_web(str(Path(db).resolve()) if "://" not in db else db, args.host, args.port)
+    return 0
+
+
+# --- workers -------------------------------------------------------------------------------------
+async def cmd_worker(args: argparse.Namespace, db: str) -> int:
+    from engine.worker import DEFAULT_CONCURRENCY, Worker
+
+    async with await open_db(db, create=True, inline=False) as store:
+        worker = Worker(store, concurrency=args.concurrency or DEFAULT_CONCURRENCY, agent_override=args.agent,
+                        log=lambda line: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", flush=True))
+        loop = asyncio.get_running_loop()
+        asked = [0]
+
+        def on_signal() -> None:  # the first asks for a graceful stop, a second insists
+            asked[0] += 1
+            worker.stop(force=asked[0] > 1)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await worker.run()
+    return 0
+
+
+async def cmd_up(args: argparse.Namespace, db: str) -> int:
+    from .background import Fleet, is_worker
+
+    fleet = Fleet(Path.cwd())
+    running = fleet.pids()
+    if running:
+        print(f"{len(running)} worker(s) already running for this project (pids {', '.join(map(str, running))}; "
+              f"log {fleet.log_file}): nothing to do; `smithers down` stops them")
+        return 0
+    async with await open_db(db, create=True) as store:  # a bad URL or file is said here, not in a log
+        procs = fleet.start(args.workers, db, args.concurrency, args.agent)
+        pids = {p.pid for p in procs}
+        deadline = time.monotonic() + 60
+        while True:
+            live = {w.pid for w in await store.workers()} & pids
+            if live == pids:
+                break
+            dead = [p for p in procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                fleet.stop([p.pid for p in procs if is_worker(p.pid)], timeout=5)
+                why = ((fleet.log_tail() or f"exit code {dead[0].returncode}") if dead
+                       else "they did not register within 60 s")
+                print(f"smithers: workers did not start ({why}); see {fleet.log_file}", file=sys.stderr)
+                return 1
+            await asyncio.sleep(0.05)
+    print(f"started {len(procs)} worker(s) (pids {', '.join(str(p.pid) for p in procs)}) on {store.where}; log "
+          f"{fleet.log_file}. `smithers status` shows them, `smithers down` stops them")
+    return 0
+
+
+async def cmd_down(args: argparse.Namespace, db: str) -> int:
+    from .background import Fleet
+
+    fleet = Fleet(Path.cwd())
+    pids = fleet.pids()
+    if not pids:
+        fleet.pid_file.unlink(missing_ok=True)
+        print("no workers running for this project")
+        return 0
+    killed = await asyncio.to_thread(fleet.stop, pids)
+    extra = f"; {len(killed)} did not stop in time and were killed" if killed else ""
+    print(f"stopped {len(pids)} worker(s){extra}; their runs stay resumable (`smithers up` continues them)")
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, db: str) -> int:
+    if "://" not in db and not Path(db).exists():
+        out_json({"workers": [], "queued": 0}) if args.json else print(f"no workers (database {db} does not exist)")
+        return 0
+    async with await open_db(db, readonly=True) as store:
+        workers = await _engine(store, args).workers()
+        queued = len(await store.list_runs("queued", limit=100_000))
+    if args.json:
+        out_json({"workers": [w.model_dump(mode="json") for w in workers], "queued": queued})
+        return 0
+    rows = [[w.id, w.host, str(w.pid), fmt_duration(w.started_at, None), f"{len(w.runs)}/{w.concurrency}",
+             ", ".join(f"{r.run_id} ({r.workflow})" for r in w.runs) or "-"] for w in workers]
+    print(table(rows, ["worker", "host", "pid", "up", "busy", "running"]) if rows
+          else "no workers running: `smithers up` starts some")
+    if queued:
+        print(f"{queued} run(s) queued")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, str], Awaitable[int]]] = {
     "run": cmd_run, "resume": cmd_resume, "cancel": cmd_cancel, "ps": cmd_ps, "show": cmd_show,
     "frames": cmd_frames, "logs": cmd_logs, "workflows": cmd_workflows, "approve": cmd_approve, "deny": cmd_deny,
     "fork": cmd_fork, "rewind": cmd_rewind, "replay": cmd_replay, "timeline": cmd_timeline, "diff": cmd_diff,
-    "agents": cmd_agents, "hijack": cmd_hijack, "init": cmd_init, "migrate": cmd_migrate,
+    "agents": cmd_agents, "hijack": cmd_hijack, "init": cmd_init, "migrate": cmd_migrate, "signal": cmd_signal,
+    "answer": cmd_answer, "mcp": cmd_mcp, "guide": cmd_guide, "serve": cmd_serve, "web": cmd_web,
+    "worker": cmd_worker, "up": cmd_up, "down": cmd_down, "status": cmd_status,
 }

@@ -20,7 +20,9 @@ from .widgets.fmt import key_label
 if TYPE_CHECKING:  # the engine is imported after the first paint (Host.open)
     from engine.dsl import WorkflowDef
     from engine.events import Event
-    from engine.runtime import Engine, RunExecutor
+    from pydantic import BaseModel
+
+    from engine.runtime import Decided, Engine, Queued, RunExecutor
     from engine.store import Store
 
 log = logging.getLogger("smithers.app")
@@ -41,7 +43,7 @@ Broadcast = Callable[[set[str]], None]  # something was written; the runs whose 
 class Host:
     """Starts, resumes, decides, cancels, forks, rewinds and replays runs for the screens."""
 
-    def __init__(self, db_path: Path, project: Path, agent_override: str | None, *, notify: Notify,
+    def __init__(self, db_path: Path | str, project: Path, agent_override: str | None, *, notify: Notify,
                  broadcast: Broadcast, new_id: Callable[[], str | None] | None = None, poll: float = 0.2) -> None:
         self.db_path, self.project = db_path, project
         self.agent_override = agent_override
@@ -159,6 +161,10 @@ class Host:
         rid = ex.run_id
         try:
             status = await ex.execute(stop_when_waiting=False)
+            if status == "finished" and ex.continued_as and not self._closed:  # ContinueAsNew: go on with the next
+                self.execute(await self.engine.resume(ex.continued_as, nested=True))
+                self.notify(f"run {rid} continued as {ex.continued_as}", "information")
+                return
             if rid not in self.quiet_end and not self._closed:
                 sev = "information" if status == "finished" else "warning" if status == "cancelled" else "error"
                 msg = f"run {rid} {status}"
@@ -182,17 +188,37 @@ class Host:
         self.execute(ex)
         return ex.run_id
 
+    async def queue(self, wf: WorkflowDef, target: str, data: Any, *, demo: bool) -> Queued:
+        """A detached run: queued for a worker (its id, how many workers run)."""
+        return await self.engine.queue(wf, target, data, run_id=self.new_id(), workdir=self.project,
+                                       agent_override="demo" if demo else None)
+
     async def resume(self, run_id: str, *, accept_changes: bool = False) -> None:
         if run_id in self.tasks:
             return
         ex = await self.engine.resume(run_id, accept_changes=accept_changes)
         self.execute(ex)
 
-    async def decide(self, run_id: str, node: str, iteration: int, approved: bool, note: str | None = None) -> str:
-        """Record a decision; a run nobody runs goes on here, one another live process owns is left to it."""
+    async def decide(self, run_id: str, node: str, iteration: int, approved: bool, note: str | None = None, *,
+                     choice: str | None = None, rank: list[str] | None = None) -> str:
+        """Record a decision (a select gate's `choice`, a rank gate's `rank`); a run nobody runs goes on
+        here, one another live process owns is left to it."""
         d = await self.engine.decide(run_id, node, iteration, approved, note=note or None,
+                                     resume=run_id not in self.tasks, choice=choice, rank=rank)
+        return await self._decided(run_id, d, f"gate {key_label(node, iteration)}")
+
+    async def answer(self, run_id: str, node: str, iteration: int, data: Any, note: str | None = None) -> str:
+        """Answer a human task (the data must fit its model)."""
+        d = await self.engine.answer(run_id, node, iteration, data, note=note or None,
                                      resume=run_id not in self.tasks)
-        said = f"gate {key_label(node, iteration)} of run {run_id} {d.gate.decision}"
+        return await self._decided(run_id, d, f"human task {key_label(node, iteration)}")
+
+    async def answer_model(self, run_id: str, node: str) -> type[BaseModel]:
+        """The model of a human task's answer (the form is generated from it)."""
+        return await self.engine.answer_model(run_id, node)
+
+    async def _decided(self, run_id: str, d: Decided, what: str) -> str:
+        said = f"{what} of run {run_id} {d.gate.decision}"
         if d.executor is not None:
             self.execute(d.executor)
             return f"{said}; continuing the run here"

@@ -21,6 +21,25 @@ from engine.store import Store  # noqa: E402
 from tests.support import Smithers  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the whole session (a temporary cluster on a free port of
+    127.0.0.1), stopped and removed at the end. Tests get databases with `pg_server.create_database()`."""
+    from tests.pgserver import PgServer
+
+    server = PgServer(fsync=False).init().start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return pg_server.create_database()
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "smithers.db"

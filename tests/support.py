@@ -65,6 +65,13 @@ class Smithers:
 
 
 
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped): an owner that is gone."""
+    p = subprocess.Popen([PYTHON, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
 def target_of(wf: Any) -> str:
     """The target recorded for a workflow defined in an (already imported) test module, so that
     resume finds the very same module objects."""
@@ -133,6 +140,22 @@ def ran(folder: Path, run_id: str) -> Any:
                 nid, it = key.rsplit("#", 1)
                 out[(nid, int(it))] += 1
     return out
+
+
+def done_frames(frames: list[dict]) -> dict[tuple[str, int], int]:
+    """(node, iteration) -> the frame that made it done, from `smithers frames --json`; fails if a
+    step changes again after the frame that made it done (a committed step must never run again)."""
+    done_at: dict[tuple[str, int], int] = {}
+    for f in frames:
+        for change in f["changes"]:
+            text, state = change.split(" ")[:2]
+            nid, it = text.rsplit("#", 1)
+            key = (nid, int(it))
+            if key in done_at:
+                assert state == "done", f"{text} went {state} at frame {f['frame']} after done at {done_at[key]}"
+            elif state == "done":
+                done_at[key] = f["frame"]
+    return done_at
 
 
 def task_outputs(rep: dict) -> dict[tuple[str, int], object]:
@@ -261,3 +284,82 @@ def newer_database(path: Path) -> Path:
     conn.commit()
     conn.close()
     return path
+
+
+# --- workers ------------------------------------------------------------------------------------
+async def until(store: Any, predicate: Any, what: str, timeout: float = 180.0) -> None:
+    """Wait until `await predicate()` holds, looking again each time the database changes (its
+    data version moves: another connection committed). `store` must be another connection than
+    the writers'. The timeout only turns a hang into a failure."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    seen = await store.data_version()
+    while not await predicate():
+        while (version := await store.data_version()) == seen:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gave up waiting for {what} after {timeout:.0f} s")
+            await asyncio.sleep(0.02)
+        seen = version
+
+
+class WorkerProc:
+    """`smithers worker` as a real subprocess; its log lines are read as they come (a thread), so a
+    test can wait for one (`wait_line`) instead of sleeping."""
+
+    def __init__(self, cli: Smithers, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        import threading
+
+        self.proc = cli.spawn("worker", *args, env=env, stderr=subprocess.STDOUT)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if wait:
+            assert self.id
+
+    @property
+    def id(self) -> str:
+        """Its worker id (waits until it has started and said it)."""
+        return self.wait_line("taking runs from").split("worker ", 1)[1].split(" ", 1)[0]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append("<exit>")
+            self._cond.notify_all()
+
+    def wait_line(self, text: str, timeout: float = 120.0) -> str:
+        """The first log line holding `text` (waits for it; fails if the worker exits first)."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: any(text in ln for ln in self.lines) or "<exit>" in self.lines,
+                                     timeout)
+            found = next((ln for ln in self.lines if text in ln), None)
+        assert ok and found is not None, f"worker never said {text!r}: {self.lines[-5:]}"
+        return found
+
+    def kill(self) -> None:
+        """kill -9."""
+        import signal
+
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=60)
+
+    def stop(self) -> int:
+        """SIGTERM, as `smithers down` sends: it drains and exits."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=120)
+        self._reader.join(timeout=10)
+        return code

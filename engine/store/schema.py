@@ -1,5 +1,7 @@
-"""Schema and migrations. The version lives in PRAGMA user_version; each migration is applied
-once, in order, inside one transaction. A database from a newer schema is refused."""
+"""Schema and migrations of the SQLite store. The version lives in PRAGMA user_version; each
+migration is applied once, in order, inside one transaction. A database from a newer schema is
+refused. The PostgreSQL store keeps the same versions in `postgres_schema.py` (one entry there
+per entry here: add both)."""
 
 MIGRATIONS: list[str] = [
     # v1
@@ -77,6 +79,43 @@ MIGRATIONS: list[str] = [
     # v2: what else a step runner records with an attempt (an agent CLI's session id, cache hits...)
     """
     ALTER TABLE attempts ADD COLUMN data TEXT;
+    """,
+    # v3: the whole language: signals, timers, human tasks and select/rank gates, sub-workflows,
+    # ContinueAsNew, the task cache
+    """
+    ALTER TABLE runs ADD COLUMN result TEXT;          -- JSON: what the run produced (a sub-workflow's output)
+    ALTER TABLE runs ADD COLUMN wake_at REAL;         -- a waiting run's next timer or timeout (epoch seconds)
+    CREATE INDEX runs_wake ON runs(wake_at) WHERE wake_at IS NOT NULL;
+
+    ALTER TABLE approvals ADD COLUMN mode TEXT NOT NULL DEFAULT 'approve';  -- approve | select | rank | human
+    ALTER TABLE approvals ADD COLUMN request TEXT;    -- JSON: options, who may decide, the answer's schema, due
+    ALTER TABLE approvals ADD COLUMN answer TEXT;     -- JSON: the choice, the ranking, or a human task's answer
+
+    CREATE TABLE signals (
+        seq INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL, name TEXT NOT NULL, payload TEXT NOT NULL,
+        sent_at REAL NOT NULL, sent_by TEXT,
+        node_id TEXT, iteration INTEGER,              -- the Signal step that took it (NULL: kept for later)
+        consumed_at REAL, frame INTEGER, error TEXT    -- error: refused when taken (did not fit the model)
+    );
+    CREATE INDEX signals_open ON signals(run_id, consumed_at, seq);
+
+    CREATE TABLE cache (
+        node_id TEXT NOT NULL, key TEXT NOT NULL, version TEXT NOT NULL,
+        value TEXT NOT NULL, type TEXT, created_at REAL NOT NULL,
+        run_id TEXT NOT NULL, iteration INTEGER NOT NULL,  -- where the output was made
+        PRIMARY KEY (node_id, key, version)
+    ) WITHOUT ROWID;
+    """,
+    # v4: workers. A lease carries a fencing token (bumped at every take-over); the worker registry.
+    """
+    ALTER TABLE runs ADD COLUMN lease INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX runs_owner ON runs(owner_host, status);
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,              -- also the owner id of every run it holds
+        host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL,
+        concurrency INTEGER NOT NULL, started_at REAL NOT NULL, heartbeat_at REAL NOT NULL
+    );
     """,
 ]
 

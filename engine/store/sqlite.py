@@ -31,9 +31,9 @@ from ..errors import (BadInput, Conflict, LeaseLost, NotADatabase, RunNotFound, 
                       StoreDamaged, StoreFull, StoreReadOnly)
 from ..events import Event
 from ..frame import Delta, FrameDelta, decode_delta
-from ..lease import Owner
-from ..records import (ApprovalRecord, AttemptRecord, FrameRecord, FrameState, NewRun, OutputRecord, OwnerInfo,
-                       ReportData, RunRecord, RunStats)
+from ..lease import STALE_AFTER_S, Owner, claimable_owner, this_host
+from ..records import (ApprovalRecord, AttemptRecord, CacheEntry, FrameRecord, FrameState, NewRun, OutputRecord,
+                       OwnerInfo, ReportData, RunRecord, RunStats, SignalRecord, Totals, WaitRecord, WorkerRecord)
 from ..state import Key, NodeRecord, RunKind, RunState, RunStatus, key_str, parse_key
 from .base import Store
 from .schema import MIGRATIONS, SCHEMA_VERSION
@@ -64,6 +64,15 @@ def _all(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list
 def _one(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
     rows = _all(conn, sql, params)
     return rows[0] if rows else None
+
+
+def _marked_read_only(path: Path) -> bool:
+    """The file says it is not to be written: no write permission for anyone, or none for us (root
+    could write it anyway; a file marked read-only is left alone all the same)."""
+    try:
+        return not (path.stat().st_mode & 0o222) or not os.access(path, os.W_OK)
+    except OSError:
+        return False
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -137,6 +146,9 @@ class SQLiteStore(Store):
                            "set it in .smithers/config.toml or SMITHERS_DURABILITY")
         if (readonly or not create) and not path.exists():
             raise RunNotFound(f"no database at {path}: start a run first, or pass --db / set SMITHERS_DB")
+        if not readonly and path.exists() and _marked_read_only(path):
+            raise StoreReadOnly(f"{path} is read-only: only commands that read work on it; make it writable "
+                                f"(chmod u+w {path}) or pass --db with another database")
         if create and not readonly:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +195,7 @@ class SQLiteStore(Store):
         return store
 
     async def close(self) -> None:
+        await self._stop_watching()
         if self._pool is None:
             self._db.close()
             return
@@ -279,11 +292,12 @@ class SQLiteStore(Store):
             for chunk in _chunks(ids, 500):
                 marks = ",".join("?" * len(chunk))
                 for r in _all(c, "SELECT run_id, sum(state IN ('done','skipped')) AS done, count(*) AS known "
-                                 f"FROM nodes WHERE run_id IN ({marks}) AND kind IN ('task','approval') "
+                                 f"FROM nodes WHERE run_id IN ({marks}) AND kind IN ('task','approval','signal','timer',"
+                                 "'human','subflow') "
                                  "GROUP BY run_id", chunk):
                     out[r["run_id"]].done, out[r["run_id"]].known = r["done"] or 0, r["known"]
                 for r in _all(c, f"SELECT run_id, node_id, iteration FROM nodes WHERE run_id IN ({marks}) "
-                                 "AND state='running' AND kind='task' ORDER BY updated_at", chunk):
+                                 "AND state='running' AND kind IN ('task','subflow') ORDER BY updated_at", chunk):
                     out[r["run_id"]].running.append((r["node_id"], r["iteration"]))
                 for r in _all(c, f"SELECT run_id, count(*) AS n FROM approvals WHERE run_id IN ({marks}) "
                                  "AND decision IS NULL GROUP BY run_id", chunk):
@@ -296,42 +310,63 @@ class SQLiteStore(Store):
 
         return await self._run(_read, read)
 
+    async def totals(self) -> Totals:
+        def read(c: sqlite3.Connection) -> Totals:
+            t = Totals()
+            t.runs = {r[0]: r[1] for r in _all(c, "SELECT status, count(*) FROM runs GROUP BY status")}
+            t.steps = {r[0]: r[1] for r in _all(c, "SELECT state, count(*) FROM nodes WHERE kind IN ('task','approval') "
+                                                   "GROUP BY state")}
+            t.attempts = {r[0]: r[1] for r in _all(c, "SELECT outcome, count(*) FROM attempts GROUP BY outcome")}
+            usage = _one(c, "SELECT coalesce(sum(tokens_in),0), coalesce(sum(tokens_out),0), "
+                            "coalesce(sum(cost_usd),0) FROM attempts")
+            if usage is not None:
+                t.tokens_in, t.tokens_out, t.cost_usd = int(usage[0]), int(usage[1]), float(usage[2])
+            gates = _one(c, "SELECT count(*) FROM approvals a JOIN runs r ON r.id=a.run_id WHERE a.decision IS NULL "
+                            "AND r.status IN ('running','waiting')")
+            t.open_gates = int(gates[0]) if gates is not None else 0
+            return t
+
+        return await self._run(_read, read)
+
     # --- writing a run -------------------------------------------------------------------------
     async def create_run(self, run: NewRun, owner: Owner | None, now: float) -> None:
-        row = _new_run_row(run, now)
-        if owner is not None:
-            row.update(owner_columns(owner, now))
-        ops: Ops = [_insert("runs", row)]
-        ops += [("INSERT OR REPLACE INTO keyframes (run_id, frame, state) VALUES (?,?,?)",
-                 [(run.id, 0, dumps({"v": 1, "n": {}, "r": str(run.status)}))]),
-                ("INSERT INTO frames (run_id, frame, at, delta) VALUES (?,?,?,?)", [(run.id, 0, now, '{"v":1}')]),
-                ("INSERT INTO events (run_id,frame,at,type,data) VALUES (?,?,?,?,?)",
-                 [(run.id, 0, now, "run_started", dumps({"workflow": run.workflow, "input": run.input}))])]
+        ops = _new_run_ops(run, owner, now)
         try:
             await self.transact(ops)
         except Conflict:
             raise BadInput(f"a run {run.id!r} already exists: choose another --run-id or resume it") from None
 
     async def take_over(self, run_id: str, owner: Owner, expect_owner: str | None, changes: dict[str, Any],
-                        now: float) -> bool:
+                        now: float) -> int | None:
         cols = {**owner_columns(owner, now), **_columns(changes)}
         sets = ",".join(f"{c}=?" for c in cols)
-        counts = await self.transact([(f"UPDATE runs SET {sets} WHERE id=? AND owner_id IS ?",
-                                       [(*cols.values(), run_id, expect_owner)])])
-        return counts[0] == 1
+
+        def txn(conn: sqlite3.Connection) -> int | None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = _one(conn, f"UPDATE runs SET {sets}, lease=lease+1 WHERE id=? AND owner_id IS ? RETURNING lease",
+                           (*cols.values(), run_id, expect_owner))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return row[0] if row else None
+
+        return await self._run(txn)
 
     async def commit(self, run_id: str, owner_id: str, frame: int, delta: Delta, now: float,
-                     keyframe: dict[str, Any] | None = None) -> int:
-        return (await self.transact(commit_ops(run_id, owner_id, frame, delta, now, keyframe), fence=run_id))[-1]
+                     keyframe: dict[str, Any] | None = None, *, token: int | None = None) -> int:
+        return (await self.transact(commit_ops(run_id, owner_id, frame, delta, now, keyframe, token),
+                                    fence=run_id))[-1]
 
-    async def heartbeat(self, run_id: str, owner_id: str, now: float) -> bool:
-        counts = await self.transact([("UPDATE runs SET heartbeat_at=? WHERE id=? AND owner_id=?",
-                                       [(now, run_id, owner_id)])])
+    async def heartbeat(self, run_id: str, owner_id: str, now: float, *, token: int | None = None) -> bool:
+        where, params = _fence(run_id, owner_id, token)
+        counts = await self.transact([(f"UPDATE runs SET heartbeat_at=? WHERE {where}", [(now, *params)])])
         return counts[0] == 1
 
-    async def release(self, run_id: str, owner_id: str) -> None:
-        await self.transact([("UPDATE runs SET owner_id=NULL, heartbeat_at=NULL WHERE id=? AND owner_id=?",
-                              [(run_id, owner_id)])])
+    async def release(self, run_id: str, owner_id: str, *, token: int | None = None) -> None:
+        where, params = _fence(run_id, owner_id, token)
+        await self.transact([(f"UPDATE runs SET owner_id=NULL, heartbeat_at=NULL WHERE {where}", [params])])
 
     async def request_cancel(self, run_id: str) -> None:
         await self.transact([("UPDATE runs SET cancel_requested=1 WHERE id=?", [(run_id,)])])
@@ -476,23 +511,30 @@ class SQLiteStore(Store):
         return [approval_record(r) for r in await self._run(_all, sql, params)]
 
     async def decide(self, run_id: str, node_id: str, iteration: int, approved: bool, by: str,
-                     note: str | None, now: float) -> tuple[bool, ApprovalRecord]:
+                     note: str | None, now: float, *, answer: Any = None,
+                     decision: str | None = None) -> tuple[bool, ApprovalRecord]:
+        word = decision or ("approved" if approved else "denied")
+
         def txn(conn: sqlite3.Connection) -> tuple[bool, sqlite3.Row | None]:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 cur = conn.execute(
-                    "UPDATE approvals SET decision=?, decided_by=?, note=?, decided_at=? "
+                    "UPDATE approvals SET decision=?, decided_by=?, note=?, decided_at=?, answer=? "
                     "WHERE run_id=? AND node_id=? AND iteration=? AND decision IS NULL",
-                    ("approved" if approved else "denied", by, note, now, run_id, node_id, iteration))
+                    (word, by, note, now, dumps(answer) if answer is not None else None, run_id, node_id, iteration))
                 won = cur.rowcount == 1
                 cur.close()
                 row = _one(conn, "SELECT a.*, r.workflow FROM approvals a JOIN runs r ON r.id=a.run_id "
                                  "WHERE a.run_id=? AND a.node_id=? AND a.iteration=?", (run_id, node_id, iteration))
                 if won:  # in the log at once, whether or not a process runs the run now
+                    data: dict[str, Any] = {"approved": approved, "by": by, "note": note, "at": now}
+                    if decision:
+                        data["decision"] = decision
+                    if answer is not None:
+                        data["answer"] = answer
                     conn.execute("INSERT INTO events (run_id,frame,at,type,node_id,iteration,data) "
                                  "SELECT id, frame, ?, 'approval_decided', ?, ?, ? FROM runs WHERE id=?",
-                                 (now, node_id, iteration,
-                                  dumps({"approved": approved, "by": by, "note": note, "at": now}), run_id)).close()
+                                 (now, node_id, iteration, dumps(data), run_id)).close()
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -509,10 +551,144 @@ class SQLiteStore(Store):
                                      "WHERE a.run_id=? AND a.decision IS NOT NULL AND a.applied=0", (run_id,))
         return [approval_record(r) for r in rows]
 
+    # --- signals -------------------------------------------------------------------------------
+    async def send_signal(self, run_id: str, name: str, payload: Any, by: str | None, now: float) -> SignalRecord:
+        active = ("queued", "running", "waiting")
+
+        def txn(conn: sqlite3.Connection) -> tuple[sqlite3.Row | None, sqlite3.Row | None]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                run = _one(conn, "SELECT status, frame FROM runs WHERE id=?", (run_id,))
+                if run is None or run["status"] not in active:
+                    _rollback(conn)
+                    return run, None
+                cur = conn.execute("INSERT INTO signals (run_id, name, payload, sent_at, sent_by) VALUES (?,?,?,?,?)",
+                                   (run_id, name, dumps(payload), now, by))
+                seq = cur.lastrowid
+                cur.close()
+                conn.execute("INSERT INTO events (run_id,frame,at,type,data) VALUES (?,?,?,'signal_sent',?)",
+                             (run_id, run["frame"], now, dumps({"name": name, "seq": seq, "by": by}))).close()
+                row = _one(conn, "SELECT * FROM signals WHERE seq=?", (seq,))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return run, row
+
+        run, row = await self._run(txn)
+        if run is None:
+            await self.get_run(run_id)  # raises the not-found error
+        if row is None:
+            raise BadInput(f"run {run_id} is {run['status']}: it takes no more signals (only queued, running or "  # type: ignore[index]  # run is a row here: get_run raised otherwise
+                           "waiting runs do); nothing was sent")
+        return signal_record(row)
+
+    async def signals(self, run_id: str, pending_only: bool = False) -> list[SignalRecord]:
+        sql = "SELECT * FROM signals WHERE run_id=?" + (" AND consumed_at IS NULL" if pending_only else "")
+        return [signal_record(r) for r in await self._run(_all, sql + " ORDER BY seq", (run_id,))]
+
+    # --- waits, timers and the cache -----------------------------------------------------------
+    async def open_waits(self, run_id: str | None = None) -> list[WaitRecord]:
+        sql = ("SELECT n.run_id, n.node_id, n.iteration, n.kind, n.data FROM nodes n JOIN runs r ON r.id=n.run_id "
+               "WHERE n.state='waiting' AND r.status IN ('running','waiting')")
+        params: tuple[Any, ...] = ()
+        if run_id is not None:
+            sql += " AND n.run_id=?"
+            params = (run_id,)
+        rows = await self._run(_all, sql + " ORDER BY n.updated_at", params)
+        return [WaitRecord(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else {}) for r in rows]
+
+    async def wakeable_runs(self, now: float, limit: int = 100) -> list[RunRecord]:
+        rows = await self._run(_all, (
+            "SELECT * FROM runs r WHERE r.status='waiting' AND ("
+            " (r.wake_at IS NOT NULL AND r.wake_at<=?)"
+            " OR EXISTS (SELECT 1 FROM signals s WHERE s.run_id=r.id AND s.consumed_at IS NULL)"
+            " OR EXISTS (SELECT 1 FROM approvals a WHERE a.run_id=r.id AND a.decision IS NOT NULL AND a.applied=0))"
+            " ORDER BY r.updated_at LIMIT ?"), (now, limit))
+        return [run_record(r) for r in rows]
+
+    async def cache_get(self, node_id: str, key: str, version: str) -> CacheEntry | None:
+        row = await self._run(_one, "SELECT value, type, created_at, run_id, node_id, iteration FROM cache "
+                                    "WHERE node_id=? AND key=? AND version=?", (node_id, key, str(version)))
+        if row is None:
+            return None
+        return CacheEntry(json.loads(row[0]), row[1], row[2], row[3], row[4], row[5])
+
+    async def usage_by_node(self, run_id: str) -> dict[Key, tuple[int, float]]:
+        rows = await self._run(_all, "SELECT node_id, iteration, sum(coalesce(tokens_in,0)+coalesce(tokens_out,0)), "
+                                     "sum(coalesce(cost_usd,0)) FROM attempts WHERE run_id=? "
+                                     "GROUP BY node_id, iteration", (run_id,))
+        return {(r[0], r[1]): (int(r[2] or 0), float(r[3] or 0.0)) for r in rows}
+
+    # --- workers -------------------------------------------------------------------------------
+    async def claim_runs(self, owner: Owner, limit: int, now: float) -> list[RunRecord]:
+        """See Store.claim_runs. A read finds the candidates without locking; only when there are
+        some does a write transaction (SQLite's one writer at a time: atomic) select them again and
+        lease them."""
+        if limit < 1:
+            return []
+
+        def candidates(c: sqlite3.Connection) -> list[sqlite3.Row]:
+            gone = [o["owner_id"] for o in _all(c, OWNERS_HERE_SQL, (this_host(),))
+                    if claimable_owner(_owner_of(o), now)]
+            return _all(c, CLAIMABLE_SQL, (now - STALE_AFTER_S, this_host(), dumps(gone), limit, now))
+
+        if not await self._run(candidates):
+            return []
+        cols = owner_columns(owner, now)
+
+        def txn(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = []
+                for r in candidates(conn):
+                    status = str(RunStatus.RUNNING) if r["status"] in ("queued", "waiting") else r["status"]
+                    row = _one(conn, "UPDATE runs SET owner_id=?, owner_host=?, owner_pid=?, owner_started=?, "
+                                     "heartbeat_at=?, lease=lease+1, status=?, updated_at=? WHERE id=? AND lease=? "
+                                     "RETURNING *", (*cols.values(), status, now, r["id"], r["lease"]))
+                    if row is not None:
+                        out.append(row)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return out
+
+        return [run_record(r) for r in await self._run(txn)]
+
+    async def register_worker(self, worker: WorkerRecord) -> None:
+        await self.transact([("INSERT OR REPLACE INTO workers (id,host,pid,started,concurrency,started_at,heartbeat_at)"
+                              " VALUES (?,?,?,?,?,?,?)",
+                              [(worker.id, worker.host, worker.pid, worker.started, worker.concurrency,
+                                worker.started_at, worker.heartbeat_at)])])
+
+    async def worker_heartbeat(self, worker_id: str, now: float) -> bool:
+        counts = await self.transact([("UPDATE workers SET heartbeat_at=? WHERE id=?", [(now, worker_id)])])
+        return counts[0] == 1
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        await self.transact([("DELETE FROM workers WHERE id=?", [(worker_id,)])])
+
+    async def workers(self) -> list[WorkerRecord]:
+        def read(c: sqlite3.Connection) -> list[WorkerRecord]:
+            out = [WorkerRecord(r["id"], r["host"], r["pid"], r["started"], r["concurrency"], r["started_at"],
+                                r["heartbeat_at"]) for r in _all(c, "SELECT * FROM workers ORDER BY started_at")]
+            held: dict[str, list[str]] = {}
+            for r in _all(c, "SELECT id, owner_id FROM runs WHERE owner_id IN (SELECT id FROM workers) "
+                             "AND status IN ('running','waiting','queued') ORDER BY created_at"):
+                held.setdefault(r["owner_id"], []).append(r["id"])
+            for w in out:
+                w.runs = held.get(w.id, [])
+            return out
+
+        return await self._run(_read, read)
+
 
 # --- the statements of one frame ----------------------------------------------------------------
 RUN_COLUMNS = frozenset(("status", "error", "owner_id", "owner_host", "owner_pid", "owner_started", "heartbeat_at",
-                         "cancel_requested", "finished_at", "updated_at", "source_hash", "frame", "meta"))
+                         "cancel_requested", "finished_at", "updated_at", "source_hash", "frame", "meta", "result",
+                         "wake_at", "successor_run_id"))
+JSON_RUN_COLUMNS = frozenset(("meta", "result"))
 
 
 def _columns(changes: dict[str, Any]) -> dict[str, Any]:
@@ -520,15 +696,50 @@ def _columns(changes: dict[str, Any]) -> dict[str, Any]:
     bad = set(changes) - RUN_COLUMNS
     if bad:
         raise ValueError(f"not run columns: {sorted(bad)}")
-    return {k: (dumps(v) if k == "meta" else str(v) if k == "status" else v) for k, v in changes.items()}
+    return {k: ((dumps(v) if v is not None else None) if k in JSON_RUN_COLUMNS else str(v) if k == "status" else v)
+            for k, v in changes.items()}
+
+
+# The claim rule (see Store.claim_runs). Parameters: the stale heartbeat limit, this host, the owner
+# ids on this host whose process is gone (a JSON list, from OWNERS_HERE_SQL + lease.claimable_owner),
+# how many, now. A sub-workflow's run is never claimed by itself: its parent's Subflow step drives it.
+CLAIMABLE_SQL = """
+SELECT * FROM runs WHERE kind != 'subflow' AND (
+  (status = 'queued' AND owner_id IS NULL)
+  OR (status IN ('running', 'waiting') AND (owner_id IS NULL
+      OR (heartbeat_at < ?1 AND owner_host IS NOT ?2)
+      OR owner_id IN (SELECT value FROM json_each(?3))))
+) AND (status != 'waiting'
+       OR (wake_at IS NOT NULL AND wake_at <= ?5)
+       OR EXISTS (SELECT 1 FROM signals s WHERE s.run_id = runs.id AND s.consumed_at IS NULL)
+       OR EXISTS (SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.decision IS NOT NULL AND a.applied = 0))
+ORDER BY created_at LIMIT ?4
+"""
+# The owners of active runs on this host (a few: one per process), to check their pids.
+OWNERS_HERE_SQL = """
+SELECT DISTINCT owner_id, owner_host, owner_pid, owner_started, heartbeat_at FROM runs
+WHERE owner_host = ? AND owner_id IS NOT NULL AND status IN ('running', 'waiting')
+"""
+
+
+def _owner_of(r: sqlite3.Row) -> OwnerInfo | None:
+    return (OwnerInfo(r["owner_id"], r["owner_host"], r["owner_pid"], r["owner_started"], r["heartbeat_at"])
+            if r["owner_id"] else None)
+
+
+def _fence(run_id: str, owner_id: str, token: int | None) -> tuple[str, tuple[Any, ...]]:
+    """The condition of a write by a lease holder: its owner id, and its token when it has one."""
+    if token is None:
+        return "id=? AND owner_id=?", (run_id, owner_id)
+    return "id=? AND owner_id=? AND lease=?", (run_id, owner_id, token)
 
 
 def commit_ops(run_id: str, owner_id: str, frame: int, delta: Delta, now: float,
-               keyframe: dict[str, Any] | None) -> Ops:
+               keyframe: dict[str, Any] | None, token: int | None = None) -> Ops:
     """The statements of one frame, the run's own update first (it fences the lease: see _apply)."""
     run = _columns({"frame": frame, "updated_at": now, **delta.run})
-    ops: Ops = [(f"UPDATE runs SET {','.join(c + '=?' for c in run)} WHERE id=? AND owner_id=?",
-                 [(*run.values(), run_id, owner_id)])]
+    where, params = _fence(run_id, owner_id, token)
+    ops: Ops = [(f"UPDATE runs SET {','.join(c + '=?' for c in run)} WHERE {where}", [(*run.values(), *params)])]
     if delta.interrupted:  # before the node rows change: the attempt started when its node did
         ops.append(("INSERT OR IGNORE INTO attempts (run_id,node_id,iteration,attempt,started_at,finished_at,"
                     "outcome,error) SELECT run_id,node_id,iteration,attempts,updated_at,?,'interrupted','interrupted'"
@@ -551,15 +762,29 @@ def commit_ops(run_id: str, owner_id: str, frame: int, delta: Delta, now: float,
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [_attempt_row(a) for a in delta.attempts]))
     requests = [a for a in delta.approvals if not a.get("applied")]
     if requests:  # a gate asked again (a failed run resumed after a denial) opens a fresh request
-        ops.append(("INSERT INTO approvals (run_id,node_id,iteration,message,on_deny,requested_at,frame)"
-                    " VALUES (?,?,?,?,?,?,?) ON CONFLICT (run_id,node_id,iteration) DO UPDATE SET"
+        ops.append(("INSERT INTO approvals (run_id,node_id,iteration,message,on_deny,requested_at,frame,mode,request)"
+                    " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id,node_id,iteration) DO UPDATE SET"
                     " message=excluded.message, on_deny=excluded.on_deny, requested_at=excluded.requested_at,"
-                    " frame=excluded.frame, decision=NULL, decided_by=NULL, note=NULL, decided_at=NULL, applied=0"
+                    " frame=excluded.frame, mode=excluded.mode, request=excluded.request, decision=NULL,"
+                    " decided_by=NULL, note=NULL, decided_at=NULL, answer=NULL, applied=0"
                     " WHERE approvals.applied=1",
-                    [(run_id, a["key"][0], a["key"][1], a["message"], a["on_deny"], now, frame) for a in requests]))
+                    [(run_id, a["key"][0], a["key"][1], a["message"], a["on_deny"], now, frame, a.get("mode", "approve"),
+                      dumps(a["request"]) if a.get("request") else None) for a in requests]))
     applied = [(run_id, a["key"][0], a["key"][1]) for a in delta.approvals if a.get("applied")]
     if applied:
         ops.append(("UPDATE approvals SET applied=1 WHERE run_id=? AND node_id=? AND iteration=?", applied))
+    if delta.signals:  # taken once: a signal another step took meanwhile is not taken again
+        ops.append(("UPDATE signals SET node_id=?, iteration=?, consumed_at=?, frame=?, error=? WHERE seq=? AND "
+                    "run_id=? AND consumed_at IS NULL",
+                    [(s["key"][0] if s.get("key") else None, s["key"][1] if s.get("key") else None, now, frame,
+                      s.get("error"), s["seq"], run_id) for s in delta.signals]))
+    if delta.cache:
+        ops.append(("INSERT OR REPLACE INTO cache (node_id,key,version,value,type,created_at,run_id,iteration)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    [(c["node_id"], c["key"], str(c["version"]), dumps(c["value"]), c.get("type"), now, run_id,
+                      c["iteration"]) for c in delta.cache]))
+    for new, owner in delta.new_runs:  # a ContinueAsNew successor, made in the same transaction
+        ops += _new_run_ops(new, owner, now)
     ops.append(("INSERT INTO frames (run_id, frame, at, delta) VALUES (?,?,?,?)",
                 [(run_id, frame, now, dumps(delta.summary()))]))
     if keyframe is not None:
@@ -577,6 +802,22 @@ def _attempt_row(a: dict[str, Any]) -> tuple[Any, ...]:
              "model", "tokens_in", "tokens_out", "cost_usd", "commit_sha", "structured_mode")
     extra = {k: v for k, v in a.items() if k not in known}
     return (*(a.get(k) for k in known), dumps(extra) if extra else None)
+
+
+def _new_run_ops(run: NewRun, owner: Owner | None, now: float) -> Ops:
+    """A run row, its frame 0 and keyframe, and its run_started event."""
+    row = _new_run_row(run, now)
+    if owner is not None:
+        row.update(owner_columns(owner, now), lease=1)
+    started: dict[str, Any] = {"workflow": run.workflow, "input": run.input}
+    if run.parent_run_id:
+        started.update({"parent": run.parent_run_id, "kind": str(run.kind)})
+    return [_insert("runs", row),
+            ("INSERT OR REPLACE INTO keyframes (run_id, frame, state) VALUES (?,?,?)",
+             [(run.id, 0, dumps({"v": 1, "n": {}, "r": str(run.status)}))]),
+            ("INSERT INTO frames (run_id, frame, at, delta) VALUES (?,?,?,?)", [(run.id, 0, now, '{"v":1}')]),
+            ("INSERT INTO events (run_id,frame,at,type,data) VALUES (?,?,?,?,?)",
+             [(run.id, 0, now, "run_started", dumps(started))])]
 
 
 def owner_columns(owner: Owner, now: float) -> dict[str, Any]:
@@ -636,15 +877,15 @@ def _short(s: str, n: int = 60) -> str:
 
 
 def run_record(r: sqlite3.Row) -> RunRecord:
-    owner = (OwnerInfo(r["owner_id"], r["owner_host"], r["owner_pid"], r["owner_started"], r["heartbeat_at"])
-             if r["owner_id"] else None)
+    owner = _owner_of(r)
     return RunRecord(id=r["id"], workflow=r["workflow"], target=r["target"], source_path=r["source_path"],
                      source_hash=r["source_hash"], input=loads(r["input"]), status=RunStatus(r["status"]),
                      error=r["error"], workdir=r["workdir"], kind=RunKind(r["kind"]), parent_run_id=r["parent_run_id"],
                      parent_frame=r["parent_frame"], successor_run_id=r["successor_run_id"], owner=owner,
                      cancel_requested=bool(r["cancel_requested"]), frame=r["frame"], created_at=r["created_at"],
                      updated_at=r["updated_at"], finished_at=r["finished_at"],
-                     meta=loads(r["meta"]) if r["meta"] else {})
+                     meta=loads(r["meta"]) if r["meta"] else {},
+                     result=loads(r["result"]) if r["result"] else None, wake_at=r["wake_at"], lease=r["lease"])
 
 
 def node_record(r: sqlite3.Row) -> NodeRecord:
@@ -662,7 +903,14 @@ def approval_record(r: sqlite3.Row) -> ApprovalRecord:
     keys = r.keys()
     return ApprovalRecord(r["run_id"], r["node_id"], r["iteration"], r["message"], r["on_deny"], r["requested_at"],
                           r["frame"], r["decision"], r["decided_by"], r["note"], r["decided_at"], bool(r["applied"]),
-                          r["workflow"] if "workflow" in keys else None)
+                          r["workflow"] if "workflow" in keys else None, r["mode"],
+                          json.loads(r["request"]) if r["request"] else {},
+                          json.loads(r["answer"]) if r["answer"] is not None else None)
+
+
+def signal_record(r: sqlite3.Row) -> SignalRecord:
+    return SignalRecord(r["seq"], r["run_id"], r["name"], json.loads(r["payload"]), r["sent_at"], r["sent_by"],
+                        r["node_id"], r["iteration"], r["consumed_at"], r["frame"], r["error"])
 
 
 def row_to_event(r: sqlite3.Row) -> Event:

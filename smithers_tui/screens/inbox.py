@@ -127,19 +127,23 @@ class InboxScreen(AppScreen[None]):
         self.action_prompt()
 
     def action_prompt(self) -> None:
-        from .approval import ApprovalScreen
+        from .approval import prompt_for
 
         g = self.current()
         if g:
             def closed(_result: str | None) -> None:
                 self.reload()
 
-            self.app.push_screen(ApprovalScreen(g.run_id, g.node_id, g.iteration), closed)
+            self.app.push_screen(prompt_for(g.run_id, g.node_id, g.iteration, g.mode), closed)
 
     def action_decide(self, approved: bool) -> None:
         g = self.current()
-        if g is not None:
-            self.decide(g, approved)
+        if g is None:
+            return
+        if approved and g.mode not in (None, "approve"):  # a choice, a ranking or an answer: the prompt asks
+            self.action_prompt()
+            return
+        self.decide(g, approved)
 
     @background(group="inbox-decide")
     async def decide(self, g: ApprovalRecord, approved: bool) -> None:

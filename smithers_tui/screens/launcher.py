@@ -44,6 +44,7 @@ class LauncherScreen(AppScreen[None]):
         Binding("ctrl+s", "start", "Start run", id="launcher.start", priority=True),
         Binding("escape", "back", "Back", id="back"),
         Binding("ctrl+d", "toggle_demo", "Demo agent", id="launcher.demo"),
+        Binding("ctrl+b", "start_detached", "Start in background", show=False, id="launcher.detach"),
     ]
 
     def __init__(self, preselect: str | None = None) -> None:
@@ -280,7 +281,7 @@ class LauncherScreen(AppScreen[None]):
     def action_back(self) -> None:
         self.app.pop_screen()
 
-    def action_start(self) -> None:
+    def action_start(self, detach: bool = False) -> None:
         if self.chosen is None or self.chosen not in self.found:
             self.notify("pick a workflow that loads first")
             return
@@ -290,10 +291,14 @@ class LauncherScreen(AppScreen[None]):
         if data is None:
             status.update(Text("fix the fields marked ✖", style="red1"))
             return
-        self.start(self.chosen, data, self.query_one("#demo", Checkbox).value)
+        self.start(self.chosen, data, self.query_one("#demo", Checkbox).value, detach)
+
+    def action_start_detached(self) -> None:
+        """Queue the run for a background worker (`smithers up`) instead of running it in the app."""
+        self.action_start(detach=True)
 
     @background(group="launcher-start", exclusive=True)
-    async def start(self, name: str, data: dict[str, Any], demo: bool) -> None:
+    async def start(self, name: str, data: dict[str, Any], demo: bool, detach: bool = False) -> None:
         from ..launch import problems
 
         wf, target = self.found[name]
@@ -307,9 +312,16 @@ class LauncherScreen(AppScreen[None]):
                 Text("\n").join(Text.assemble(("✖ ", "bold red1"), (p, "red1")) for p in found))
             status.update(Text("not started: fix what is marked ✖ above", style="red1"))
             return
-        status.update(Text("starting…", style="grey58"))
+        status.update(Text("queueing…" if detach else "starting…", style="grey58"))
         try:
-            run_id = await self.app.host.start(wf, target, data, demo=demo)
+            if detach:
+                q = await self.app.host.queue(wf, target, data, demo=demo)
+                run_id = q.run_id
+                if not q.workers:
+                    self.notify(f"run {q.run_id} is queued; no worker is running: `smithers up` starts workers",
+                                severity="warning", timeout=8)
+            else:
+                run_id = await self.app.host.start(wf, target, data, demo=demo)
         except BaseException:
             status.update("")
             raise
@@ -317,6 +329,8 @@ class LauncherScreen(AppScreen[None]):
 
     def palette_commands(self) -> list[Any]:
         return [("Start run", "start the chosen workflow with this input", self.action_start, "ctrl+s"),
+                ("Start in background", "queue the run for a worker (`smithers up`)", self.action_start_detached,
+                 "ctrl+b"),
                 ("Toggle demo agent", "canned replies instead of a model", self.action_toggle_demo, "ctrl+d"),
                 ("Filter workflows", "", self.action_filter, "/")]
 

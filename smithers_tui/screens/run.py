@@ -21,6 +21,8 @@ from textual.css.query import NoMatches
 from textual.timer import Timer
 from textual.widgets import Header, Input, Static
 
+from engine.budget import RUN_SCOPE
+from engine.errors import SmithersError
 from engine.state import Key
 
 from ..app import StoreChanged
@@ -30,7 +32,7 @@ from ..widgets.filter import FilterBar
 from ..widgets.fmt import ACTIVE_RUN, RUN_STYLE, cost, key_label, tokens
 from ..widgets.footer import Footer
 from ..widgets.inspector import Inspector, StepView
-from ..widgets.step_tree import Layout, Row, Skel, StepTree
+from ..widgets.step_tree import Extras, Layout, Row, Skel, StepTree
 from ..widgets.timeline import FrameTimeline
 
 if TYPE_CHECKING:
@@ -45,6 +47,33 @@ INSPECT_S = 1.0  # the selected step, while it keeps changing, is read again at 
 SCRUB_REST_S = 0.06  # the tree shows the frame scrubbed to once the keys rest this long...
 SCRUB_SHOW_S = 0.5  # ...and at least this often while they go on
 CURSOR_REST_S = 0.12  # the inspector reads the step under the cursor once the cursor rests this long
+
+
+def spent(budgets: dict[str, dict[str, Any]], usage: dict[Key, dict[str, float]]) -> list[dict[str, Any]]:
+    """Each budget of the run (its meta) with what its steps spent so far (usage per step)."""
+    out = []
+    for scope, b in budgets.items():
+        ids = set(b.get("nodes") or ())
+        mine = [u for k, u in usage.items() if scope == RUN_SCOPE or k[0] in ids]
+        out.append({**b, "scope": scope, "spent_tokens": int(sum(u["tokens_in"] + u["tokens_out"] for u in mine)),
+                    "spent_usd": sum(u["cost_usd"] for u in mine)})
+    return out
+
+
+def budget_line(budgets: list[dict[str, Any]]) -> str:
+    """Spend against each budget, for the run's head: `budget 72/200 tokens · review $0.41/$1.00`."""
+    parts = []
+    for b in budgets:
+        name = "budget" if b["scope"] == RUN_SCOPE else b["scope"]
+        bits = []
+        if b.get("tokens") is not None:
+            bits.append(f"{tokens(b['spent_tokens'])}/{tokens(b['tokens'])} tokens")
+        if b.get("usd") is not None:
+            bits.append(f"{cost(b['spent_usd'])}/{cost(b['usd'])}")
+        over = (b.get("tokens") is not None and b["spent_tokens"] >= b["tokens"]) or (
+            b.get("usd") is not None and b["spent_usd"] >= b["usd"])
+        parts.append(f"{name} {' '.join(bits)}" + (" (spent)" if over else ""))
+    return "  ·  ".join(parts)
 
 
 class RunTree(StepTree):
@@ -108,6 +137,8 @@ class RunScreen(AppScreen[None]):
         self.attempt_list: list[AttemptRecord] = []  # as last read (the past's attempts do not change)
         self.skel: Skel | None = None
         self.skel_ids: frozenset[str] | None = None
+        self.subs: dict[str, tuple[dict[Key, Rec], Skel | None]] = {}  # sub-workflow runs: nodes, shape
+        self.sub_shapes: dict[str, tuple[frozenset[str], Skel | None]] = {}
         self.prompting: Key | None = None
         self.follow = True  # keep the running step in view until the cursor moves
         self.run_info = False  # the inspector shows the run (i) rather than the selected step
@@ -229,6 +260,7 @@ class RunScreen(AppScreen[None]):
                                    and now - self._attempts_read > ATTEMPTS_S):
                 self._attempts_read = now
                 self.read_attempts(await reader.attempts(self.run_id))
+        self.subs = await self.subflows(self.model.live)
         for key, buf in host.agents.buffers.items():  # agents streaming here right now
             if key[0] == self.run_id and buf.agent and (key[1], key[2]) not in self.agents:
                 self.agents[(key[1], key[2])] = buf.agent
@@ -273,6 +305,30 @@ class RunScreen(AppScreen[None]):
                 out.setdefault(c.parent_frame, []).append(c.id)
         return out
 
+    async def subflows(self, nodes: dict[Key, Rec], depth: int = 0) -> dict[str, tuple[dict[Key, Rec], Skel | None]]:
+        """The child runs of the run's Subflow steps (and theirs): nodes and shape, to nest their rows.
+        Read on every refresh while there are any: a child moves on without its parent's frames."""
+        reader = self.app.host.reader
+        out: dict[str, tuple[dict[Key, Rec], Skel | None]] = {}
+        for rec in nodes.values():
+            child = (rec.data or {}).get("child") if rec.kind == "subflow" else None
+            if not child or depth > 3:
+                continue
+            try:
+                run = await reader.get_run(child)
+                at = await reader.state_at(child, run.frame)
+            except SmithersError:  # not made yet, or made by another database
+                continue
+            kids = dict(at.nodes)
+            ids = frozenset(k[0] for k in kids)
+            known = self.sub_shapes.get(child)
+            if known is None or known[0] != ids:
+                found = await self.app.host.view.outline(child)
+                known = self.sub_shapes[child] = (ids, found.root if found is not None else None)
+            out[child] = (kids, known[1])
+            out.update(await self.subflows(kids, depth + 1))
+        return out
+
     # --- showing -------------------------------------------------------------------------------
     def show(self, inspect: bool = True) -> None:
         """Show the frame: tree, head, banner and, unless scrubbing goes on, the inspector."""
@@ -289,7 +345,7 @@ class RunScreen(AppScreen[None]):
         nodes = self.model.view
         if self.past is None and self.run is not None and self.run.status == "cancelled":
             nodes = {k: (r.but(state="cancelled")
-                         if r.state in ("running", "pending", "waiting_approval") else r) for k, r in nodes.items()}
+                         if r.state in ("running", "pending", "waiting_approval", "waiting") else r) for k, r in nodes.items()}
         return nodes
 
     def _show(self, inspect: bool = True) -> None:
@@ -300,12 +356,15 @@ class RunScreen(AppScreen[None]):
         frame = self.model.view_frame
         nodes = self.shown_nodes()
         changed = self.model.changed_at(frame)
-        keep = {k for k, r in nodes.items() if r.state in ("running", "waiting_approval", "failed")} | set(changed)
+        keep = {k for k, r in nodes.items() if r.state in ("running", "waiting_approval", "waiting", "failed")} | set(changed)
         if self.chosen is not None:
             keep.add(self.chosen)
+        extras = Extras(modes={a.key: a.mode for a in self.approvals if a.mode != "approve"},
+                        cached=frozenset(a.key for a in self.attempt_list if a.extra.get("cache") == "hit"),
+                        subs=self.subs if past is None else {})  # the past: the child runs as of now are not that
         layout = Layout(nodes, self.agents, self.app.clock, lambda k: self.model.timing(k, frame), changed, until,
                         self.reusable_sigs(nodes, frame), keep, self.expanded,
-                        self.model.iters if nodes is self.model.view else None)
+                        self.model.iters if nodes is self.model.view else None, extras)
         rows = layout.build(self.skel)
         self._sigs, self._sigs_at = layout.sigs, (frame, len(self.agents), self.run.status if self.run else "")
         tree = self.step_tree
@@ -338,7 +397,7 @@ class RunScreen(AppScreen[None]):
         if agents != len(self.agents) or status != (self.run.status if self.run else ""):
             return {}
         stale = self.model.changed_between(was, frame) | self.model.changed_at(was) | self.model.changed_at(frame)
-        going = {k for k, r in nodes.items() if r.state in ("running", "waiting_approval", "pending")}
+        going = {k for k, r in nodes.items() if r.state in ("running", "waiting_approval", "waiting", "pending")}
         return {k: sig for k, sig in self._sigs.items() if k not in stale and k not in going}
 
     def show_frame_head(self) -> None:
@@ -403,6 +462,9 @@ class RunScreen(AppScreen[None]):
                   Text(f"{clock.since(run.created_at, end)} elapsed", "grey58")]
         if tok or usd:
             pieces.append(Text(f"{tokens(tok)} tokens {cost(usd)}", "grey58"))
+        spend = budget_line(spent(run.meta.get("budgets") or {}, self.usage)) if past is None else ""
+        if spend:
+            pieces.append(Text(spend, "grey58"))
         if owner:
             pieces.append(Text(owner, "grey58"))
         avail = max(20, self.size.width - 2)
@@ -440,10 +502,16 @@ class RunScreen(AppScreen[None]):
         return row.key if row is not None else None
 
     def on_tree_node_selected(self, event: Any) -> None:
+        """enter on a long loop's "more" row shows it whole; on a sub-workflow's step, opens its child run."""
         row = event.node.data
-        if row is not None and row.sig[0] == "more" and row.parent is not None:  # show a long loop whole
+        if row is not None and row.sig[0] == "more" and row.parent is not None:
             self.expanded.add(row.parent)
             self.show()
+            return
+        rec = self.shown_nodes().get(row.key) if row is not None and row.key is not None else None
+        child = (rec.data or {}).get("child") if rec is not None and rec.kind == "subflow" else None
+        if child:
+            self.app.open_run(str(child))
 
     def on_tree_node_highlighted(self, _event: Any) -> None:
         """The cursor moved: the inspector follows once it rests (holding j reads nothing per row)."""
@@ -581,9 +649,10 @@ class RunScreen(AppScreen[None]):
             self.open_prompt(waiting[0])
 
     def open_prompt(self, key: Key) -> None:
-        from .approval import ApprovalScreen
+        from .approval import prompt_for
 
         self.prompting = key
+        rec = self.model.live.get(key)
 
         def closed(result: str | None) -> None:
             self.prompting = None
@@ -591,7 +660,8 @@ class RunScreen(AppScreen[None]):
                 self.app.later.add((self.run_id, *key))
             self._dirty.set()
 
-        self.app.push_screen(ApprovalScreen(self.run_id, key[0], key[1]), closed)
+        self.app.push_screen(prompt_for(self.run_id, key[0], key[1], "human" if rec and rec.kind == "human" else None),
+                             closed)
 
     def waiting_gates(self) -> list[Key]:
         """The gates waiting now (read again only when frames arrive)."""

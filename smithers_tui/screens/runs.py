@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -53,6 +55,14 @@ class RunLine:
         return self.run.id
 
 
+def shown_db(db: Path | str, project: Path) -> str:
+    """The database in the title: a path relative to the project, or a URL without its password."""
+    if isinstance(db, Path):
+        return str(db.relative_to(project) if db.is_relative_to(project) else db)
+    password = urlsplit(db).password
+    return db.replace(f":{password}@", "@", 1) if password else db
+
+
 class RunsScreen(AppScreen[None]):
     AUTO_FOCUS = "#runs"  # focused once the screen is up (never queried before its children exist)
     CSS_PATH = "runs.tcss"
@@ -89,8 +99,7 @@ class RunsScreen(AppScreen[None]):
         return self.query_one("#runs", ListTable)
 
     def on_mount(self) -> None:
-        db, project = self.app.host.db_path, self.app.project
-        self.sub_title = str(db.relative_to(project) if db.is_relative_to(project) else db)
+        self.sub_title = shown_db(self.app.host.db_path, self.app.project)
         self.table.hidden = set(self.app.prefs.get("runs.hidden", []))
         self.table.set_filter(self.query_one(FilterBar).value)
         self.refresher()
@@ -151,7 +160,9 @@ class RunsScreen(AppScreen[None]):
         elif status == "rewound":
             step = f"→ continued as {r.successor_run_id}"
         elif status == "queued":
-            step = "waiting for a worker (s runs it here)"
+            step = "waits for a worker (s runs it here)"
+        if r.owner is not None and r.owner.id.startswith("worker-") and status in ACTIVE_RUN:
+            step = f"{step} @{r.owner.id} {r.owner.host}:{r.owner.pid}".strip()  # who runs it
         lineage = f" ⑂{r.kind}" if r.kind != "run" else ""
         end = r.finished_at or (None if status in ACTIVE_RUN else r.updated_at)
         style = "red1" if status == "failed" else "orange3" if status == "interrupted" else ""

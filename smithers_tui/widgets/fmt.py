@@ -21,6 +21,7 @@ NODE_STYLE = {  # node state -> (glyph, colour)
     "pending": ("·", "grey50"),
     "running": ("●", "dodger_blue1"),
     "waiting_approval": ("◆", "yellow"),
+    "waiting": ("◇", "yellow"),
     "done": ("✔", "green3"),
     "failed": ("✖", "red1"),
     "skipped": ("↷", "grey58"),

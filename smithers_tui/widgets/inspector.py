@@ -143,6 +143,39 @@ class Inspector(TextView):
         console.file.close()
         return console.export_text()
 
+    def language_parts(self, v: StepView) -> list[RenderableType]:
+        """What a signal, a timer, a sub-workflow, a saga, a cached or a caught step adds (from its
+        frame record, as of the frame shown, and its attempts)."""
+        n = v.rec
+        d = n.data or {}
+        waiting = n.state == "waiting"
+        out: list[RenderableType] = []
+        if n.kind == "signal":
+            if waiting:
+                out.append(Text(f"waits for signal {d.get('name')!r} since {self.clock.stamp(d.get('since'))}"
+                                + (f", until {self.clock.stamp(d['due'])}" if d.get("due") else ""), style="yellow"))
+                out.append(Text(f"send it: smithers signal RUN {d.get('name')} --data JSON", style="grey58"))
+            elif d.get("signal"):
+                out.append(Text(f"signal #{d['signal']} from {d.get('sent_by') or 'someone'} at "
+                                f"{self.clock.stamp(d.get('sent_at'))}", style="grey58"))
+        if n.kind == "timer" and d.get("due"):
+            when = self.clock.stamp(d["due"])
+            out.append(Text(f"sleeps until {when}" if waiting else
+                            f"was due {when}, fired {self.clock.stamp(d.get('fired_at'))}",
+                            style="yellow" if waiting else "grey58"))
+        if n.kind == "subflow" and d.get("child"):
+            out.append(Text(f"sub-workflow run {d['child']} (enter opens it)", style="magenta"))
+        if any(a.extra.get("cache") == "hit" for a in v.attempts):
+            out.append(Text("output reused from the cache: the step did not run", style="grey58"))
+        if d.get("caught"):
+            out.append(Text(f"this failure was caught by {d['caught']}: the run went on", style="grey58"))
+        if n.kind == "saga" and d:
+            line = f"saga {d.get('phase')}"
+            if d.get("failed"):
+                line += f": step {d['failed'][0]} failed; compensated {', '.join(d.get('compensated') or []) or '-'}"
+            out.append(Text(line, style="grey58"))
+        return out
+
     def parts(self, v: StepView) -> list[RenderableType]:
         n = v.rec
         g, c = NODE_STYLE.get(n.state, ("?", "white"))
@@ -164,6 +197,7 @@ class Inspector(TextView):
             out.append(Text(f"loop at iteration {data['iteration']}", style="grey58"))
         if n.kind == "worktree" and data:
             out.append(Text(f"worktree {data.get('path', '')}  branch {data.get('branch', '')}", style="grey58"))
+        out += self.language_parts(v)
         if v.gate:
             out += self.gate_parts(v)
         if v.attempts:

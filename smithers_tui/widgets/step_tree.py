@@ -9,7 +9,7 @@ rows that stay changed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from rich.text import Text
@@ -23,7 +23,7 @@ from engine.state import Key
 from ..runmodel import Rec
 from .fmt import NODE_STYLE, Clock, key_label, short_json
 
-Skel = OutlineNode  # the workflow's shape: kind (task|gate|loop|par|wt|seq), id, children, a loop's limit
+Skel = OutlineNode  # the workflow's shape: kind (an engine.outline.Shape), id, children, a loop's limit
 
 
 @dataclass
@@ -52,9 +52,15 @@ def label_of(sig: tuple[Any, ...]) -> Text:
     return t
 
 
+# Leaves of the tree (one row each) and their icons; a sub-workflow's row holds its child run's rows.
+LEAVES = ("task", "gate", "signal", "timer", "human", "subflow", "continue")
+ICONS = {"gate": "◇ ", "signal": "⚑ ", "timer": "◷ ", "human": "✎ ", "subflow": "↳ ", "continue": "↻ ",
+         "approval": "◇ ", "loop": "⟳ ", "worktree": "⎇ "}
+
+
 def worst(states: Iterable[str]) -> str:
     s = set(states)
-    for state in ("failed", "waiting_approval", "running"):
+    for state in ("failed", "waiting_approval", "waiting", "running"):
         if state in s:
             return state
     if not s or s <= {"not_yet"}:
@@ -66,6 +72,20 @@ def worst(states: Iterable[str]) -> str:
 
 Timing = Callable[[Key], tuple[float | None, float | None]]
 LOOP_WINDOW = 200
+WAITING_FOR = {"human": "waiting for an answer", "select": "waiting for a choice", "rank": "waiting for a ranking"}
+
+
+@dataclass
+class Extras:
+    """What the workflow language adds to a run's rows, beyond its frame: the gates' modes (a choice,
+    a ranking, an answer), the steps whose output came from the cache, and the sub-workflows' child
+    runs (their nodes and shape, nested under the step that started them; `prefix` is set for the
+    rows of a child run)."""
+
+    modes: dict[Key, str] = field(default_factory=dict)
+    cached: frozenset[Key] = frozenset()
+    subs: dict[str, tuple[dict[Key, Rec], Skel | None]] = field(default_factory=dict)
+    prefix: str = ""
 
 
 class Layout:
@@ -74,7 +94,8 @@ class Layout:
     def __init__(self, nodes: dict[Key, Rec], agents: dict[Key, str], clock: Clock, timing: Timing,
                  changed: frozenset[Key] = frozenset(), until: float | None = None,
                  reuse: dict[Key, tuple[Any, ...]] | None = None, keep: set[Key] | None = None,
-                 expanded: set[str] | None = None, iters: dict[str, set[int]] | None = None) -> None:
+                 expanded: set[str] | None = None, iters: dict[str, set[int]] | None = None,
+                 more: Extras | None = None) -> None:
         self.nodes, self.agents, self.clock, self.timing = nodes, agents, clock, timing
         self.changed = changed
         self.until = until  # the past: durations end at the shown frame
@@ -87,6 +108,7 @@ class Layout:
         # its path is in `expanded`: a tree of 10,000 iterations stays quick to scrub
         self.keep = keep or set()
         self.expanded = expanded or set()
+        self.more = more or Extras()
         self.rows: list[Row] = []
         self.placed: set[Key] = set()
         self.folded: set[str] = set()  # node ids whose hidden iterations are accounted for (not "other steps")
@@ -115,16 +137,41 @@ class Layout:
         start, end = self.timing(key) if n else (None, None)
         if start:
             bits.append(self.clock.since(start, end or self.until))
+        if n:
+            bits += self.wait_bits(key, n)
         if n and n.state == "waiting_approval":
-            bits.append("waiting for approval")
+            bits.append(WAITING_FOR.get(self.more.modes.get(key, ""), "waiting for approval"))
         elif n and n.error and n.state in ("failed", "pending"):
             bits.append(short_json(n.error, 60))
         return ("leaf", state, icon, name, "  ".join(bits), key in self.changed)
+
+    def wait_bits(self, key: Key, n: Rec) -> list[str]:
+        """What a signal, timer, sub-workflow, cached or caught step adds to its row."""
+        out: list[str] = []
+        d = n.data or {}
+        waiting = n.state == "waiting"
+        if n.kind == "signal" and waiting:
+            out.append(f"waits for signal {d.get('name', key[0])!r}")
+        elif n.kind == "timer" and waiting and d.get("due"):
+            out.append(f"sleeps until {self.clock.stamp(d['due'])}")
+        if n.kind in ("signal", "timer") and d.get("timed_out"):
+            out.append("timed out")
+        if n.kind == "subflow" and d.get("child"):
+            out.append(f"run {d['child']}" + ("  waits for a person" if waiting else ""))
+        if key in self.more.cached:
+            out.append("cached")
+        if d.get("caught"):
+            out.append(f"caught by {d['caught']}")
+        return out
 
     def group_sig(self, name: str, icon: str, state: str, extra: str = "", key: Key | None = None) -> tuple[Any, ...]:
         return ("group", state, icon, name, extra, key in self.changed if key else False)
 
     def add(self, path: str, parent: str | None, sig: tuple[Any, ...], key: Key | None, group: bool) -> None:
+        if self.more.prefix:  # a child run's row: shown, not inspected here (enter on the sub-workflow opens it)
+            self.rows.append(Row(self.more.prefix + path, self.more.prefix + parent if parent is not None else None,
+                                 None, group, sig, sig[3]))
+            return
         self.rows.append(Row(path, parent, key, group, sig, sig[3]))
 
     # --- the walk ------------------------------------------------------------------------------
@@ -141,13 +188,13 @@ class Layout:
                                                        "not in the workflow's current shape"), None, True)
             for k in rest:
                 kind = self.nodes[k].kind
-                icon = {"loop": "⟳ ", "worktree": "⎇ ", "approval": "◇ "}.get(kind, "")
-                self.add(f"{parent or ''}/{k[0]}#{k[1]}", parent, self.leaf_sig(k, key_label(*k), icon), k, False)
+                self.add(f"{parent or ''}/{k[0]}#{k[1]}", parent, self.leaf_sig(k, key_label(*k), ICONS.get(kind, "")),
+                         k, False)
                 self.placed.add(k)
         return self.rows
 
     def states_of(self, skel: Skel, it: int) -> list[str]:
-        if skel.kind in ("task", "gate") and skel.id is not None:
+        if skel.kind in LEAVES and skel.id is not None:
             n = self.nodes.get((skel.id, it))
             return [n.state if n else "not_yet"]
         if skel.kind in ("loop", "wt") and skel.id is not None:
@@ -165,11 +212,20 @@ class Layout:
             for i, c in enumerate(kids):
                 self.walk(c, it, parent, sub(path, i, c))
             return
-        if kind in ("task", "gate") and nid is not None:
+        if kind in LEAVES and nid is not None:
             key = (nid, it)
             self.placed.add(key)
             name = f"{nid} #{it}" if it > 0 or (numbered and it >= 0) else nid
-            self.add(f"{path}/{nid}#{it}", parent, self.leaf_sig(key, name, "◇ " if kind == "gate" else ""), key, False)
+            p = f"{path}/{nid}#{it}"
+            n = self.nodes.get(key)
+            child = (n.data or {}).get("child") if n is not None and kind == "subflow" else None
+            nested = child is not None and child in self.more.subs
+            self.add(p, parent, self.leaf_sig(key, name, ICONS.get(kind, "")), key, nested)
+            if child is not None and nested:
+                self.child_rows(child, self.more.prefix + p)
+            return
+        if kind in ("try", "saga"):
+            self.handling(skel, it, parent, path)
             return
         if kind == "par":
             p = f"{path}/par"
@@ -192,12 +248,52 @@ class Layout:
         if kind == "loop":
             self.loop(skel, it, parent, path)
 
+    def child_rows(self, child: str, under: str) -> None:
+        """A sub-workflow's child run, its rows nested under the step that started it."""
+        nodes, skel = self.more.subs[child]
+        inner = Layout(nodes, {}, self.clock, lambda _k: (None, None), until=self.until,
+                       more=Extras(subs=self.more.subs, prefix=under + "/" + child))
+        for r in inner.build(skel):
+            self.rows.append(Row(r.path, r.parent or under, None, r.group, r.sig, r.name))
+
+    def handling(self, skel: Skel, it: int, parent: str | None, path: str) -> None:
+        """TryCatchFinally (parts try, catch, finally) and Saga (action, compensation pairs) as groups."""
+        kind, nid, kids = skel.kind, skel.id, skel.children
+        p = f"{path}/{kind}{'#' + nid if nid else ''}"
+        key = (nid, it) if nid is not None else None
+        n = self.nodes.get(key) if key is not None else None
+        if key is not None:
+            self.placed.add(key)
+        states = [s for c in kids for s in self.states_of(c, it)]
+        if kind == "saga":
+            phase = str((n.data or {}).get("phase", "")) if n is not None else ""
+            self.add(p, parent, self.group_sig(nid or "saga", "⇄ ", n.state if n else worst(states), phase, key),
+                     key if n else None, True)
+            for i, c in enumerate(kids):
+                if c.kind == "seq" and not c.children:
+                    continue  # no compensation for this action
+                if i % 2:
+                    cp = f"{p}/undo{i}"
+                    self.add(cp, p, self.group_sig("compensation", "↺ ", worst(self.states_of(c, it))), None, True)
+                    self.walk(c, it, cp, sub(cp, i, c))
+                else:
+                    self.walk(c, it, p, sub(p, i, c))
+            return
+        self.add(p, parent, self.group_sig(nid or "try", "⚠ ", worst(states), "try · catch · finally", key),
+                 key if n else None, True)
+        for i, (part, c) in enumerate(zip(("try", "catch", "finally"), kids)):
+            if c.kind == "seq" and not c.children:
+                continue
+            pp = f"{p}/{part}"
+            self.add(pp, p, self.group_sig(part, "", worst(self.states_of(c, it))), None, True)
+            self.walk(c, it, pp, sub(pp, i, c))
+
     def members(self, kids: tuple[Skel, ...]) -> list[str]:
         out: list[str] = []
         for s in kids:
-            if s.id is not None and s.kind in ("task", "gate", "loop", "wt"):
+            if s.id is not None and (s.kind in LEAVES or s.kind in ("loop", "wt")):
                 out.append(s.id)
-            if s.kind not in ("task", "gate", "loop"):
+            if s.kind not in LEAVES and s.kind != "loop":
                 out += self.members(s.children)
         return out
 
@@ -230,7 +326,7 @@ class Layout:
             for i, c in enumerate(kids):
                 self.walk(c, 0, p, sub(p, i, c))
             return
-        single = len(kids) == 1 and kids[0].kind in ("task", "gate")
+        single = len(kids) == 1 and kids[0].kind in LEAVES and kids[0].kind != "subflow"
         if len(its) > LOOP_WINDOW and p not in self.expanded:
             mine = set(members)
             wanted = set(its[-LOOP_WINDOW:]) | {k[1] for k in self.keep if k[0] in mine}
@@ -239,7 +335,8 @@ class Layout:
             self.placed.update(k for k in self.keep if k[0] in mine)
             its = sorted(wanted & set(its))
             if hidden:
-                self.rows.append(Row(f"{p}/more", p, None, False, (
+                mp = self.more.prefix
+                self.rows.append(Row(f"{mp}{p}/more", mp + p, None, False, (
                     "more", "hidden", "", f"{hidden:,} more iterations", "enter shows them all", False), "more"))
         for k in its:
             if single:

@@ -13,7 +13,7 @@ import pytest
 
 from engine.store import Store
 
-STORES = ["sqlite"]
+STORES = ["sqlite", "postgres"]
 
 OpenStore = Callable[..., Awaitable[Store]]
 
@@ -23,9 +23,15 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     opened: list[Store] = []
     kind = request.param
 
+    url: str | None = None
+
     async def _open(**kw: Any) -> Store:
+        nonlocal url
         if kind == "sqlite":
             store = await Store.open(tmp_path / "conformance.db", **kw)
+        elif kind == "postgres":
+            url = url or request.getfixturevalue("pg_server").create_database()
+            store = await Store.open(url, **kw)
         else:  # pragma: no cover - each implementation adds its branch
             raise AssertionError(f"no store {kind}")
         opened.append(store)

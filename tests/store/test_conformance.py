@@ -156,7 +156,7 @@ async def test_take_over_is_atomic_and_conditional(make_store):
     await started(store)
     results = await asyncio.gather(*(store.take_over("r1", Owner(f"o{i}", "h", i, None), ME.id, {}, time.time())
                                      for i in range(5)))
-    assert sorted(results) == [False] * 4 + [True]
+    assert results.count(None) == 4 and [r for r in results if r is not None] == [2]  # the new lease token
     await store.release("r1", "nobody-in-particular")  # not the owner: nothing changes
     assert (await store.get_run("r1")).owner is not None
     winner = (await store.get_run("r1")).owner
@@ -319,3 +319,131 @@ async def test_a_read_only_store_reads_and_refuses_writes(make_store):
     with pytest.raises(BadInput, match="read-only"):
         await reader.create_run(new_run("r2"), ME, time.time())
     assert not await store.run_exists("r2")
+
+
+# --- signals ---------------------------------------------------------------------------------------
+async def test_signals_are_kept_in_order_until_a_commit_takes_them_once(make_store):
+    store = await make_store()
+    await started(store)
+    other = await make_store()  # another process sends
+    first = await other.send_signal("r1", "ci", {"ok": True}, "hook", time.time())
+    second = await other.send_signal("r1", "ci", {"ok": False}, None, time.time())
+    await other.send_signal("r1", "deploy", 1, None, time.time())
+    assert first.seq < second.seq and first.pending and first.payload == {"ok": True} and first.sent_by == "hook"
+    assert [s.name for s in await store.signals("r1", pending_only=True)] == ["ci", "ci", "deploy"]
+    assert [e.type for e in await store.events("r1", types=["signal_sent"])] == ["signal_sent"] * 3
+    d = Delta(signals=[{"seq": first.seq, "key": ("wait", 0)}, {"seq": second.seq, "key": None, "error": "bad"}])
+    await store.commit("r1", ME.id, 1, d, time.time())
+    taken, refused, kept = await store.signals("r1")
+    assert (taken.node_id, taken.iteration, taken.frame, taken.error, taken.pending) == ("wait", 0, 1, None, False)
+    assert (refused.node_id, refused.error, refused.pending) == (None, "bad", False)
+    assert kept.pending and [s.name for s in await store.signals("r1", pending_only=True)] == ["deploy"]
+    # taking it again (a stale process) changes nothing
+    await store.commit("r1", ME.id, 2, Delta(signals=[{"seq": first.seq, "key": ("other", 0)}]), time.time())
+    assert (await store.signals("r1"))[0].node_id == "wait"
+
+
+@pytest.mark.parametrize("status", [RunStatus.FINISHED, RunStatus.FAILED, RunStatus.CANCELLED])
+async def test_a_signal_to_a_run_that_ended_is_refused_and_writes_nothing(make_store, status):
+    store = await make_store()
+    await started(store)
+    await store.commit("r1", ME.id, 1, Delta(run={"status": status}), time.time())
+    with pytest.raises(BadInput, match=f"is {status}: it takes no more signals"):
+        await store.send_signal("r1", "ci", {}, None, time.time())
+    with pytest.raises(RunNotFound):
+        await store.send_signal("nope", "ci", {}, None, time.time())
+    assert await store.signals("r1") == [] and await store.events("r1", types=["signal_sent"]) == []
+
+
+# --- answers, waits, timers, the cache, continued runs ---------------------------------------------
+async def test_an_answer_is_recorded_once_with_its_mode_and_request(make_store):
+    store = await make_store()
+    await started(store)
+    d = Delta()
+    d.nodes[("pick", 0)] = NodeRecord("approval", WAITING_APPROVAL, 0, None, {"message": "which?"})
+    d.approvals.append({"key": ("pick", 0), "message": "which?", "on_deny": "fail", "mode": "select",
+                        "request": {"options": ["A", "B"], "allowed": ["ann"]}})
+    await store.commit("r1", ME.id, 1, d, time.time())
+    (g,) = await store.approvals("r1")
+    assert (g.mode, g.options, g.allowed, g.answer) == ("select", ["A", "B"], ["ann"], None)
+    won, row = await store.decide("r1", "pick", 0, True, "ann", None, time.time(), answer="B")
+    assert won and (row.decision, row.answer) == ("approved", "B")
+    again, row2 = await store.decide("r1", "pick", 0, True, "bob", None, time.time(), answer="A",
+                                     decision="timed_out")
+    assert not again and (row2.decided_by, row2.answer, row2.decision) == ("ann", "B", "approved")
+    (ev,) = await store.events("r1", types=["approval_decided"])
+    assert ev.data["answer"] == "B"
+
+
+async def test_open_waits_wake_at_and_wakeable_runs(make_store):
+    store = await make_store()
+    await started(store, "t")  # a timer due soon
+    await started(store, "s")  # waits on a signal
+    await started(store, "later")  # a timer far away
+    now = time.time()
+    for rid, kind, data, wake in (("t", "timer", {"due": now - 1}, now - 1), ("s", "signal", {"name": "go"}, None),
+                                  ("later", "timer", {"due": now + 3600}, now + 3600)):
+        d = Delta(run={"status": RunStatus.WAITING, "wake_at": wake, "owner_id": None})
+        d.nodes[("w", 0)] = NodeRecord(kind, "waiting", 0, None, data)
+        await store.commit(rid, ME.id, 1, d, now)
+    assert {(w.run_id, w.kind) for w in await store.open_waits()} == {("t", "timer"), ("s", "signal"),
+                                                                      ("later", "timer")}
+    assert [w.data for w in await store.open_waits("s")] == [{"name": "go"}]
+    assert (await store.get_run("t")).wake_at == now - 1
+    assert {r.id for r in await store.wakeable_runs(now)} == {"t"}
+    await store.send_signal("s", "go", {}, None, now)
+    assert {r.id for r in await store.wakeable_runs(now)} == {"t", "s"}
+    assert {r.id for r in await store.wakeable_runs(now + 7200)} == {"t", "s", "later"}
+
+
+async def test_cache_entries_are_found_by_node_key_and_version(make_store):
+    store = await make_store()
+    await started(store)
+    d = Delta(cache=[{"node_id": "sum", "key": "k1", "version": 2, "value": {"n": 1}, "type": "m:T", "iteration": 0}])
+    await store.commit("r1", ME.id, 1, d, time.time())
+    other = await make_store()
+    hit = await other.cache_get("sum", "k1", "2")
+    assert hit is not None and (hit.value, hit.type, hit.run_id, hit.iteration) == ({"n": 1}, "m:T", "r1", 0)
+    assert await other.cache_get("sum", "k1", "1") is None and await other.cache_get("other", "k1", "2") is None
+
+
+async def test_usage_by_node_sums_the_attempts(make_store):
+    store = await make_store()
+    await started(store)
+    d = Delta()
+    step(d, "a", 1)
+    d.attempts.append({"run_id": "r1", "node_id": "a", "iteration": 0, "attempt": 2, "started_at": 3.0,
+                       "tokens_in": 1, "tokens_out": 2, "cost_usd": 0.25})
+    await store.commit("r1", ME.id, 1, d, time.time())
+    assert await store.usage_by_node("r1") == {("a", 0): (18, 0.75)}
+
+
+async def test_a_successor_run_is_made_in_the_same_commit_that_ends_its_predecessor(make_store):
+    store = await make_store()
+    await started(store)
+    d = Delta(run={"status": RunStatus.FINISHED, "successor_run_id": "r2", "result": {"continued_as": "r2"},
+                   "owner_id": None})
+    d.new_runs.append((new_run("r2", kind=RunKind.CONTINUE, parent_run_id="r1", parent_frame=1, input={"x": 2}), ME))
+    d.event("run_continued", None, successor="r2")
+    last = await store.commit("r1", ME.id, 1, d, time.time())
+    old, new = await store.get_run("r1"), await store.get_run("r2")
+    assert (old.status, old.successor_run_id, old.result) == (RunStatus.FINISHED, "r2", {"continued_as": "r2"})
+    assert (new.kind, new.parent_run_id, new.input, new.owner.id) == (RunKind.CONTINUE, "r1", {"x": 2}, ME.id)
+    assert [f.frame for f in await store.frames("r2")] == [0]
+    assert (await store.events("r1"))[-1].seq == last  # the frame's own events are numbered last
+
+
+async def test_totals_count_every_run_step_attempt_and_gate(make_store):
+    store = await make_store()
+    assert (await store.totals()).runs == {}
+    await gate(store)
+    d = Delta()
+    step(d, "a", 5)
+    d.nodes[("b", 0)] = NodeRecord("task", RUNNING, 1, None, None)
+    await store.commit("r1", ME.id, 2, d, time.time())
+    await started(store, "r2", owner=None, status=RunStatus.QUEUED)
+    t = await store.totals()
+    assert t.runs == {"waiting": 1, "queued": 1}
+    assert t.steps == {"waiting_approval": 1, "done": 1, "running": 1}
+    assert t.attempts == {"done": 1}
+    assert (t.tokens_in, t.tokens_out, t.cost_usd, t.open_gates) == (10, 5, 0.5, 1)
