@@ -142,10 +142,15 @@ class TestApp(SmithersApp):
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
+        self.said: list[str] = []  # every notification, in order: never expires (a toast does, by the clock)
         self.pulse = Pulse()
         # Screens and widgets a test creates itself (app.open_run(...) from the test) start their
         # message pumps from the test's context: give it the hook too.
         message_hook.set(self.pulse)
+
+    def notify(self, message: str, **kw: Any) -> None:
+        self.said.append(str(message))
+        super().notify(message, **kw)
 
     def on_load(self) -> None:
         # Runs in the app's own task before any screen or widget starts, so every message pump

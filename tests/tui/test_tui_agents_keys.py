@@ -76,8 +76,8 @@ async def test_palette_offers_what_fits_and_runs_it(db: Path, project: Path) -> 
         assert app.screen.chosen == "flow"
         await pilot.press("escape")
         await palette(pilot, "approve ship", "Approve ship", key="colon")
-        await until(pilot, lambda: not app.host.executing("w1") and any("approved" in n.message
-                                                                         for n in app._notifications), "approved")
+        await until(pilot, lambda: not app.host.executing("w1") and any("approved" in m
+                                                                         for m in app.said), "approved")
         await until(pilot, lambda: not app.host.executing("w1"), "the run to finish here")
         assert (await run_row(db, "w1"))["status"] == "finished"
 

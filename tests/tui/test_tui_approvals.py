@@ -75,7 +75,7 @@ async def test_a_decision_from_another_connection_closes_the_prompt(db: Path, pr
         finally:
             await store.close()
         await until(pilot, lambda: isinstance(app.screen, RunScreen), "the prompt to close")
-        assert any("approved elsewhere by alice" in n.message for n in app._notifications)
+        assert any("approved elsewhere by alice" in m for m in app.said)
 
 
 async def test_approve_from_another_process_goes_on_in_the_app(db: Path, project: Path) -> None:

@@ -60,9 +60,9 @@ async def test_h_hijacks_the_selected_step_and_records_the_diff(db: Path, projec
         app.open_run("hj-app")
         await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.loaded, "the run screen")
         assert app.screen.query_one(StepTree).select_key(("edit", 0))
-        told = len(app._notifications)
+        told = len(app.said)
         await pilot.press("H")
-        await until(pilot, lambda: len(app._notifications) > told, "the hijack recorded and said")
+        await until(pilot, lambda: len(app.said) > told, "the hijack recorded and said")
         assert seen.exists()
         store = await Store.open(db)
         try:

@@ -108,7 +108,7 @@ async def test_a_broken_project_workflow_is_listed_with_its_error_and_files_are_
         await until(pilot, lambda: screen.form_for == "broken", "the broken entry chosen")
         assert "does not load" in str(screen.query_one("#wf-title", Static).render())
         await pilot.press("ctrl+s")
-        await until(pilot, lambda: any("loads" in n.message for n in app._notifications), "refused")
+        await until(pilot, lambda: any("loads" in m for m in app.said), "refused")
         (folder / "notes.py").write_text(NOTES)  # a new file while the screen is open
         (folder / "broken.py").unlink()
         await until(pilot, lambda: screen.listing.get("notes") is not None and screen.listing.get("broken") is None,

@@ -106,7 +106,7 @@ async def test_bad_fork_input_says_why_and_stays(db: Path, project: Path) -> Non
         assert "not valid JSON" in str(app.screen.query_one("#error").render())
         app.screen.query_one(TextArea).text = '{"rounds": 0}'
         await pilot.press("ctrl+s")  # valid JSON, invalid input: the engine says why, in one line
-        await until(pilot, lambda: any("invalid input" in n.message for n in app._notifications), "a notification")
+        await until(pilot, lambda: any("invalid input" in m for m in app.said), "a notification")
         assert await_nothing_forked(db)
 
 
@@ -191,7 +191,7 @@ async def test_the_fork_dialog_lists_steps_in_order_and_previews_what_is_kept_an
         await until(pilot, lambda: "runs again: plan" in str(fork.query_one("#preview").render()), "the preview")
         await pilot.press("ctrl+s")
         await run_shown(pilot, app, "branch-1")
-        said = next(n.message for n in app._notifications if "forked r1" in n.message)
+        said = next(m for m in app.said if "forked r1" in m)
         assert "carried" in said and "1 carried step(s) run again" in said
 
 
@@ -208,7 +208,7 @@ async def test_dead_ends_become_actions(db: Path, project: Path) -> None:
         await until(pilot, lambda: screen.run.status == "cancelled", "cancelled")
         assert not screen.check_action("resume", ()) and not screen.check_action("cancel", ())
         screen.action_resume()
-        said = await until(pilot, lambda: next((n.message for n in app._notifications if "nothing to resume" in n.message),
+        said = await until(pilot, lambda: next((m for m in app.said if "nothing to resume" in m),
                                                None), "the answer")
         assert "press f to fork" in said and "smithers fork" not in said
         titles = [c[0] for c in screen.palette_commands()]
@@ -221,5 +221,5 @@ async def test_dead_ends_become_actions(db: Path, project: Path) -> None:
         confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen, "the question")
         assert confirm.purpose == "accept" and "changed since run w1 started" in str(confirm.query_one("#message").render())
         await pilot.press("y")
-        await until(pilot, lambda: app.host.executing("w1") or any("with the changed workflow" in n.message
-                                                                   for n in app._notifications), "resumed")
+        await until(pilot, lambda: app.host.executing("w1") or any("with the changed workflow" in m
+                                                                   for m in app.said), "resumed")

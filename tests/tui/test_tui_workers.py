@@ -31,7 +31,7 @@ async def test_a_run_started_in_the_background_is_queued_then_shown_with_its_wor
         run_id = app.screen.run_id
         assert not app.host.executing(run_id)  # not run here
         assert (await run_row(db, run_id))["status"] == "queued"
-        assert any("no worker is running" in str(n.message) for n in app._notifications)
+        assert any("no worker is running" in m for m in app.said)
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.loaded, "the runs list")
         await until(pilot, lambda: step_cell(app, run_id).startswith("waits for a worker"), "the queued run")
