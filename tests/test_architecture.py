@@ -71,8 +71,6 @@ def test_every_type_ignore_says_why_on_its_line():
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 if "type: ignore" in line and not re.search(r"type: ignore\[[\w,-]+\]\s+#\s*\S", line):
                     bare.append(f"{path.relative_to(ROOT)}:{n}")
-    if bare and all(b.startswith("smithers_tui") for b in bare):  # the app's are being reworked (issue 13)
-        return
     assert not bare, "type: ignore without a reason: " + ", ".join(bare[:20])
 
 
