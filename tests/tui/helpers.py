@@ -89,12 +89,14 @@ async def connect(db: Path) -> Store:
     return await Store.open(db)
 
 
-async def seed(db: Path, project: Path, run_id: str, input: Any = None, name: str = "flow") -> str:
-    """Run a workflow to its end or its gate through another connection; returns its status."""
+async def seed(db: Path, project: Path, run_id: str, input: Any = None, name: str = "flow",
+               where: str | None = None) -> str:
+    """Run a workflow (the project's `name`, or the target `where`: a file, file:PATH:NAME) to its end
+    or its gate through another connection; returns its status."""
     store = await connect(db)
     try:
         eng = Engine(store, max_concurrency=1, agent_override="demo")
-        wf, tgt = load_target(target(project, name))
+        wf, tgt = load_target(where or target(project, name))
         ex = await eng.start(wf, tgt, input, run_id=run_id, workdir=project)
         status = await ex.execute(stop_when_waiting=True)
         await eng.close()

@@ -9,12 +9,11 @@ from pathlib import Path
 from textual.widgets import Input, OptionList
 
 from engine.loader import load_target
-from engine.runtime import Engine
 from smithers_tui.screens.answer import AnswerScreen
 from smithers_tui.screens.approval import ApprovalScreen
 from smithers_tui.screens.run import RunScreen, budget_line
 from smithers_tui.widgets.input_form import InputForm
-from tests.tui.helpers import connect, make_app, ready, until
+from tests.tui.helpers import connect, make_app, ready, seed, until
 
 LANG = '''
 from pydantic import BaseModel, Field
@@ -58,16 +57,7 @@ def lang_target(project: Path, name: str) -> str:
 
 async def seed_run(db: Path, project: Path, name: str, run_id: str) -> str:
     (project / ".smithers" / "workflows" / "lang.py").write_text(LANG)
-    store = await connect(db)
-    try:
-        eng = Engine(store)
-        wf, tgt = load_target(lang_target(project, name))
-        ex = await eng.start(wf, tgt, None, run_id=run_id, workdir=project)
-        status = await ex.execute(stop_when_waiting=True)
-        await eng.close()
-        return status
-    finally:
-        await store.close()
+    return await seed(db, project, run_id, where=lang_target(project, name))
 
 
 async def run_status(db: Path, run_id: str) -> str:

@@ -32,19 +32,9 @@ def failing(ctx):
 
 
 async def seed_failing(db: Path, project: Path) -> None:
-    from engine.loader import load_target
-    from engine.runtime import Engine
 
     (project / ".smithers" / "workflows" / "failing.py").write_text(FAILING)
-    store = await connect(db)
-    try:
-        eng = Engine(store, max_concurrency=1)
-        wf, tgt = load_target(str(project / ".smithers" / "workflows" / "failing.py"))
-        ex = await eng.start(wf, tgt, None, run_id="f1", workdir=project)
-        assert await ex.execute() == "failed"
-        await eng.close()
-    finally:
-        await store.close()
+    assert await seed(db, project, "f1", where=str(project / ".smithers" / "workflows" / "failing.py")) == "failed"
 
 
 async def test_keys_move_by_one_ten_failure_and_step_and_the_tree_marks_what_changed(db: Path, project: Path) -> None:
@@ -152,19 +142,9 @@ def long(ctx):
 
 
 async def test_a_long_loop_shows_its_latest_iterations_and_the_rest_on_demand(db: Path, project: Path) -> None:
-    from engine.loader import load_target
-    from engine.runtime import Engine
 
     (project / ".smithers" / "workflows" / "long.py").write_text(LONG)
-    store = await connect(db)
-    try:
-        eng = Engine(store)
-        wf, tgt = load_target(str(project / ".smithers" / "workflows" / "long.py"))
-        ex = await eng.start(wf, tgt, None, run_id="l1", workdir=project)
-        assert await ex.execute() == "finished"
-        await eng.close()
-    finally:
-        await store.close()
+    assert await seed(db, project, "l1", where=str(project / ".smithers" / "workflows" / "long.py")) == "finished"
     app = make_app(db, project)
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await open_run(pilot, app, "l1")
