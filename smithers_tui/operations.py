@@ -217,11 +217,11 @@ class Operations:
         return {"hosted": "here"}
 
     async def _then(self, info: Any, run: bool) -> dict[str, Any]:
-        """A fork, rewind or replay is queued; with `run` it goes on here unless a worker takes it."""
+        """A fork, rewind or replay is queued; with `run` it goes on here unless a worker takes it.
+        The answer is `fork --json`'s shape either way."""
+        if run and not await self._workers_up():
+            self._launch(await self.engine.resume(info.run_id))
         out: dict[str, Any] = info.model_dump()
-        if run:
-            out.update({"hosted": "worker"} if await self._workers_up()
-                       else self._launch(await self.engine.resume(info.run_id)))
         return out
 
     async def find_run(self, run_id: str) -> str:
