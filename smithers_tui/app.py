@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
@@ -67,6 +68,15 @@ class SmithersApp(App[int]):
         theme = self.prefs.get("theme")
         if isinstance(theme, str) and theme in self.available_themes:
             self.theme = theme
+
+    async def on_event(self, event: events.Event) -> None:
+        """A screen may act on keys as they arrive, in the order typed, before Textual routes them
+        (`take_key`: the New-run screen, where a terminal delivers `n ↓ ↓ tab` and a sentence at once)."""
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            take_key = getattr(self.screen, "take_key", None)
+            if take_key is not None and await take_key(event):
+                return
+        await super().on_event(event)
 
     def on_mount(self) -> None:
         from .screens.runs import RunsScreen

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -26,6 +27,8 @@ from ..widgets.input_form import InputForm
 
 
 class WorkflowList(OptionList):
+    """The workflows (its keys are acted on by the screen as they arrive: `take_key`)."""
+
     BINDINGS = [Binding("j", "cursor_down", "Down", show=False, id="launcher.down"),
                 Binding("k", "cursor_up", "Up", show=False, id="launcher.up"),
                 Binding("slash", "screen.filter", "Filter", show=False, id="launcher.filter"),
@@ -58,6 +61,9 @@ class LauncherScreen(AppScreen[None]):
         self.form_for: str | None = None  # the workflow whose form is shown
         self.checked_for: str | None = None  # the workflow whose launch checks are done
         self.focus_form_when_ready = False  # tab came before the form was there
+        self.typed_ahead: list[events.Key] = []  # letters typed after that tab: the first field gets them
+        self.early_keys: list[events.Key] = []  # keys that came before the list was there
+        self.choosing = asyncio.Lock()  # one form built at a time
 
     @property
     def found(self) -> dict[str, tuple[Any, str]]:
@@ -148,6 +154,8 @@ class LauncherScreen(AppScreen[None]):
             ol.highlighted = ids.index(highlighted)
         elif ids:  # the first one (or the one asked for) is highlighted at once, so ↓ moves to the second
             ol.highlighted = ids.index(self.preselect) if self.preselect in ids else 0
+        if ids and self.early_keys:
+            self.call_later(self.keys_waiting)
 
     def agent_note(self) -> None:
         host = self.app.host
@@ -167,19 +175,32 @@ class LauncherScreen(AppScreen[None]):
         self.query_one("#agent-note", Static).update(text)
 
     async def choose(self, name: str) -> None:
-        if name == self.chosen or self.listing is None:
-            return
+        """Show the form of `name`: one build at a time, ending on the workflow the list highlights
+        by then (arrow keys and a reload's pick may ask for others meanwhile)."""
+        async with self.choosing:
+            while self.listing is not None:
+                ol = self.query_one(WorkflowList)
+                now = ol.highlighted_option.id if ol.highlighted_option is not None else None
+                target = now if now and self.listing.get(now) is not None else name
+                if target == self.chosen == self.form_for:
+                    break
+                if not await self.show_form(target):
+                    return
+            if self.focus_form_when_ready:
+                self.focus_form()
+            self.check()
+
+    async def show_form(self, name: str) -> bool:
+        assert self.listing is not None
         entry = self.listing.get(name)
         if entry is None:
-            return
+            return False
         self.chosen = name
         self.problems, self.checked_for, self.form_for = [], None, None
         self.query_one("#checks", Static).update("")
         self.query_one("#start-status", Static).update("")
         holder = self.query_one(FormHolder)
         await holder.remove_children()
-        if self.chosen != name:  # another one was chosen meanwhile
-            return
         if entry.wf is None:
             self.query_one("#wf-title", Static).update(Text(f"{name}: does not load", style="bold red1"))
             self.query_one("#wf-desc", Static).update(Text.assemble(
@@ -187,7 +208,7 @@ class LauncherScreen(AppScreen[None]):
                                                "updates by itself", "grey50")))
             self.query_one("#agent-box").display = False
             self.form_for = name
-            return
+            return True
         wf = entry.wf
         self.query_one("#wf-title", Static).update(Text(wf.name, style="bold"))
         where = "built-in workflow" if entry.builtin else f"from {self.relative(str(entry.path))}"
@@ -195,18 +216,62 @@ class LauncherScreen(AppScreen[None]):
                                                                 (f"\n{where}", "grey50")))
         await holder.mount(InputForm(wf.input))
         self.form_for = name
-        if self.focus_form_when_ready:
-            self.focus_form_when_ready = False
-            self.focus_form()
-        self.check()
+        return True
 
     def focus_form(self) -> None:
-        """The first field of the form (the Start button when the workflow takes no input)."""
-        if self.form_for != self.chosen:  # the form is being built: focus it once it is there
-            self.focus_form_when_ready = True
+        """The first field of the form (the Start button when the workflow takes no input), with the
+        letters typed since `tab`; once the form of the workflow highlighted now is there."""
+        ol = self.query_one(WorkflowList)
+        wanted = ol.highlighted_option.id if ol.highlighted_option is not None else self.chosen
+        if self.form_for is None or self.form_for != self.chosen or (wanted and wanted != self.chosen):
+            self.focus_form_when_ready = True  # the form is being built: focus it once it is there
             return
+        self.focus_form_when_ready = False
         fields = self.query(InputForm).first().query("Input, Checkbox, Select") if self.query(InputForm) else None
-        (fields.first() if fields else self.query_one("#start")).focus()
+        target = fields.first() if fields else self.query_one("#start")
+        typed, self.typed_ahead = self.typed_ahead, []
+        if typed and isinstance(target, Input):  # what was typed replaces the default, as typing into it would
+            target.select_on_focus = False
+            target.value = "".join(k.character or "" for k in typed)
+            target.cursor_position = len(target.value)
+        self.set_focus(target)
+
+    # --- keys as they arrive ----------------------------------------------------------------------
+    async def take_key(self, key: events.Key) -> bool:
+        """Called by the app for each key as it arrives, before Textual routes it. A terminal
+        delivers `n ↓ ↓ tab` and a sentence in one read; routed the usual way, the arrows reach the
+        list only after it has options, `tab` is judged against a form that is about to change, and
+        the letters land on the list. Here they are acted on in the order typed: keys that come
+        before the list is there wait for it; the list's keys act at once; letters after `tab` are
+        kept for the first field of the form the arrows chose. True when the key was taken."""
+        if self.early_keys or not self.query(WorkflowList) or not self.query_one(WorkflowList).option_count:
+            self.early_keys.append(key)
+            return True
+        return await self.act_on_key(key)
+
+    async def act_on_key(self, key: events.Key) -> bool:
+        ol = self.query_one(WorkflowList)
+        if self.focus_form_when_ready:
+            if key.is_printable:
+                self.typed_ahead.append(key)
+                return True
+            return False
+        if self.focused not in (None, ol):
+            return False
+        bindings = ol._bindings.key_to_bindings.get(key.key)
+        if not bindings:
+            return False
+        if self.focused is None:
+            self.set_focus(ol)
+        await ol.run_action(bindings[0].action)
+        return True
+
+    async def keys_waiting(self) -> None:
+        """The list is there: the keys that came before it act now, in order."""
+        while self.early_keys:
+            key = self.early_keys.pop(0)
+            if not await self.act_on_key(key) and not key.is_printable:
+                self.app.post_message(events.Key(key.key, key.character))  # escape, ctrl+s...: as usual
 
     def action_focus_form(self) -> None:
         self.focus_form()

@@ -69,7 +69,8 @@ class RunsScreen(AppScreen[None]):
     HELP_TITLE = "Runs"
     BINDINGS = [
         Binding("enter", "open", "Open", id="runs.open"),
-        Binding("n", "new", "New run", id="runs.new"),
+        # priority: acted on as it arrives, so keys typed right after it reach the New-run screen
+        Binding("n", "new", "New run", id="runs.new", priority=True),
         Binding("slash", "filter", "Filter", id="runs.filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="runs.clear_filter"),
         Binding("j", "cursor(1)", "Down", show=False, id="runs.down"),
@@ -79,6 +80,11 @@ class RunsScreen(AppScreen[None]):
         Binding("C", "columns", "Columns", show=False, id="runs.columns"),
         *LETTER_KEYS,
     ]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "new" and isinstance(self.focused, Input):  # typing an `n` into the filter
+            return False
+        return super().check_action(action, parameters)
 
     def __init__(self) -> None:
         super().__init__()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import events
 from textual.widgets import Input, OptionList, Static, Checkbox
 
 from smithers_tui.screens.approval import ApprovalScreen
@@ -88,6 +89,24 @@ async def test_typing_right_after_n_down_down_tab_goes_to_the_first_field(db: Pa
         assert screen.chosen == "notes"
         field = screen.query_one("#field-message", Input)
         assert app.focused is field and field.value == "a quick question q"
+
+
+async def test_keys_arriving_at_once_as_a_terminal_sends_them_all_reach_the_first_field(db: Path,
+                                                                                      project: Path) -> None:
+    """A terminal delivers `n ↓ ↓ tab` and the sentence in one read: the form of the workflow chosen is
+    still being built when the letters arrive; they are kept for its first field, in order."""
+    (project / ".smithers" / "workflows" / "notes.py").write_text(NOTES)
+    app = make_app(db, project)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await ready(pilot, app)
+        for key in ["n", "down", "down", "tab", *"a quick question", "space", "q"]:  # no waiting between them
+            char = " " if key == "space" else key if len(key) == 1 else None
+            app.post_message(events.Key(key, char))
+        screen = await until(pilot, lambda: app.screen if isinstance(app.screen, LauncherScreen) else None, "new run")
+        field = await until(pilot, lambda: next(iter(screen.query("#field-message").results(Input)), None),
+                            "the form of notes")
+        await until(pilot, lambda: field.value == "a quick question q", "the sentence in the field")
+        assert app.is_running and app.screen is screen and screen.chosen == "notes" and app.focused is field
 
 
 async def test_a_broken_project_workflow_is_listed_with_its_error_and_files_are_read_again(db: Path,
