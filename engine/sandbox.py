@@ -24,6 +24,7 @@ import asyncio
 import functools
 import ipaddress
 import os
+import sys
 import shutil
 import subprocess
 import tempfile
@@ -132,9 +133,8 @@ async def wrap(argv: list[str], workdir: Path, policy: Policy | None) -> Wrapped
     out = Wrapped([], True)
     cmd = [why, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session",
            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for exe in {argv[0], os.path.realpath(argv[0])}:  # a program kept under /tmp stays visible
-        if os.path.isabs(exe) and exe.startswith("/tmp/"):
-            cmd += ["--ro-bind", os.path.dirname(exe), os.path.dirname(exe)]
+    for tree in sorted(_under_tmp(argv[0], sys.executable, procs.GUARD)):  # programs kept under /tmp stay visible
+        cmd += ["--ro-bind", tree, tree]
     cmd += ["--ro-bind" if policy.read_only else "--bind", root, root]
     for p in policy.writable:
         p = Path(os.path.realpath(p))
@@ -168,6 +168,26 @@ async def wrap(argv: list[str], workdir: Path, policy: Policy | None) -> Wrapped
             cmd += ["--cap-add", "CAP_NET_BIND_SERVICE"]
     cmd += ["--chdir", root, "--"]
     out.argv = procs.guarded(cmd + procs.guarded(argv, forwards=forwards, inner=True))
+    return out
+
+
+def _under_tmp(*programs: str) -> set[str]:
+    """What must stay visible under the private /tmp for these programs to run: for each one kept
+    under /tmp (a project cloned there, its .venv and tools/), the tree it runs from — its
+    node_modules, its virtual environment (the guard runs on this Python), else its folder."""
+    out: set[str] = set()
+    for prog in programs:
+        for exe in {prog, os.path.realpath(prog)}:
+            if not (os.path.isabs(exe) and exe.startswith("/tmp/")):
+                continue
+            tree = os.path.dirname(exe)
+            for parent in Path(exe).parents:
+                if parent.name == "node_modules" or (parent / "pyvenv.cfg").exists():
+                    tree = str(parent)
+                    break
+                if str(parent) == "/tmp":
+                    break
+            out.add(tree)
     return out
 
 

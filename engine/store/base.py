@@ -19,6 +19,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from ..errors import BadInput
 from ..events import Event
 from ..frame import Delta
 from ..records import (ApprovalRecord, AttemptRecord, CacheEntry, FrameRecord, FrameState, NewRun, OutputRecord,
@@ -287,6 +288,16 @@ class Store(ABC):
     @abstractmethod
     async def signals(self, run_id: str, pending_only: bool = False) -> list[SignalRecord]:
         """Signals sent to the run, oldest first; pending_only: those no step has taken yet."""
+
+    async def _signal_sent(self, run_id: str, run: Any, record: SignalRecord | None) -> SignalRecord:
+        """After a signal's write transaction: its record, or why nothing was sent (an unknown run, or
+        `run` (its row) in a status that takes no signals)."""
+        if run is None:
+            await self.get_run(run_id)  # raises the not-found error
+        if record is None:
+            raise BadInput(f"run {run_id} is {run['status']}: it takes no more signals (only queued, running or "
+                           "waiting runs do); nothing was sent")
+        return record
 
     # --- waits, timers and the cache -----------------------------------------------------------
     @abstractmethod

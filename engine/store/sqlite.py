@@ -576,12 +576,7 @@ class SQLiteStore(Store):
             return run, row
 
         run, row = await self._run(txn)
-        if run is None:
-            await self.get_run(run_id)  # raises the not-found error
-        if row is None:
-            raise BadInput(f"run {run_id} is {run['status']}: it takes no more signals (only queued, running or "  # type: ignore[index]  # run is a row here: get_run raised otherwise
-                           "waiting runs do); nothing was sent")
-        return signal_record(row)
+        return await self._signal_sent(run_id, run, signal_record(row) if row is not None else None)
 
     async def signals(self, run_id: str, pending_only: bool = False) -> list[SignalRecord]:
         sql = "SELECT * FROM signals WHERE run_id=?" + (" AND consumed_at IS NULL" if pending_only else "")

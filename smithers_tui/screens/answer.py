@@ -49,13 +49,8 @@ class AnswerScreen(ApprovalScreen):
         from engine.errors import SmithersError
 
         host = self.app.host
-        await host.ready.wait()
-        gate = await self.gate_row()
+        gate = await self.open_gate()
         if gate is None:
-            self.close("gone")
-            return
-        if gate.decision:
-            self.closed_elsewhere(gate)
             return
         try:
             model: type[BaseModel] | None = await host.answer_model(self.run_id, self.node)

@@ -62,16 +62,24 @@ class ApprovalScreen(AppModal[str]):
     def on_mount(self) -> None:
         self.load()
 
-    @background(group="approval-load", exclusive=True)
-    async def load(self) -> None:
-        host = self.app.host
-        await host.ready.wait()
+    async def open_gate(self) -> Any:
+        """The gate, once the engine is up; None (and the prompt closed, saying why) when it is gone
+        or was decided elsewhere meanwhile."""
+        await self.app.host.ready.wait()
         gate = await self.gate_row()
         if gate is None:
             self.close("gone")
-            return
+            return None
         if gate.decision:
             self.closed_elsewhere(gate)
+            return None
+        return gate
+
+    @background(group="approval-load", exclusive=True)
+    async def load(self) -> None:
+        host = self.app.host
+        gate = await self.open_gate()
+        if gate is None:
             return
         rep = await host.view.report(self.run_id)
         done = await host.reader.events(self.run_id, types=["node_finished", "node_failed", "node_skipped",
