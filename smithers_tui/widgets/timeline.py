@@ -193,10 +193,9 @@ class FrameTimeline(Widget, can_focus=True):
                 for i in range(6):
                     x = round(i * (width - 1) / 5)
                     labels.append((x, "+" + self.clock.span((t1 - t0) * i / 5)))
-            else:
-                for i in range(6):
-                    x = round(i * (width - 1) / 5)
-                    labels.append((x, str(round(i * (n - 1) / 5))))
+            else:  # up to six frame numbers, each once, over the column its frame is drawn in
+                for f in sorted({round(i * (n - 1) / 5) for i in range(6)}):
+                    labels.append((self.column_of(f, width), str(f)))
             for x, label in labels:
                 start = max(0, min(width - len(label), x - (len(label) if x == width - 1 else 0)))
                 if all(c == " " for c in line[max(0, start - 1):start + len(label) + 1]):
