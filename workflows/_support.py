@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pydantic import field_validator
+
 PROMPT_DIR = Path(__file__).parent / "prompts"
 
 
@@ -292,3 +294,13 @@ def changes_since(path: Path, base: str, limit: int = 30000, max_new_files: int 
     if len(new) > max_new_files:
         parts.append(f"[... {len(new) - max_new_files} more new files not shown ...]\n")
     return truncate_middle("".join(parts), limit, head=limit * 3 // 4), sorted(set(files) | set(new))
+
+
+def not_blank(field: str, why: str) -> Any:
+    """A validator for a workflow's input model: `field` must hold more than whitespace; `why`
+    says what to write instead (the one-line error the CLI and the form show)."""
+    def check(cls: Any, v: str) -> str:
+        if not v.strip():
+            raise ValueError(why)
+        return v
+    return field_validator(field)(check)

@@ -2,11 +2,11 @@
 regression test. Node ids: the implement loop's with prefix `debug` (see workflows.implement)."""
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from engine import Ctx, Node, workflow
 
-from ._support import prompt_text
+from ._support import not_blank, prompt_text
 from .implement import DEFAULT_REVIEWERS, implement_loop
 
 
@@ -16,12 +16,7 @@ class DebugInput(BaseModel):
     max_rounds: int = Field(3, ge=1, le=20, description="implement → check → review rounds at most")
     reviewers: list[str] = Field(default_factory=lambda: list(DEFAULT_REVIEWERS), description="review lenses")
 
-    @field_validator("problem")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("describe the problem")
-        return v
+    _given = not_blank("problem", "describe the problem")
 
 
 @workflow(name="debug", input=DebugInput)

@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from engine import Ctx, Loop, Node, Parallel, Task, TaskCtx, Worktree, workflow
 from engine import git as engine_git
 
-from ._support import (PROMPTS, changes_since, current_branch, detect_test_command, failure_excerpt, head_commit,
+from ._support import (not_blank, PROMPTS, changes_since, current_branch, detect_test_command, failure_excerpt, head_commit,
                        prompt_text, run_command, slugify, truncate_middle)
 
 Severity = Literal["critical", "major", "minor", "nit"]
@@ -324,12 +324,7 @@ class ImplementInput(BaseModel):
                                              "(correctness, tests, security, design, performance or your own)")
     test_timeout: float = Field(600.0, gt=0, description="seconds before the test command is killed")
 
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("say what to implement")
-        return v
+    _given = not_blank("prompt", "say what to implement")
 
 
 @workflow(name="implement", input=ImplementInput)

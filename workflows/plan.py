@@ -4,11 +4,11 @@ Node id: `plan` (agent, planner role) -> Plan.
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from engine import Ctx, Node, Task, workflow
 
-from ._support import one_agent_prompt
+from ._support import not_blank, one_agent_prompt
 
 
 class PlanStep(BaseModel):
@@ -28,12 +28,7 @@ class PlanInput(BaseModel):
     goal: str = Field(description="what should be achieved")
     context: str = Field("", description="constraints, links, anything the planner should know")
 
-    @field_validator("goal")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("say what the plan is for")
-        return v
+    _given = not_blank("goal", "say what the plan is for")
 
 
 def render_plan(plan: Plan) -> str:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from engine import Ctx, Loop, Node, Task, TaskCtx, Worktree, workflow
 from engine import git as engine_git
 
-from ._support import changes_since, current_branch, head_commit, prompt_text, run_command, truncate_middle
+from ._support import not_blank, changes_since, current_branch, head_commit, prompt_text, run_command, truncate_middle
 from .implement import WorktreeStart
 
 
@@ -26,12 +26,7 @@ class RalphInput(BaseModel):
     stop_when_done: bool = Field(True, description="stop when the agent reports the whole job done")
     command_timeout: float = Field(600.0, gt=0, description="seconds before until_command is killed")
 
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("give the instructions to repeat")
-        return v
+    _given = not_blank("prompt", "give the instructions to repeat")
 
 
 class RalphStep(BaseModel):

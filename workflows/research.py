@@ -4,11 +4,11 @@ Node id: `research` (agent, planner role) -> Report.
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from engine import Ctx, Node, Task, workflow
 
-from ._support import one_agent_prompt
+from ._support import not_blank, one_agent_prompt
 
 
 class Finding(BaseModel):
@@ -28,12 +28,7 @@ class ResearchInput(BaseModel):
     question: str = Field(description="what to find out")
     context: str = Field("", description="anything the researcher should know")
 
-    @field_validator("question")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("say what to research")
-        return v
+    _given = not_blank("question", "say what to research")
 
 
 def render_report(r: Report) -> str:

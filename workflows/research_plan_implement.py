@@ -8,11 +8,11 @@ approve_plan=false; denying it fails the run) -> the implement loop with prefix 
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from engine import Approval, Ctx, Node, Sequence, workflow
 
-from ._support import prompt_text, truncate_middle
+from ._support import not_blank, prompt_text, truncate_middle
 from .implement import DEFAULT_REVIEWERS, implement_loop
 from .plan import Plan, plan_task, render_plan
 from .research import Report, render_report, research_task
@@ -25,12 +25,7 @@ class RPIInput(BaseModel):
     reviewers: list[str] = Field(default_factory=lambda: list(DEFAULT_REVIEWERS), description="review lenses")
     approve_plan: bool = Field(True, description="wait for a human to approve the plan before implementing")
 
-    @field_validator("goal")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("say what to achieve")
-        return v
+    _given = not_blank("goal", "say what to achieve")
 
 
 @workflow(name="research-plan-implement", input=RPIInput)

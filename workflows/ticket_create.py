@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from engine import Ctx, Node, Sequence, Task, TaskCtx, workflow
 
-from ._support import prompt_text, slugify
+from ._support import not_blank, prompt_text, slugify
 
 
 class TicketDraft(BaseModel):
@@ -34,12 +34,7 @@ class TicketCreateInput(BaseModel):
     description: str = Field(description="the feature, bug list or plan to split into tickets")
     max_tickets: int = Field(5, ge=1, le=30, description="at most this many tickets")
 
-    @field_validator("description")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("describe the work to split into tickets")
-        return v
+    _given = not_blank("description", "describe the work to split into tickets")
 
 
 def ticket_markdown(d: TicketDraft) -> str:
