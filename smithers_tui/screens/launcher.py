@@ -154,7 +154,7 @@ class LauncherScreen(AppScreen[None]):
             ol.highlighted = ids.index(highlighted)
         elif ids:  # the first one (or the one asked for) is highlighted at once, so ↓ moves to the second
             ol.highlighted = ids.index(self.preselect) if self.preselect in ids else 0
-        if ids and self.early_keys:
+        if self.early_keys:
             self.call_later(self.keys_waiting)
 
     def agent_note(self) -> None:
@@ -244,10 +244,21 @@ class LauncherScreen(AppScreen[None]):
         the letters land on the list. Here they are acted on in the order typed: keys that come
         before the list is there wait for it; the list's keys act at once; letters after `tab` are
         kept for the first field of the form the arrows chose. True when the key was taken."""
-        if self.early_keys or not self.query(WorkflowList) or not self.query_one(WorkflowList).option_count:
+        if self.listing is None or not self.query(WorkflowList):  # the list is not there yet
+            if key.is_printable or key.key in self.list_keys():  # (escape, ctrl+q... act at once)
+                self.early_keys.append(key)
+                return True
+            return False
+        if self.early_keys:  # behind the keys that came before the list, in order
             self.early_keys.append(key)
             return True
         return await self.act_on_key(key)
+
+    @staticmethod
+    def list_keys() -> set[str]:
+        """The keys the list acts on (arrows, tab, enter, j/k...)."""
+        merged = WorkflowList._merged_bindings
+        return set(merged.key_to_bindings) if merged is not None else set()
 
     async def act_on_key(self, key: events.Key) -> bool:
         ol = self.query_one(WorkflowList)
