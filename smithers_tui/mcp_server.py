@@ -134,8 +134,9 @@ def build_server(ops: Operations) -> SmithersMCP:
                          limit: Annotated[int, Field(description="at most this many events", ge=1, le=1000)] = 200
                          ) -> dict[str, Any]:
         """A run's events after `since` (steps started/finished/failed, gates requested/decided, logs...),
-        its status and waiting gates. Pass next_since back as since to continue; use wait to block until
-        something happens instead of polling."""
+        its status and waiting gates. Pass next_since back as since to continue (more=true: the limit cut
+        the answer short, ask again at once); use wait to block until something happens instead of
+        polling. Every event up to the status given is in the answer or, with more, the next ones."""
         return await ops.get_events(run_id, since, wait, limit)
 
     @server.tool(name="approve")

@@ -96,7 +96,9 @@ class Operations:
 
     async def get_events(self, run_id: str, since: int = 0, wait: float = 0, limit: int = 200) -> dict[str, Any]:
         """Events with seq > since (`logs --json` items). With `wait` > 0 and nothing new yet, waits up
-        to that many seconds for the next event. `next_since` is the seq to ask from next time."""
+        to that many seconds for the next event. `next_since` is the seq to ask from next time; `more`
+        says the limit cut the answer short. Every event up to the `status` given is in the answer
+        (or, with `more`, in the next ones)."""
         rid = await self.find_run(run_id)
         if not 1 <= limit <= 1000:
             raise BadInput(f"limit must be 1..1000 (got {limit})")
@@ -110,13 +112,16 @@ class Operations:
                     break
             finally:
                 await follower.aclose()
-            events = await self.engine.events(rid, since, limit)
+        # the status first, then the events: every event up to that status is in the answer, so a
+        # client that reads until the run waits or ends misses nothing
         report = await self.engine.report(rid)
+        events = await self.engine.events(rid, since, limit)
         return {"run_id": rid, "status": report.status,
                 "waiting": [{"node_id": g.node_id, "iteration": g.iteration, "message": g.message}
                             for g in report.waiting_gates()],
                 "events": [e.model_dump(mode="json") for e in events],
-                "next_since": events[-1].seq if events else since}
+                "next_since": events[-1].seq if events else since,
+                "more": len(events) == limit}  # the limit was reached: ask again from next_since
 
     async def decide(self, run_id: str, approved: bool, node: str | None = None, iteration: int | None = None,
                      note: str | None = None, by: str | None = None, choice: str | None = None,

@@ -81,7 +81,7 @@ async def events_until(client: Client, run_id: str, statuses: set[str], since: i
         got = result(await client.call_tool("get_events", {"run_id": run_id, "since": since, "wait": 30}))
         seen += got["events"]
         since = got["next_since"]
-        if got["status"] in statuses:
+        if got["status"] in statuses and not got["more"]:
             return seen, got
     raise AssertionError(f"run {run_id} never reached {statuses}: {seen[-5:]}")
 
