@@ -663,9 +663,14 @@ async def _decided(engine: "Engine", store: "Store", d: Any, args: argparse.Name
     if args.json:
         out_json(d.json_dict())
     elif d.owner_alive:
+        from engine.lease import WORKER_PREFIX
+
         owner = (await store.get_run(run_id)).owner
         where = f" ({owner.host} pid {owner.pid})" if owner else ""
-        print(f"{what} of run {run_id} {said}; its owner{where} goes on with it")
+        if owner is not None and owner.id.startswith(WORKER_PREFIX):  # a worker took it at once
+            print(f"{what} of run {run_id} {said}; a worker continues the run ({owner.id}{where})")
+        else:
+            print(f"{what} of run {run_id} {said}; its owner{where} goes on with it")
     elif await engine.workers():
         print(f"{what} of run {run_id} {said}; a worker continues the run")
     else:
