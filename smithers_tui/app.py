@@ -85,7 +85,8 @@ class SmithersApp(App[int]):
             self.set_keymap(self._keymap_override)
         self.theme_changed_signal.subscribe(self, lambda theme: self.prefs.set("theme", theme.name))
         self.push_screen(RunsScreen())  # painted at once; it fills in when the database is open
-        self.run_worker(self._boot(), group="boot", exit_on_error=False)
+        # the engine (imported by opening the database: ~0.3 s) only once the first screen is painted
+        self.call_after_refresh(lambda: self.run_worker(self._boot(), group="boot", exit_on_error=False))
 
     async def _boot(self) -> None:
         from engine.errors import SmithersError
