@@ -37,7 +37,7 @@ from ..state import Key, NodeRecord, RunKind, RunState, RunStatus, key_str, pars
 from .base import Store
 from .postgres_schema import BOOTSTRAP, CHANNEL, MIGRATION_LOCK, PG_MIGRATIONS, PG_SCHEMA_VERSION, SCHEMA
 from .schema import SCHEMA_VERSION
-from .sqlite import (_columns, _new_run_row, _owner_of, _short, approval_record, attempt_record, dumps, node_record,
+from .sqlite import (_columns, _new_run_row, _owner_of, no_run, approval_record, attempt_record, dumps, node_record,
                      signal_record,
                      owner_columns, row_to_event, run_record)
 
@@ -291,8 +291,7 @@ class PostgresStore(Store):
 
         row, hint = await self._read(read)
         if row is None:
-            extra = f" (did you mean {', '.join(r['id'] for r in hint)}?)" if hint else ""
-            raise RunNotFound(f"no run {_short(run_id)!r} in {self.where}{extra}: `smithers ps` lists runs")
+            raise no_run(run_id, self.where, [r["id"] for r in hint])
         return run_record(row)
 
     async def run_exists(self, run_id: str) -> bool:

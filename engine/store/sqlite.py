@@ -250,8 +250,7 @@ class SQLiteStore(Store):
 
         row, hint = await self._run(read)
         if row is None:
-            extra = f" (did you mean {', '.join(r['id'] for r in hint)}?)" if hint else ""
-            raise RunNotFound(f"no run {_short(run_id)!r} in {self.path}{extra}: `smithers ps` lists runs")
+            raise no_run(run_id, self.path, [r["id"] for r in hint])
         return run_record(row)
 
     async def run_exists(self, run_id: str) -> bool:
@@ -865,6 +864,12 @@ def _state_at(c: sqlite3.Connection, run_id: str, frame: int) -> FrameState:
 def _chunks(items: list[str], n: int) -> Iterable[list[str]]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
+
+
+def no_run(run_id: str, where: Any, near: list[str]) -> RunNotFound:
+    """The one-line error for a run id that is not there, naming the ids that start like it."""
+    extra = f" (did you mean {', '.join(near)}?)" if near else ""
+    return RunNotFound(f"no run {_short(run_id)!r} in {where}{extra}: `smithers ps` lists runs")
 
 
 def _short(s: str, n: int = 60) -> str:
