@@ -269,8 +269,9 @@ async def loop_in_app(tmp: Path, n: int, i: int, keys: list[float] | None = None
                 app.simulate_key("j" if presses % 2 == 0 else "k")
                 while tree.cursor_line == before and app.host.executing(rid):
                     await asyncio.sleep(0)
-                await painted(app)
-                if tree.cursor_line != before:
+                while tree.drawn_cursor != tree.cursor_line and app.host.executing(rid):
+                    await asyncio.sleep(0)  # the tree drew the cursor where it now is: on screen
+                if tree.cursor_line != before and tree.drawn_cursor == tree.cursor_line:
                     keys.append(time.perf_counter() - t)
                 presses += 1
             await asyncio.sleep(0.05)
@@ -313,10 +314,14 @@ async def scrubbing(tmp: Path, steps: int = 10_000) -> None:
         await pilot.press("left_square_bracket")  # into the past once, then hold keys down
         lat: list[float] = []
 
-        async def measure(t: float, target: int) -> None:
-            while screen.model.view_frame != target:
+        issued: list[int] = []
+
+        async def measure(t: float, i: int) -> None:
+            # the timeline drew that frame (or one a later key asked for: two keys in one repaint), in
+            # the same repaint as the run's head; a repaint is one synchronous call, so once this task
+            # sees it drawn, it is on screen
+            while screen.timeline.drawn not in issued[i:]:
                 await asyncio.sleep(0)
-            await painted(app)
             lat.append(time.perf_counter() - t)
 
         waits = []
@@ -324,10 +329,11 @@ async def scrubbing(tmp: Path, steps: int = 10_000) -> None:
         for key, n, step in (("left_square_bracket", 120, -1), ("right_square_bracket", 60, 1),
                              ("left_curly_bracket", 60, -10)):
             for _ in range(n):  # a key held down: 30 presses a second, whatever the screen does
-                target = max(0, min(screen.model.last, screen.model.view_frame + step))
+                prev = issued[-1] if issued else screen.model.view_frame
+                issued.append(max(0, min(screen.model.last, prev + step)))
                 t = time.perf_counter()
                 app.simulate_key(key)
-                waits.append(asyncio.create_task(measure(t, target)))
+                waits.append(asyncio.create_task(measure(t, len(issued) - 1)))
                 await asyncio.sleep(1 / 30)
             t = time.perf_counter()  # the keys rest: the tree and the inspector follow
             while screen.shown_frame_full != screen.model.view_frame:

@@ -125,6 +125,7 @@ class RunModel:
     iters: dict[str, set[int]] = field(default_factory=dict)  # node id -> its iterations in the view
     steps: int = 0  # steps (tasks and gates) in the view ...
     done: int = 0  # ... and how many of them are done or skipped: counted as the view moves
+    by_state: dict[str, set[Key]] = field(default_factory=dict)  # state -> the view's nodes in it
 
     def __post_init__(self) -> None:
         self.live = dict(self.base)
@@ -132,6 +133,7 @@ class RunModel:
         for key, rec in self.base.items():
             self.history[key] = [(0, rec.state)]
             self._count(None, rec)
+            self.by_state.setdefault(rec.state, set()).add(key)
             self.iters.setdefault(key[0], set()).add(key[1])
 
     def _count(self, old: Rec | None, new: Rec | None) -> None:
@@ -140,8 +142,20 @@ class RunModel:
                 self.steps += sign
                 self.done += sign if rec.state in ("done", "skipped") else 0
 
+    def in_states(self, *states: str) -> set[Key]:
+        """The view's nodes in any of `states` (kept as the view moves: a 10,000-node view is not scanned)."""
+        out: set[Key] = set()
+        for state in states:
+            out |= self.by_state.get(state, set())
+        return out
+
     def _set_view(self, key: Key, rec: Rec | None) -> None:
-        self._count(self.view.get(key), rec)
+        old = self.view.get(key)
+        self._count(old, rec)
+        if old is not None:
+            self.by_state[old.state].discard(key)
+        if rec is not None:
+            self.by_state.setdefault(rec.state, set()).add(key)
         if rec is None:
             self.view.pop(key, None)
             its = self.iters.get(key[0])
@@ -187,7 +201,7 @@ class RunModel:
         self.following = frame is None
         target = self.last if frame is None else max(0, min(self.last, frame))
         if target < self.view_frame - target:  # nearer from frame 0 than from here
-            self.view, self.iters = {}, {}
+            self.view, self.iters, self.by_state = {}, {}, {}
             self.steps = self.done = 0
             for key, rec in {**self.base, **self.changes[0]}.items():
                 self._set_view(key, rec)

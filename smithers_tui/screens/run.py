@@ -10,6 +10,7 @@ the approval prompt.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -44,8 +45,8 @@ REFRESH_S = 0.25  # at most four reads of new frames a second, however fast the 
 REFRESH_MAX_S = 2.0  # and at least one every 2 s, however costly a refresh is
 ATTEMPTS_S = 2.0  # the attempts (agents, usage) are read again at most every 2 s
 INSPECT_S = 1.0  # the selected step, while it keeps changing, is read again at most once a second
-SCRUB_REST_S = 0.06  # the tree shows the frame scrubbed to once the keys rest this long...
-SCRUB_SHOW_S = 0.5  # ...and at least this often while they go on
+SCRUB_REST_S = 0.12  # the tree shows the frame scrubbed to once the keys rest this long...
+SCRUB_SHOW_S = 2.0  # ...and at least this often while a key is held (each costs a repaint of the tree)
 CURSOR_REST_S = 0.12  # the inspector reads the step under the cursor once the cursor rests this long
 
 
@@ -135,6 +136,7 @@ class RunScreen(AppScreen[None]):
         self.agents: dict[Key, str] = {}
         self.usage: dict[Key, dict[str, float]] = {}
         self.attempt_list: list[AttemptRecord] = []  # as last read (the past's attempts do not change)
+        self.cache_hits: frozenset[Key] = frozenset()  # steps whose result came from the cache
         self.skel: Skel | None = None
         self.skel_ids: frozenset[str] | None = None
         self.subs: dict[str, tuple[dict[Key, Rec], Skel | None]] = {}  # sub-workflow runs: nodes, shape
@@ -155,6 +157,7 @@ class RunScreen(AppScreen[None]):
         self._attempts_read = 0.0
         self._keys_for: tuple[Any, ...] | None = None
         self._scrub_timer: Timer | None = None
+        self._gc_held = False  # the collector waits while keys scrub (hold_gc)
         self._gates: tuple[int, list[Key]] = (-1, [])
         self._shown_at = 0.0  # when the tree last showed a frame (monotonic)
         self.shown_frame_full = -1  # the frame the tree and the inspector show
@@ -204,6 +207,12 @@ class RunScreen(AppScreen[None]):
         """Durations of running steps move on; the owner of a run may have gone."""
         if self.run is not None and self.run.status in ACTIVE_RUN:
             self._dirty.set()
+
+    def on_screen_suspend(self) -> None:
+        self.hold_gc(False)
+
+    def on_unmount(self) -> None:
+        self.hold_gc(False)
 
     def on_screen_resume(self) -> None:
         self.prompting = None
@@ -287,6 +296,7 @@ class RunScreen(AppScreen[None]):
     def read_attempts(self, attempts: list[AttemptRecord]) -> None:
         """Agents and usage per step, from the attempts that ended."""
         self.attempt_list = attempts
+        self.cache_hits = frozenset(a.key for a in attempts if a.extra.get("cache") == "hit")
         usage: dict[Key, dict[str, float]] = {}
         for a in attempts:
             if a.agent:
@@ -356,11 +366,11 @@ class RunScreen(AppScreen[None]):
         frame = self.model.view_frame
         nodes = self.shown_nodes()
         changed = self.model.changed_at(frame)
-        keep = {k for k, r in nodes.items() if r.state in ("running", "waiting_approval", "waiting", "failed")} | set(changed)
+        keep = self.states_shown(nodes, "running", "waiting_approval", "waiting", "failed") | set(changed)
         if self.chosen is not None:
             keep.add(self.chosen)
         extras = Extras(modes={a.key: a.mode for a in self.approvals if a.mode != "approve"},
-                        cached=frozenset(a.key for a in self.attempt_list if a.extra.get("cache") == "hit"),
+                        cached=self.cache_hits,
                         subs=self.subs if past is None else {})  # the past: the child runs as of now are not that
         layout = Layout(nodes, self.agents, self.app.clock, lambda k: self.model.timing(k, frame), changed, until,
                         self.reusable_sigs(nodes, frame), keep, self.expanded,
@@ -388,6 +398,12 @@ class RunScreen(AppScreen[None]):
         if past is None:
             self.maybe_prompt()
 
+    def states_shown(self, nodes: dict[Key, Rec], *states: str) -> set[Key]:
+        """The nodes shown in any of `states`: the model keeps them for its view; others are scanned."""
+        if nodes is self.model.view:
+            return self.model.in_states(*states)
+        return {k for k, r in nodes.items() if r.state in states}
+
     def reusable_sigs(self, nodes: dict[Key, Rec], frame: int) -> dict[Key, tuple[Any, ...]]:
         """The last layout's step labels that still hold: not for steps changed since (or marked as
         changed at either frame), nor those still going (their durations move on)."""
@@ -397,7 +413,7 @@ class RunScreen(AppScreen[None]):
         if agents != len(self.agents) or status != (self.run.status if self.run else ""):
             return {}
         stale = self.model.changed_between(was, frame) | self.model.changed_at(was) | self.model.changed_at(frame)
-        going = {k for k, r in nodes.items() if r.state in ("running", "waiting_approval", "waiting", "pending")}
+        going = self.states_shown(nodes, "running", "waiting_approval", "waiting", "pending")
         return {k: sig for k, sig in self._sigs.items() if k not in stale and k not in going}
 
     def show_frame_head(self) -> None:
@@ -704,8 +720,25 @@ class RunScreen(AppScreen[None]):
         if self._scrub_timer is not None:
             self._scrub_timer.stop()
         if time.monotonic() - self._shown_at > SCRUB_SHOW_S:
-            self.show(inspect=False)  # the tree keeps up; the inspector waits for the keys to rest
-        self._scrub_timer = self.set_timer(SCRUB_REST_S, self.show)
+            # the tree keeps up (once this key is painted); the inspector waits for the keys to rest
+            self._shown_at = time.monotonic()
+            self.call_after_refresh(self.show, False)
+        self.hold_gc(True)
+        self._scrub_timer = self.set_timer(SCRUB_REST_S, self.scrub_rested)
+
+    def scrub_rested(self) -> None:
+        self.hold_gc(False)
+        self.show()
+
+    def hold_gc(self, hold: bool) -> None:
+        """While a key is held on the timeline, the cyclic collector waits (as Textual's own smooth
+        scrolling does): a pass over a long run's frames would stall the frames being scrubbed."""
+        if hold and not self._gc_held and gc.isenabled():
+            gc.disable()
+            self._gc_held = True
+        elif not hold and self._gc_held:
+            self._gc_held = False
+            gc.enable()
 
     def action_frame(self, d: int) -> None:
         self.timeline.action_step(d)

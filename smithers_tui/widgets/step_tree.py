@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from rich.text import Text
+from textual.geometry import Region
+from textual.strip import Strip
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -178,8 +180,8 @@ class Layout:
     def build(self, skel: Skel | None) -> list[Row]:
         if skel is not None:
             self.walk(skel, 0, None, "")
-        rest = sorted((k for k in self.nodes if k not in self.placed and k[0] not in self.folded),
-                      key=lambda k: (k[0], k[1]))
+        rest = sorted((nid, it) for nid, its in self.iters.items() if nid not in self.folded
+                      for it in its if (nid, it) not in self.placed and (nid, it) in self.nodes)
         if rest:
             parent = None
             if skel is not None:
@@ -367,12 +369,23 @@ class StepTree(Tree[Row]):
         self._rows: list[Row] = []
         self._by_path: dict[str, TreeNode[Row]] = {}
         self.collapsed: set[str] = set()
+        self.drawn_cursor = -1
 
     def get_label_width(self, node: TreeNode[Row]) -> int:
-        """The label's width without rendering it (Textual renders every label on every change of the
-        tree to size it; a long run's tree changes a few times a second)."""
-        label = node.label
-        return (label.cell_len if isinstance(label, Text) else len(label)) + 2
+        """Not measured: the tree never scrolls sideways (overflow-x hidden), and a width that follows
+        its labels (a duration ticking, a step's note) would change its virtual size, and with it lay
+        out the whole screen again, on every relabel."""
+        return 1
+
+    def _invalidate(self) -> None:
+        """Rows added or removed: draw the tree again. Textual's Tree also lays out the whole screen
+        here; the tree's box does not change with its rows (a change of its virtual size, when the
+        number of rows changes, still asks for a layout itself), and on a long run scrubbed by a
+        key held down that layout was most of the cost of following."""
+        self._clear_line_cache()
+        self._updates += 1
+        self.root._reset()
+        self.refresh()
 
     def on_tree_node_collapsed(self, event: Tree.NodeCollapsed[Row]) -> None:
         if event.node.data is not None:
@@ -381,6 +394,11 @@ class StepTree(Tree[Row]):
     def on_tree_node_expanded(self, event: Tree.NodeExpanded[Row]) -> None:
         if event.node.data is not None:
             self.collapsed.discard(event.node.data.path)
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        lines = super().render_lines(crop)
+        self.drawn_cursor = self.cursor_line  # the cursor as the screen shows it (the benchmark waits on it)
+        return lines
 
     @property
     def rows(self) -> list[Row]:

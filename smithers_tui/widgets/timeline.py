@@ -18,11 +18,14 @@ import bisect
 from typing import Any
 
 from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
+from textual.strip import Strip
 from textual.widget import Widget
 
 from ..runmodel import CLASSES, ORDER, Mark, RunModel
@@ -67,6 +70,9 @@ class FrameTimeline(Widget, can_focus=True):
         self.live = True
         self.forks: dict[int, list[str]] = {}  # frame -> runs forked, rewound or replayed from it
         self._columns: tuple[tuple[Any, ...], list[tuple[str, int]]] | None = None  # cache key, columns
+        self._strips: dict[int, tuple[Any, Strip]] = {}  # line -> what it showed, its drawing
+        self.drawn = -1  # the frame the timeline last drew
+        self._cells: tuple[Any, list[tuple[Segment, Segment]]] | None = None  # the overview's cells, plain and cursor
 
     # --- the model -----------------------------------------------------------------------------
     @property
@@ -207,16 +213,28 @@ class FrameTimeline(Widget, can_focus=True):
                 t = Text.assemble(t[:x], ("⑂", "bold magenta"), t[x + 1:])
         return t
 
-    def strip(self, width: int) -> Text:
-        out = Text()
+    def strip(self, width: int) -> list[Segment]:
+        """The overview: one glyph per column, the cursor's reversed. Its cells are drawn once per
+        shape (width, frames, axis); a key held down swaps the cursor's cell, nothing else."""
+        base = self.rich_style
+        key = (width, len(self.marks), self.axis, base)
+        if self._cells is None or self._cells[0] != key:
+            style = self._style
+            cells: list[tuple[Segment, Segment]] = []
+            for cls, f in self.columns(width):
+                if f < 0:
+                    cells.append((Segment("─", base + style("grey30")), Segment("┼", base + style("bold"))))
+                    continue
+                glyph, colour = CLASSES[cls]
+                cells.append((Segment(glyph, base + style(colour)), Segment(glyph, base + style(f"bold reverse {colour}"))))
+            self._cells = (key, cells)
+        cells = self._cells[1]
         cursor = self.column_of(min(self.frame, max(0, self.last)), width) if self.marks else -1
-        for x, (cls, f) in enumerate(self.columns(width)):
-            if f < 0:
-                out.append("─" if x != cursor else "┼", "grey30" if x != cursor else "bold")
-                continue
-            glyph, colour = CLASSES[cls]
-            out.append(glyph, f"bold reverse {colour}" if x == cursor else colour)
-        return out
+        return [cell[1] if x == cursor else cell[0] for x, cell in enumerate(cells)]
+
+    @staticmethod
+    def _style(name: str) -> Style:
+        return Style.parse(name)  # cached by Rich
 
     def cursor_line(self, width: int) -> Text:
         if not self.marks:
@@ -249,15 +267,49 @@ class FrameTimeline(Widget, can_focus=True):
         t.truncate(width, overflow="ellipsis")
         return t
 
-    def render(self) -> Text:
-        width = max(10, self.content_region.width)
-        height = self.content_region.height
-        lines = [self.info_line(width), self.axis_line(width), self.strip(width), self.cursor_line(width)]
+    def line_makers(self, width: int, height: int) -> list[tuple[Any, Any]]:
+        """The lines shown, each with what it depends on (its cache key) and how it is drawn."""
+        n, frame = len(self.marks), min(self.frame, max(0, self.last))
+        cursor = self.column_of(frame, width) if self.marks else -1
+        shape = (width, n, self.axis)
+        lines: list[tuple[Any, Any]] = [
+            (("info", width, frame, self.last, self.live), self.info_line),
+            (("axis", shape, tuple(self.forks)), self.axis_line),
+            (("strip", shape, cursor), self.strip),
+            (("cursor", width, cursor, self.live, n > 0), self.cursor_line),
+        ]
         if height >= 5 and self.marks:
-            lines.append(self.detail(width))
+            lines.append((("detail", width, frame, n), self.detail))
         if height >= 6:
-            lines.append(self.legend(width))
-        return Text("\n").join(lines[:max(1, height)])
+            lines.append((("legend", width), self.legend))
+        return lines[:max(1, height)]
+
+    def render_line(self, y: int) -> Strip:
+        """One line, drawn again only when what it shows changed: a key held down redraws the
+        info line, the cursor and the cells around it, not the whole overview."""
+        width, height = self.size
+        makers = self.line_makers(max(10, width), height)
+        if y >= len(makers):
+            return Strip.blank(width, self.rich_style)
+        key, make = makers[y]
+        if y == 0:
+            self.drawn = self.frame  # what the screen shows now (the benchmark waits on it)
+        hit = self._strips.get(y)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        drawn = make(max(10, width))
+        if isinstance(drawn, Text):  # Text.render leaves out the text's own style: under the spans
+            base = self.rich_style + (self._style(drawn.style) if isinstance(drawn.style, str) else drawn.style)
+            strip = Strip(Segment.apply_style(drawn.render(self.app.console, end=""), base)).simplify()
+        else:  # segments already styled
+            strip = Strip(drawn)
+        self._strips[y] = (key, strip)
+        return strip
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()  # a new theme: every line drawn again
+        self._cells = None
 
     # --- the mouse -----------------------------------------------------------------------------
     def on_click(self, event: events.Click) -> None:

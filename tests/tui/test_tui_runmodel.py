@@ -72,7 +72,7 @@ def test_a_fork_starts_from_its_carried_nodes() -> None:
     assert model.status_at(1) == "running"
 
 
-async def test_the_steps_counted_and_iterations_follow_the_view(db: Path, project: Path) -> None:
+async def test_the_steps_counted_iterations_and_states_follow_the_view(db: Path, project: Path) -> None:
     await seed(db, project, "r1", {"rounds": 4})
     model, store = await model_of(db, "r1")
     await store.close()
@@ -88,3 +88,5 @@ async def test_the_steps_counted_and_iterations_follow_the_view(db: Path, projec
         for nid, it in model.view:
             iters.setdefault(nid, set()).add(it)
         assert {k: v for k, v in model.iters.items() if v} == iters, f
+        for state in ("running", "done", "waiting_approval", "failed", "pending"):
+            assert model.in_states(state) == {k for k, r in model.view.items() if r.state == state}, (f, state)
