@@ -155,8 +155,13 @@ class SmithersApp(App[int]):
 
     # --- helpers for screens -------------------------------------------------------------------
     def broadcast(self, run_ids: set[str]) -> None:
-        for screen in self.screen_stack:
+        """Tell the screens the user sees that something was written: the top one, and those seen
+        through it (under a dialog). A screen further down reads again when it shows (each does so
+        on resume); a message to it would also make Textual repaint the whole top screen for it."""
+        for screen in reversed(self.screen_stack):
             screen.post_message(StoreChanged(run_ids))
+            if screen.styles.background.a == 1:
+                break
 
     def open_run(self, run_id: str, *, replace: bool = False, focus: tuple[str, int] | None = None) -> None:
         """Open a run's screen. From another run's screen (a fork, a parent, a lineage jump) the new

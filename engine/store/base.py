@@ -232,8 +232,8 @@ class Store(ABC):
         """The run exactly as of frame N (nodes, outputs, status)."""
 
     @abstractmethod
-    async def outputs_at(self, run_id: str, frame: int) -> dict[Key, OutputRecord]:
-        """Every output written at a frame <= N, with what it depended on."""
+    async def outputs_at(self, run_id: str, frame: int, node: Key | None = None) -> dict[Key, OutputRecord]:
+        """Every output written at a frame <= N (or that of one node), with what it depended on."""
 
     @abstractmethod
     async def report_data(self, run_id: str, frame: int | None = None) -> ReportData:
@@ -259,8 +259,8 @@ class Store(ABC):
     async def last_event_seq(self) -> int: ...
 
     @abstractmethod
-    async def attempts(self, run_id: str) -> list[AttemptRecord]:
-        """Every attempt of the run, in the order they started."""
+    async def attempts(self, run_id: str, node: Key | None = None) -> list[AttemptRecord]:
+        """Every attempt of the run (or of one node), in the order they started."""
 
     # --- approvals -----------------------------------------------------------------------------
     @abstractmethod

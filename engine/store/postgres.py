@@ -487,9 +487,12 @@ class PostgresStore(Store):
     async def state_at(self, run_id: str, frame: int) -> FrameState:
         return await self._call(lambda c: _state_at(c, run_id, frame), snapshot=True)
 
-    async def outputs_at(self, run_id: str, frame: int) -> dict[Key, OutputRecord]:
-        rows = await self._fetch("SELECT node_id, iteration, value, type, deps, frame FROM outputs "
-                                 "WHERE run_id=$1 AND frame<=$2", run_id, frame)
+    async def outputs_at(self, run_id: str, frame: int, node: Key | None = None) -> dict[Key, OutputRecord]:
+        sql = "SELECT node_id, iteration, value, type, deps, frame FROM outputs WHERE run_id=$1 AND frame<=$2"
+        if node is None:
+            rows = await self._fetch(sql, run_id, frame)
+        else:
+            rows = await self._fetch(sql + " AND node_id=$3 AND iteration=$4", run_id, frame, *node)
         return {(r["node_id"], r["iteration"]): OutputRecord(json.loads(r["value"]), r["type"],
                                                              json.loads(r["deps"]) if r["deps"] else None, r["frame"])
                 for r in rows}
@@ -558,8 +561,12 @@ class PostgresStore(Store):
     async def last_event_seq(self) -> int:
         return int(await self._read(lambda c: c.fetchval("SELECT coalesce(max(seq), 0) FROM events")))
 
-    async def attempts(self, run_id: str) -> list[AttemptRecord]:
-        rows = await self._fetch("SELECT * FROM attempts WHERE run_id=$1 ORDER BY started_at", run_id)
+    async def attempts(self, run_id: str, node: Key | None = None) -> list[AttemptRecord]:
+        if node is None:
+            rows = await self._fetch("SELECT * FROM attempts WHERE run_id=$1 ORDER BY started_at", run_id)
+        else:
+            rows = await self._fetch("SELECT * FROM attempts WHERE run_id=$1 AND node_id=$2 AND iteration=$3 "
+                                     "ORDER BY started_at", run_id, *node)
         return [attempt_record(r) for r in rows]
 
     # --- approvals -----------------------------------------------------------------------------

@@ -421,9 +421,12 @@ class SQLiteStore(Store):
     async def state_at(self, run_id: str, frame: int) -> FrameState:
         return await self._run(_read, lambda c: _state_at(c, run_id, frame))
 
-    async def outputs_at(self, run_id: str, frame: int) -> dict[Key, OutputRecord]:
-        rows = await self._run(_all, "SELECT node_id, iteration, value, type, deps, frame FROM outputs "
-                                     "WHERE run_id=? AND frame<=?", (run_id, frame))
+    async def outputs_at(self, run_id: str, frame: int, node: Key | None = None) -> dict[Key, OutputRecord]:
+        sql = "SELECT node_id, iteration, value, type, deps, frame FROM outputs WHERE run_id=? AND frame<=?"
+        params: tuple[Any, ...] = (run_id, frame)
+        if node is not None:
+            sql, params = sql + " AND node_id=? AND iteration=?", params + node
+        rows = await self._run(_all, sql, params)
         return {(r["node_id"], r["iteration"]): OutputRecord(loads(r["value"]), r["type"],
                                                              loads(r["deps"]) if r["deps"] else None, r["frame"])
                 for r in rows}
@@ -493,8 +496,12 @@ class SQLiteStore(Store):
         row = await self._run(_one, "SELECT max(seq) FROM events")
         return (row[0] if row else 0) or 0
 
-    async def attempts(self, run_id: str) -> list[AttemptRecord]:
-        rows = await self._run(_all, "SELECT * FROM attempts WHERE run_id=? ORDER BY started_at", (run_id,))
+    async def attempts(self, run_id: str, node: Key | None = None) -> list[AttemptRecord]:
+        if node is None:
+            rows = await self._run(_all, "SELECT * FROM attempts WHERE run_id=? ORDER BY started_at", (run_id,))
+        else:
+            rows = await self._run(_all, "SELECT * FROM attempts WHERE run_id=? AND node_id=? AND iteration=? "
+                                         "ORDER BY started_at", (run_id, *node))
         return [attempt_record(r) for r in rows]
 
     # --- approvals -----------------------------------------------------------------------------

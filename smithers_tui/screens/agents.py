@@ -86,6 +86,9 @@ class AgentsScreen(AppScreen[None]):
         self.refresh_panes()
         self.loaded = True
 
+    def on_screen_resume(self) -> None:
+        self.reload_states()
+
     def on_store_changed(self, _msg: StoreChanged) -> None:
         if self.on_top:
             self.reload_states()

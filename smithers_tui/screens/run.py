@@ -47,6 +47,8 @@ ATTEMPTS_S = 2.0  # the attempts (agents, usage) are read again at most every 2 
 INSPECT_S = 1.0  # the selected step, while it keeps changing, is read again at most once a second
 SCRUB_REST_S = 0.12  # the tree shows the frame scrubbed to once the keys rest this long...
 SCRUB_SHOW_S = 2.0  # ...and at least this often while a key is held (each costs a repaint of the tree)
+KEYS_REST_S = 0.15  # a refresh waits until the keys moving the cursor rest this long...
+KEYS_FIRST_S = 1.0  # ...but no longer than this
 CURSOR_REST_S = 0.12  # the inspector reads the step under the cursor once the cursor rests this long
 
 
@@ -158,6 +160,7 @@ class RunScreen(AppScreen[None]):
         self._keys_for: tuple[Any, ...] | None = None
         self._scrub_timer: Timer | None = None
         self._gc_held = False  # the collector waits while keys scrub (hold_gc)
+        self._keyed_at = 0.0  # when a key last moved the tree's cursor (keys_first)
         self._gates: tuple[int, list[Key]] = (-1, [])
         self._shown_at = 0.0  # when the tree last showed a frame (monotonic)
         self.shown_frame_full = -1  # the frame the tree and the inspector show
@@ -231,6 +234,7 @@ class RunScreen(AppScreen[None]):
         while True:
             self._dirty.clear()
             self._busy = 0.0
+            await self.keys_first()
             await self.load_new()
             t0 = time.perf_counter()
             self.show()
@@ -240,6 +244,13 @@ class RunScreen(AppScreen[None]):
             # may take a tenth of the time at most: on a huge run the screen updates less often,
             # and a run in this same event loop keeps its speed.
             await asyncio.sleep(min(REFRESH_MAX_S, max(REFRESH_S, 9 * cost)))
+
+    async def keys_first(self) -> None:
+        """While the user moves through the tree, keys come first: a refresh (on a fast run, a
+        repaint of most of the tree) waits until they rest, for at most KEYS_FIRST_S."""
+        start = time.monotonic()
+        while (wait := self._keyed_at + KEYS_REST_S - time.monotonic()) > 0 and time.monotonic() - start < KEYS_FIRST_S:
+            await asyncio.sleep(wait)
 
     async def load_base(self) -> None:
         at = await self.app.host.reader.state_at(self.run_id, 0)
@@ -624,11 +635,12 @@ class RunScreen(AppScreen[None]):
         prompt = next((e.data.get("text") for e in reversed(events) if e.type == "agent" and e.data.get("kind") == "prompt"),
                       None)
         events = [e for e in events if not (e.type == "agent" and e.data.get("kind") == "prompt")]
-        all_attempts = self.attempt_list if past is not None else await reader.attempts(self.run_id)
-        attempts = [a for a in all_attempts if a.key == key]
-        if until is not None:
-            attempts = [a for a in attempts if a.started_at <= until]
-        output = (await reader.outputs_at(self.run_id, frame)).get(key) if rec.kind in ("task", "approval") else None
+        if past is not None:  # the attempts as last read: those started by then
+            attempts = [a for a in self.attempt_list if a.key == key and until is not None and a.started_at <= until]
+        else:
+            attempts = await reader.attempts(self.run_id, node=key)
+        output = ((await reader.outputs_at(self.run_id, frame, node=key)).get(key)
+                  if rec.kind in ("task", "approval") else None)
         stat = None
         if (rec.data or {}).get("commit"):
             stat = diff_stat(await self.app.host.view.diff(self.run_id, key[0], key[1]))
@@ -854,6 +866,7 @@ class RunScreen(AppScreen[None]):
 
     def on_key(self, event: Any) -> None:
         if event.key in ("up", "down", "j", "k", "pageup", "pagedown") and self.focused is self.step_tree:
+            self._keyed_at = time.monotonic()
             self.follow = False
             self._user_moving = True  # the step the cursor lands on is the one chosen
 

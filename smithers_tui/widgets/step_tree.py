@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.geometry import Region
 from textual.strip import Strip
@@ -360,6 +362,8 @@ class StepTree(Tree[Row]):
     """A Tree of Rows; `show(rows)` relabels, inserts and removes in place, keeping folds and the cursor."""
 
     DEFAULT_CSS = "StepTree { scrollbar-size-vertical: 1; overflow-x: hidden; }"
+    _patching = False  # rows being patched (show)...
+    _patched = False  # ...and the tree changed meanwhile
 
     def __init__(self, **kw: Any) -> None:
         super().__init__("run", **kw)
@@ -370,6 +374,8 @@ class StepTree(Tree[Row]):
         self._by_path: dict[str, TreeNode[Row]] = {}
         self.collapsed: set[str] = set()
         self.drawn_cursor = -1
+        self._drawn_rows: dict[tuple[Any, ...], tuple[int, Strip]] = {}  # a row's drawing, the line it was drawn at
+        self._base_style: Style | None = None
 
     def get_label_width(self, node: TreeNode[Row]) -> int:
         """Not measured: the tree never scrolls sideways (overflow-x hidden), and a width that follows
@@ -381,7 +387,11 @@ class StepTree(Tree[Row]):
         """Rows added or removed: draw the tree again. Textual's Tree also lays out the whole screen
         here; the tree's box does not change with its rows (a change of its virtual size, when the
         number of rows changes, still asks for a layout itself), and on a long run scrubbed by a
-        key held down that layout was most of the cost of following."""
+        key held down that layout was most of the cost of following. Rows patched in one go
+        (`show`) invalidate once, at the end."""
+        if self._patching:
+            self._patched = True
+            return
         self._clear_line_cache()
         self._updates += 1
         self.root._reset()
@@ -396,9 +406,48 @@ class StepTree(Tree[Row]):
             self.collapsed.discard(event.node.data.path)
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        lines = super().render_lines(crop)
+        self._base_style = self.rich_style  # once per repaint, not once per line
+        try:
+            lines = super().render_lines(crop)
+        finally:
+            self._base_style = None
         self.drawn_cursor = self.cursor_line  # the cursor as the screen shows it (the benchmark waits on it)
         return lines
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        return self._render_line(y + scroll_y, scroll_x, scroll_x + self.size.width, self._base_style or self.rich_style)
+
+    def _render_line(self, y: int, x1: int, x2: int, base_style: Style) -> Strip:
+        """A row drawn once while it shows the same: Textual's Tree forgets every drawn line when a
+        row is added or removed, and a live loop adds rows a few times a second, moving every row
+        below; here a row moved to another line is the same drawing, told its new line number
+        (the mouse reads it), and only new or changed rows are drawn."""
+        lines = self._tree_lines
+        if y >= len(lines):
+            return super()._render_line(y, x1, x2, base_style)
+        line = lines[y]
+        is_hover = self.hover_line >= 0 and any(n._hover for n in line.path)
+        node = line.path[-1]  # its drawing: its own label and state, and of its ancestors what the guides show
+        key = (node._id, node._updates, tuple((n._id, n._hover_, n._selected_, n.is_last) for n in line.path),
+               line.last, is_hover, self.hover_line == y,
+               self.cursor_line == y, x1, x2, self.virtual_size.width, self._pseudo_class_state, self.has_focus,
+               self.guide_depth, self.show_root, self.show_guides, base_style)
+        hit = self._drawn_rows.get(key)
+        if hit is None:
+            strip = super()._render_line(y, x1, x2, base_style)
+            if len(self._drawn_rows) > 4096:
+                self._drawn_rows.clear()
+            self._drawn_rows[key] = (y, strip)
+            return strip
+        drawn_at, strip = hit
+        if drawn_at == y:
+            return strip
+        return Strip(Segment.apply_style(strip, post_style=Style.from_meta({"line": y})), strip.cell_length)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._drawn_rows.clear()
 
     @property
     def rows(self) -> list[Row]:
@@ -410,6 +459,15 @@ class StepTree(Tree[Row]):
         return node.data if node is not None else None
 
     def show(self, rows: list[Row]) -> None:
+        self._patching, self._patched = True, False
+        try:
+            self._show(rows)
+        finally:
+            self._patching = False
+            if self._patched:
+                self._invalidate()
+
+    def _show(self, rows: list[Row]) -> None:
         old = {r.path: r for r in self._rows}
         if [r.path for r in rows] == [r.path for r in self._rows]:
             for new in rows:

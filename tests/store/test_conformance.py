@@ -115,6 +115,21 @@ async def test_a_commit_is_one_frame_with_its_nodes_outputs_attempts_and_events(
     assert await store.outputs_at("r1", 0) == {}
 
 
+async def test_attempts_and_outputs_of_one_node(make_store):
+    store = await make_store()
+    await started(store)
+    d = Delta()
+    step(d, "a", {"n": 1})
+    step(d, "b", {"n": 2})
+    await store.commit("r1", ME.id, 1, d, time.time())
+    assert {a.key for a in await store.attempts("r1")} == {("a", 0), ("b", 0)}
+    assert [a.key for a in await store.attempts("r1", node=("b", 0))] == [("b", 0)]
+    assert await store.attempts("r1", node=("b", 1)) == []
+    assert await store.outputs_at("r1", 1, node=("b", 0)) == {("b", 0): (await store.outputs_at("r1", 1))[("b", 0)]}
+    assert await store.outputs_at("r1", 0, node=("b", 0)) == {}
+    assert await store.outputs_at("r1", 1, node=("c", 0)) == {}
+
+
 async def test_every_frame_rebuilds_exactly_across_keyframes(make_store):
     store = await make_store()
     await started(store)
