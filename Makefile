@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench screenshots agent-clis system-deps clean
+.PHONY: run test bench bytecode screenshots agent-clis system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-run: $(STAMP)
+# The project's own modules compiled ahead (an editable install has no bytecode until a first
+# import writes it, and none at all where PYTHONDONTWRITEBYTECODE is set: each start then compiles
+# them, ~0.3 s). Up to date, this takes ~0.1 s.
+bytecode: $(STAMP)
+	@$(PY) -m compileall -q engine smithers_tui workflows bench >/dev/null
+
+run: bytecode
 	$(VENV)/bin/smithers
 
 # The suite runs on every core (pytest-xdist; `make test PYTEST_WORKERS=0` runs it in one process).
@@ -24,7 +30,7 @@ test: $(STAMP) system-deps
 system-deps:
 	@./scripts/system-deps.sh
 
-bench: $(STAMP)
+bench: bytecode
 	$(PY) -m bench
 
 screenshots: $(STAMP)

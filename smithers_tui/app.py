@@ -84,11 +84,20 @@ class SmithersApp(App[int]):
         if self._keymap_override is not None:
             self.set_keymap(self._keymap_override)
         self.theme_changed_signal.subscribe(self, lambda theme: self.prefs.set("theme", theme.name))
-        self.push_screen(RunsScreen())  # painted at once; it fills in when the database is open
-        # the engine (imported by opening the database: ~0.3 s) only once the first screen is painted
-        self.call_after_refresh(lambda: self.run_worker(self._boot(), group="boot", exit_on_error=False))
+        runs = RunsScreen()
+        self.push_screen(runs)  # painted at once; it fills in when the database is open
+        # the engine (~0.3 s of imports) only once that screen is painted
+        runs.call_after_refresh(lambda: self.run_worker(self._boot(), group="boot", exit_on_error=False))
+
+    @staticmethod
+    def _import_engine() -> None:
+        import engine.project
+        import engine.runtime
+        import engine.store  # noqa: F401
 
     async def _boot(self) -> None:
+        # imported in a thread: keys typed meanwhile are handled (the loop is not held for ~0.3 s)
+        await asyncio.to_thread(self._import_engine)
         from engine.errors import SmithersError
 
         try:
