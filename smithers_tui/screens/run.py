@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from ..host import Forked
 
-REFRESH_S = 0.25  # at most four reads of new frames a second, however fast the run commits
+REFRESH_S = 0.5  # at most two reads of new frames a second however fast the run commits (a lone frame: at once)
 REFRESH_MAX_S = 2.0  # and at least one every 2 s, however costly a refresh is
 ATTEMPTS_S = 2.0  # the attempts (agents, usage) are read again at most every 2 s
 INSPECT_S = 1.0  # the selected step, while it keeps changing, is read again at most once a second

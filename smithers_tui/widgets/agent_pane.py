@@ -14,6 +14,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
+from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -123,6 +124,7 @@ class AgentPane(Widget, can_focus=True):
         self.back = 0  # finished lines scrolled back from the newest (0: follow the stream)
         self._prompt_seen = ""
         self._version = 0  # bumped on any change of what the pane shows
+        self.drawn_focus = False  # the pane was last drawn focused
         self._strips: list[Strip] = []
         self._strips_for: tuple[int, int, int] | None = None
         self.border_title = key_label(key[1], key[2])
@@ -257,6 +259,11 @@ class AgentPane(Widget, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._version += 1  # colours changed (focus, theme): paint again
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        lines = super().render_lines(crop)
+        self.drawn_focus = self.has_focus  # as the screen shows it (the benchmark waits on it)
+        return lines
 
     def render_line(self, y: int) -> Strip:
         width, height = self.size
