@@ -211,7 +211,7 @@ def _resolve_name(name: str, settings: Settings, seen: tuple[str, ...] = ()) -> 
         return build_agent(name, cfg, settings, seen)
     if name in BUILTIN_ALIASES:
         kind = BUILTIN_ALIASES[name]
-        return build_agent(name, AgentConfig(kind=kind), settings, seen)  # type: ignore[arg-type]  # kind is a known alias
+        return build_agent(name, AgentConfig(kind=kind), settings, seen)
     if name in ROLES:
         return _resolve_name("default", settings, seen + (name,))
     if name == "default":

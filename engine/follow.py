@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator
+from typing import AsyncGenerator
 
 from .events import Event, EventBus
 from .store import Store
 
 
 async def follow(store: Store, bus: EventBus, run_id: str, since: int = 0, *, poll: float = 0.25,
-                 idle: float | None = None, until_final: bool = True) -> AsyncIterator[Event]:
+                 idle: float | None = None, until_final: bool = True) -> AsyncGenerator[Event, None]:
     """Stored events of a run with seq > `since`, in order, as they are written. Ends when the run
     has ended and every event is delivered (`until_final`), or after `idle` seconds without one."""
     woken = asyncio.Event()

@@ -680,7 +680,7 @@ class RunExecutor:
             first = last - len(delta.events) + 1
             for i, (typ, k, data) in enumerate(delta.events):
                 self.bus.publish(Event(seq=first + i, run_id=self.run_id, frame=self.frame, at=now,
-                                       type=typ, node_id=k[0] if k else None,  # type: ignore[arg-type]  # EventType
+                                       type=typ, node_id=k[0] if k else None,
                                        iteration=k[1] if k else None, data=data))
 
     async def _heartbeat(self) -> None:

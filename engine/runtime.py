@@ -7,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncGenerator, Awaitable, Callable
 
 from pydantic import BaseModel, ValidationError
 
@@ -647,7 +647,7 @@ class Engine:
         return await self.store.events(run_id, since, limit)
 
     def follow(self, run_id: str, since: int = 0, *, idle: float | None = None,
-               until_final: bool = True) -> AsyncIterator[Event]:
+               until_final: bool = True) -> AsyncGenerator[Event, None]:
         """Events of a run with seq > since as they are written, here or by any other process, until
         the run ends (or `idle` seconds pass without one): engine.follow.follow."""
         from .follow import follow

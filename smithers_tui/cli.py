@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, NoReturn
 
 if TYPE_CHECKING:
     from engine.report import RunReport
@@ -955,7 +955,7 @@ async def cmd_status(args: argparse.Namespace, db: str) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, str], Awaitable[int]]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, str], Coroutine[Any, Any, int]]] = {
     "run": cmd_run, "resume": cmd_resume, "cancel": cmd_cancel, "ps": cmd_ps, "show": cmd_show,
     "frames": cmd_frames, "logs": cmd_logs, "workflows": cmd_workflows, "approve": cmd_approve, "deny": cmd_deny,
     "fork": cmd_fork, "rewind": cmd_rewind, "replay": cmd_replay, "timeline": cmd_timeline, "diff": cmd_diff,

@@ -146,7 +146,7 @@ async def hijack_in_app(app: Any, run_id: str, node: str, iteration: int | None 
     return outcome
 
 
-class ChatScreen(Screen):
+class ChatScreen(Screen[Outcome]):
     """A chat that continues a litellm step's saved conversation, with the step's tools, in the
     step's working directory. `esc` ends it; what changed is recorded like a CLI hijack."""
 
@@ -197,7 +197,9 @@ class ChatScreen(Screen):
             return
         self.busy = True
         self.messages.append({"role": "user", "content": text})
-        self.query_one("#chat-log").write(f"you: {text}")
+        from textual.widgets import RichLog
+
+        self.query_one("#chat-log", RichLog).write(f"you: {text}")
         self.run_worker(self._reply(), exclusive=True, group="chat")
 
     async def _reply(self) -> None:

@@ -59,8 +59,8 @@ def test_ruff_passes():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_mypy_strict_passes_on_the_engine():
-    done = _tool("mypy")  # strict, on engine/ (pyproject.toml [tool.mypy])
+def test_mypy_strict_passes_on_the_engine_and_the_faces():
+    done = _tool("mypy")  # strict, on engine/ and smithers_tui/ (pyproject.toml [tool.mypy])
     assert done.returncode == 0, done.stdout + done.stderr
 
 

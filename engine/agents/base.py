@@ -44,7 +44,8 @@ class Usage(BaseModel):
                      cost_usd=self.cost_usd + other.cost_usd, model=join(self.model, other.model),
                      agent=join(self.agent, other.agent), duration_s=self.duration_s + other.duration_s)
 
-    plus = __add__
+    def plus(self, other: "Usage") -> "Usage":
+        return self + other
 
 
 class AgentResult(BaseModel):

@@ -174,7 +174,7 @@ class LLMAgent(Agent):
         budget = turns if turns is not None else [self.max_turns]
         ctx = ToolContext(Path(workdir), shell_timeout=self.shell_timeout, pass_secrets=self.pass_secrets,
                           passthrough=list(self.passthrough),
-                          emit=lambda k, t, d: emit(AgentEvent(kind=k, text=t, data=d, agent=self.name)))  # type: ignore[arg-type]  # tools emit known kinds
+                          emit=lambda k, t, d: emit(AgentEvent(kind=k, text=t, data=d, agent=self.name)))
         usage = Usage(model=self.model, agent=self.name)
         while budget[0] > 0:
             budget[0] -= 1
