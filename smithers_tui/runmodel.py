@@ -129,12 +129,16 @@ class RunModel:
 
     def __post_init__(self) -> None:
         self.live = dict(self.base)
-        self.view = dict(self.base)
         for key, rec in self.base.items():
             self.history[key] = [(0, rec.state)]
-            self._count(None, rec)
-            self.by_state.setdefault(rec.state, set()).add(key)
-            self.iters.setdefault(key[0], set()).add(key[1])
+        self._view_from(self.base)
+
+    def _view_from(self, nodes: dict[Key, Rec]) -> None:
+        """The view set to `nodes`, with what is kept along with it (counts, iterations, states)."""
+        self.view, self.iters, self.by_state = {}, {}, {}
+        self.steps = self.done = 0
+        for key, rec in nodes.items():
+            self._set_view(key, rec)
 
     def _count(self, old: Rec | None, new: Rec | None) -> None:
         for rec, sign in ((old, -1), (new, 1)):
@@ -201,10 +205,7 @@ class RunModel:
         self.following = frame is None
         target = self.last if frame is None else max(0, min(self.last, frame))
         if target < self.view_frame - target:  # nearer from frame 0 than from here
-            self.view, self.iters, self.by_state = {}, {}, {}
-            self.steps = self.done = 0
-            for key, rec in {**self.base, **self.changes[0]}.items():
-                self._set_view(key, rec)
+            self._view_from({**self.base, **self.changes[0]})
             self.view_frame = 0
         while self.view_frame < target:
             self.view_frame += 1

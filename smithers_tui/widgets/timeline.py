@@ -219,7 +219,7 @@ class FrameTimeline(Widget, can_focus=True):
         base = self.rich_style
         key = (width, len(self.marks), self.axis, base)
         if self._cells is None or self._cells[0] != key:
-            style = self._style
+            style = Style.parse  # cached by Rich
             cells: list[tuple[Segment, Segment]] = []
             for cls, f in self.columns(width):
                 if f < 0:
@@ -231,10 +231,6 @@ class FrameTimeline(Widget, can_focus=True):
         cells = self._cells[1]
         cursor = self.column_of(min(self.frame, max(0, self.last)), width) if self.marks else -1
         return [cell[1] if x == cursor else cell[0] for x, cell in enumerate(cells)]
-
-    @staticmethod
-    def _style(name: str) -> Style:
-        return Style.parse(name)  # cached by Rich
 
     def cursor_line(self, width: int) -> Text:
         if not self.marks:
@@ -299,7 +295,7 @@ class FrameTimeline(Widget, can_focus=True):
             return hit[1]
         drawn = make(max(10, width))
         if isinstance(drawn, Text):  # Text.render leaves out the text's own style: under the spans
-            base = self.rich_style + (self._style(drawn.style) if isinstance(drawn.style, str) else drawn.style)
+            base = self.rich_style + (Style.parse(drawn.style) if isinstance(drawn.style, str) else drawn.style)
             strip = Strip(Segment.apply_style(drawn.render(self.app.console, end=""), base)).simplify()
         else:  # segments already styled
             strip = Strip(drawn)
